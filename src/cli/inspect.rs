@@ -1,0 +1,59 @@
+//! `peerdrop inspect`: what a link holds, never the key.
+
+use libp2p_identity::PeerId;
+use multiaddr::Multiaddr;
+use peerdrop::link::{Hint, Link};
+use serde_json::json;
+
+use crate::cli::{output, InspectArgs};
+
+/// Renders a hint's peer id and addresses, or says why they are invalid.
+pub fn describe_hint(h: &Hint) -> (String, Vec<String>) {
+    let peer = PeerId::from_bytes(&h.peer)
+        .map(|p| p.to_base58())
+        .unwrap_or_else(|_| "<invalid peer id>".into());
+    let addrs = h
+        .addrs
+        .iter()
+        .map(|a| {
+            Multiaddr::try_from(a.clone())
+                .map(|m| m.to_string())
+                .unwrap_or_else(|_| "<invalid address>".into())
+        })
+        .collect();
+    (peer, addrs)
+}
+
+/// Runs the command.
+pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
+    let link: Link = crate::cli::parse_link(args.link.as_deref())?;
+    let hints: Vec<_> = link.hints().iter().map(describe_hint).collect();
+    let pin = link.to_pin_link().to_uri_string();
+    if args.json {
+        output::json_line(&json!({
+            "version": 1,
+            "manifest_id": link.manifest_id().to_string(),
+            "has_key": link.key().is_some(),
+            "kind": if link.key().is_some() { "read" } else { "pin" },
+            "hints": hints.iter().map(|(p, a)| json!({"peer": p, "addrs": a})).collect::<Vec<_>>(),
+            "pin_link": pin,
+        }));
+        return Ok(());
+    }
+    println!("version:     1");
+    println!("manifest id: {}", link.manifest_id());
+    if link.key().is_some() {
+        println!("key:         present (read link: decrypts the share; keep it secret)");
+    } else {
+        println!("key:         absent (pin link: can fetch and host the ciphertext, not read it)");
+    }
+    println!("hints:       {}", hints.len());
+    for (peer, addrs) in &hints {
+        println!("  peer {peer}");
+        for a in addrs {
+            println!("    {a}");
+        }
+    }
+    println!("pin link:    {pin}");
+    Ok(())
+}

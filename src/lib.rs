@@ -1,0 +1,38 @@
+//! peerdrop: peer-to-peer, end-to-end encrypted file exchange.
+//!
+//! A share is sealed on the sharer's machine into chunks that are encrypted
+//! with a key that exists only in the share link, and addressed by the BLAKE3
+//! hash of their ciphertext, so any node can store, verify and serve them
+//! without being able to read them.
+//!
+//! # Layout
+//!
+//! Lower layers never use higher ones.
+//!
+//! | layer | module | owns |
+//! |---|---|---|
+//! | 0, pure | [`chunk`] | chunk geometry, [`chunk::ChunkId`] |
+//! | 0, pure | [`crypto`] | [`crypto::ShareKey`], subkeys, chunk AEAD, key commitment |
+//! | 1, pure | [`manifest`] | the public [`manifest::Manifest`] and its id |
+//! | 1, pure | [`meta`] | the sealed file list and hostile-path rules |
+//! | 1, pure | [`link`] | share links, read and pin |
+//! | 1, pure | [`seal`] | streaming, multi-core sealing of a share into chunks |
+//! | 1, pure | [`open`] | verifying and decrypting chunks against a manifest |
+//! | 2, files | [`store`] | reading sources, writing output crash-safely, chunk directories |
+//!
+//! Layers 0 and 1 do no I/O beyond `std::io::Read` handed in by the caller;
+//! the binary (`src/main.rs`, `src/cli/`) is the only place that prints,
+//! reads the environment or picks paths.
+
+#![forbid(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod chunk;
+pub mod crypto;
+pub mod link;
+pub mod manifest;
+pub mod meta;
+pub mod open;
+pub mod pipeline;
+pub mod seal;
+pub mod store;

@@ -1,0 +1,494 @@
+//! Share links (pure).
+//!
+//! ```text
+//! peerdrop:1/<manifest id>[/<hints>][#<key>]
+//! ```
+//!
+//! Each part is lowercase RFC 4648 base32 without padding. The key sits after
+//! `#`, as in Mega's links, so deleting everything from `#` on turns a *read
+//! link* into a *pin link*: enough to fetch, verify and host the ciphertext,
+//! not to read it. Hints (peer ids and multiaddrs) are kept as opaque bytes
+//! here; the network layer parses them and skips the bad ones, since a hint is
+//! only ever a suggestion. Every size is capped before anything is decoded,
+//! and exactly one spelling of each link is accepted.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::crypto::{KeyError, ShareKey, KEY_LEN};
+use crate::manifest::ManifestId;
+
+/// The scheme, with its colon.
+pub const SCHEME: &str = "peerdrop:";
+/// The only link version this build writes and reads.
+pub const VERSION: &str = "1";
+/// Longest link accepted, in bytes.
+pub const MAX_LINK_LEN: usize = 4096;
+/// Most peer hints in one link.
+pub const MAX_HINTS: usize = 16;
+/// Most addresses per hint.
+pub const MAX_ADDRS_PER_HINT: usize = 8;
+/// Longest peer id, in bytes.
+pub const MAX_PEER_ID_LEN: usize = 64;
+/// Longest encoded hint (peer id and its addresses), in bytes.
+pub const MAX_HINT_LEN: usize = 256;
+/// Longest encoded hint section, in bytes.
+pub const MAX_HINTS_LEN: usize = 2048;
+
+/// A suggestion of where to find a share: a peer and some of its addresses,
+/// both in their binary libp2p encodings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hint {
+    /// The peer id's bytes (a multihash).
+    pub peer: Vec<u8>,
+    /// Multiaddrs in binary form.
+    pub addrs: Vec<Vec<u8>>,
+}
+
+impl Hint {
+    fn encoded_len(&self) -> usize {
+        2 + self.peer.len() + self.addrs.iter().map(|a| 1 + a.len()).sum::<usize>()
+    }
+}
+
+/// A parsed share link. `Debug` never shows the key.
+pub struct Link {
+    manifest: ManifestId,
+    hints: Vec<Hint>,
+    key: Option<ShareKey>,
+}
+
+/// What is wrong with a link.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Nothing was given.
+    #[error("the link is empty")]
+    Empty,
+    /// Over [`MAX_LINK_LEN`].
+    #[error("the link is {len} bytes long, the limit is {MAX_LINK_LEN}; it is not a peerdrop link or it is damaged")]
+    TooLong {
+        /// Its length.
+        len: usize,
+    },
+    /// Does not start with `peerdrop:`.
+    #[error("not a peerdrop link: it must start with 'peerdrop:'")]
+    NotPeerdrop,
+    /// A version this build does not know.
+    #[error(
+        "link version {0} is not supported by this peerdrop (it reads version 1); upgrade peerdrop"
+    )]
+    UnsupportedVersion(String),
+    /// The structure is wrong.
+    #[error("malformed link: {0}")]
+    Malformed(&'static str),
+    /// A part is not canonical lowercase base32.
+    #[error("the {0} part of the link is not valid base32; was the link cut or retyped?")]
+    BadEncoding(&'static str),
+    /// A part decodes to the wrong number of bytes.
+    #[error("the {part} part of the link has {len} bytes, expected {expected}; was the link cut?")]
+    BadLength {
+        /// Which part.
+        part: &'static str,
+        /// Bytes found.
+        len: usize,
+        /// Bytes expected.
+        expected: usize,
+    },
+    /// Peer hints over the caps or badly structured.
+    #[error("the link's peer hints are invalid: {0}")]
+    BadHints(&'static str),
+    /// The key is all zeros.
+    #[error("{0}")]
+    Key(KeyError),
+    /// A read link was needed but this is a pin link.
+    #[error("this is a pin link (nothing after '#'): it lets a node host the encrypted data but not read it; ask the sender for the full link")]
+    MissingKey,
+}
+
+impl Link {
+    /// A link to `manifest` with `hints` and, for a read link, the key.
+    pub fn new(
+        manifest: ManifestId,
+        hints: Vec<Hint>,
+        key: Option<ShareKey>,
+    ) -> Result<Link, ParseError> {
+        check_hints(&hints)?;
+        Ok(Link {
+            manifest,
+            hints,
+            key,
+        })
+    }
+
+    /// The manifest this link points at.
+    pub fn manifest_id(&self) -> &ManifestId {
+        &self.manifest
+    }
+
+    /// Where the share may be found.
+    pub fn hints(&self) -> &[Hint] {
+        &self.hints
+    }
+
+    /// The key, for a read link.
+    pub fn key(&self) -> Option<&ShareKey> {
+        self.key.as_ref()
+    }
+
+    /// The key, or [`ParseError::MissingKey`] for a pin link.
+    pub fn require_key(&self) -> Result<&ShareKey, ParseError> {
+        self.key.as_ref().ok_or(ParseError::MissingKey)
+    }
+
+    /// The same link without the key.
+    pub fn to_pin_link(&self) -> Link {
+        Link {
+            manifest: self.manifest,
+            hints: self.hints.clone(),
+            key: None,
+        }
+    }
+
+    /// The link as text, *including the key* if it has one. This is the one
+    /// place a key is turned into text: print it only when the user asked.
+    pub fn to_uri_string(&self) -> String {
+        let mut s = format!("{SCHEME}{VERSION}/{}", base32::encode(&self.manifest.0));
+        if !self.hints.is_empty() {
+            s.push('/');
+            s.push_str(&base32::encode(&encode_hints(&self.hints)));
+        }
+        if let Some(k) = &self.key {
+            s.push('#');
+            s.push_str(&base32::encode(k.expose_secret()));
+        }
+        s
+    }
+
+    /// Parses a link that must carry a key.
+    pub fn parse_read_link(s: &str) -> Result<Link, ParseError> {
+        let link: Link = s.parse()?;
+        link.require_key()?;
+        Ok(link)
+    }
+}
+
+impl fmt::Debug for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Link")
+            .field("manifest", &self.manifest)
+            .field("hints", &self.hints.len())
+            .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl FromStr for Link {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Link, ParseError> {
+        if s.len() > MAX_LINK_LEN {
+            return Err(ParseError::TooLong { len: s.len() });
+        }
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(ParseError::Empty);
+        }
+        let rest = match s.get(..SCHEME.len()) {
+            Some(p) if p.eq_ignore_ascii_case(SCHEME) => &s[SCHEME.len()..],
+            _ => return Err(ParseError::NotPeerdrop),
+        };
+        let (body, key) = match rest.split_once('#') {
+            Some((b, k)) => (b, Some(k)),
+            None => (rest, None),
+        };
+        let mut parts = body.split('/');
+        let version = parts.next().unwrap_or_default();
+        if version != VERSION {
+            let shown: String = version.chars().take(16).collect();
+            return Err(ParseError::UnsupportedVersion(format!("{shown:?}")));
+        }
+        let mid = parts
+            .next()
+            .ok_or(ParseError::Malformed("no manifest id after the version"))?;
+        let hints = parts.next();
+        if parts.next().is_some() {
+            return Err(ParseError::Malformed("too many '/'-separated parts"));
+        }
+        let manifest = ManifestId(decode_fixed(mid, "manifest id")?);
+        let hints = match hints {
+            None => Vec::new(),
+            Some(h) => {
+                if h.len() > base32::encoded_len(MAX_HINTS_LEN) {
+                    return Err(ParseError::BadHints("the hint section is too long"));
+                }
+                decode_hints(&base32::decode(h).ok_or(ParseError::BadEncoding("hints"))?)?
+            }
+        };
+        let key = match key {
+            None => None,
+            Some(k) => {
+                Some(ShareKey::from_bytes(decode_fixed(k, "key")?).map_err(ParseError::Key)?)
+            }
+        };
+        Ok(Link {
+            manifest,
+            hints,
+            key,
+        })
+    }
+}
+
+fn decode_fixed(s: &str, part: &'static str) -> Result<[u8; KEY_LEN], ParseError> {
+    if s.is_empty() {
+        return Err(ParseError::Malformed(if part == "key" {
+            "'#' is followed by nothing; remove the '#' for a pin link"
+        } else {
+            "the manifest id is empty"
+        }));
+    }
+    if s.len() > base32::encoded_len(KEY_LEN) + 8 {
+        return Err(ParseError::BadLength {
+            part,
+            len: s.len() * 5 / 8,
+            expected: KEY_LEN,
+        });
+    }
+    let bytes = base32::decode(s).ok_or(ParseError::BadEncoding(part))?;
+    bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| ParseError::BadLength {
+            part,
+            len: bytes.len(),
+            expected: KEY_LEN,
+        })
+}
+
+fn check_hints(hints: &[Hint]) -> Result<(), ParseError> {
+    if hints.len() > MAX_HINTS {
+        return Err(ParseError::BadHints("more than 16 peers"));
+    }
+    for h in hints {
+        if h.peer.is_empty() || h.peer.len() > MAX_PEER_ID_LEN {
+            return Err(ParseError::BadHints(
+                "a peer id is empty or longer than 64 bytes",
+            ));
+        }
+        if h.addrs.len() > MAX_ADDRS_PER_HINT {
+            return Err(ParseError::BadHints("a peer has more than 8 addresses"));
+        }
+        if h.addrs.iter().any(|a| a.is_empty() || a.len() > 255) {
+            return Err(ParseError::BadHints("an address is empty or too long"));
+        }
+        if h.encoded_len() > MAX_HINT_LEN {
+            return Err(ParseError::BadHints(
+                "a peer's hint is longer than 256 bytes",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn encode_hints(hints: &[Hint]) -> Vec<u8> {
+    let mut out = vec![hints.len() as u8];
+    for h in hints {
+        out.push(h.peer.len() as u8);
+        out.extend_from_slice(&h.peer);
+        out.push(h.addrs.len() as u8);
+        for a in &h.addrs {
+            out.push(a.len() as u8);
+            out.extend_from_slice(a);
+        }
+    }
+    out
+}
+
+fn decode_hints(mut b: &[u8]) -> Result<Vec<Hint>, ParseError> {
+    const TRUNC: ParseError = ParseError::BadHints("truncated");
+    let mut take = |n: usize| -> Result<&[u8], ParseError> {
+        if b.len() < n {
+            return Err(TRUNC);
+        }
+        let (h, t) = b.split_at(n);
+        b = t;
+        Ok(h)
+    };
+    let count = take(1)?[0] as usize;
+    if count == 0 {
+        return Err(ParseError::BadHints(
+            "an empty hint section (omit it instead)",
+        ));
+    }
+    if count > MAX_HINTS {
+        return Err(ParseError::BadHints("more than 16 peers"));
+    }
+    let mut hints = Vec::with_capacity(count);
+    for _ in 0..count {
+        let n = take(1)?[0] as usize;
+        let peer = take(n)?.to_vec();
+        let addr_count = take(1)?[0] as usize;
+        if addr_count > MAX_ADDRS_PER_HINT {
+            return Err(ParseError::BadHints("a peer has more than 8 addresses"));
+        }
+        let mut addrs = Vec::with_capacity(addr_count);
+        for _ in 0..addr_count {
+            let n = take(1)?[0] as usize;
+            addrs.push(take(n)?.to_vec());
+        }
+        hints.push(Hint { peer, addrs });
+    }
+    if !take(0)?.is_empty() || !b.is_empty() {
+        return Err(ParseError::BadHints("trailing bytes"));
+    }
+    check_hints(&hints)?;
+    Ok(hints)
+}
+
+/// Canonical lowercase RFC 4648 base32 without padding.
+pub mod base32 {
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+
+    /// Characters needed for `n` bytes.
+    pub fn encoded_len(n: usize) -> usize {
+        (n * 8).div_ceil(5)
+    }
+
+    /// Encodes `data`.
+    pub fn encode(data: &[u8]) -> String {
+        let mut out = String::with_capacity(encoded_len(data.len()));
+        let (mut acc, mut bits) = (0u32, 0u32);
+        for &b in data {
+            acc = (acc << 8) | b as u32;
+            bits += 8;
+            while bits >= 5 {
+                bits -= 5;
+                out.push(ALPHABET[((acc >> bits) & 31) as usize] as char);
+            }
+        }
+        if bits > 0 {
+            out.push(ALPHABET[((acc << (5 - bits)) & 31) as usize] as char);
+        }
+        out
+    }
+
+    /// Decodes `s`; `None` unless it is exactly what [`encode`] produces
+    /// for some input (lowercase only, no padding, zero trailing bits).
+    pub fn decode(s: &str) -> Option<Vec<u8>> {
+        if matches!(s.len() % 8, 1 | 3 | 6) {
+            return None;
+        }
+        let mut out = Vec::with_capacity(s.len() * 5 / 8);
+        let (mut acc, mut bits) = (0u32, 0u32);
+        for c in s.bytes() {
+            let v = match c {
+                b'a'..=b'z' => c - b'a',
+                b'2'..=b'7' => c - b'2' + 26,
+                _ => return None,
+            };
+            acc = (acc << 5) | v as u32;
+            bits += 5;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((acc >> bits) as u8);
+            }
+            acc &= (1 << bits) - 1;
+        }
+        (acc == 0).then_some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(key: bool) -> Link {
+        Link::new(
+            ManifestId([0x11; 32]),
+            vec![Hint {
+                peer: vec![0, 36, 8, 1],
+                addrs: vec![vec![4, 127, 0, 0, 1, 6, 0x1f, 0x90]],
+            }],
+            key.then(|| ShareKey::from_bytes([0x22; 32]).unwrap()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn round_trip_and_pin_link() {
+        let link = sample(true);
+        let s = link.to_uri_string();
+        let back: Link = s.parse().unwrap();
+        assert_eq!(back.to_uri_string(), s);
+        assert_eq!(back.hints(), link.hints());
+        let pin = back.to_pin_link().to_uri_string();
+        assert_eq!(pin, s.split('#').next().unwrap());
+        assert_eq!(
+            Link::parse_read_link(&pin).unwrap_err(),
+            ParseError::MissingKey
+        );
+        assert!(!format!("{back:?}").contains(&base32::encode(&[0x22; 32])));
+    }
+
+    #[test]
+    fn base32_is_canonical() {
+        for n in 0..40 {
+            let data: Vec<u8> = (0..n as u8).map(|i| i.wrapping_mul(37)).collect();
+            let e = base32::encode(&data);
+            assert_eq!(base32::decode(&e).unwrap(), data);
+            assert!(
+                base32::decode(&e.to_uppercase()).is_none()
+                    || e.chars().all(|c| c.is_ascii_digit())
+                    || e.is_empty()
+            );
+        }
+        // "ab" has non-zero trailing bits for a 1-byte value; "ae" is canonical.
+        assert!(base32::decode("ab").is_none());
+        assert!(base32::decode("a").is_none());
+    }
+
+    #[test]
+    fn malformed_links_say_what_is_wrong() {
+        let good = sample(true).to_uri_string();
+        let (body, key) = good.split_once('#').unwrap();
+        let cases: Vec<(String, ParseError)> = vec![
+            ("".into(), ParseError::Empty),
+            ("https://example.com".into(), ParseError::NotPeerdrop),
+            (
+                good.replacen(":1/", ":2/", 1),
+                ParseError::UnsupportedVersion("\"2\"".into()),
+            ),
+            (
+                format!("{body}#"),
+                ParseError::Malformed("'#' is followed by nothing; remove the '#' for a pin link"),
+            ),
+            (
+                format!("{body}#{}", &key[..40]),
+                ParseError::BadLength {
+                    part: "key",
+                    len: 25,
+                    expected: 32,
+                },
+            ),
+            (
+                format!("{body}#{}", key.to_uppercase()),
+                ParseError::BadEncoding("key"),
+            ),
+            (
+                format!("{body}#{}", base32::encode(&[0; 32])),
+                ParseError::Key(KeyError::AllZero),
+            ),
+            (
+                format!("{body}/x#{key}"),
+                ParseError::Malformed("too many '/'-separated parts"),
+            ),
+            ("x".repeat(5000), ParseError::TooLong { len: 5000 }),
+            (
+                "peerdrop:1".into(),
+                ParseError::Malformed("no manifest id after the version"),
+            ),
+        ];
+        for (s, want) in cases {
+            assert_eq!(s.parse::<Link>().unwrap_err(), want, "{s}");
+        }
+    }
+}

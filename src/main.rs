@@ -1,0 +1,35 @@
+//! The `peerdrop` binary: parse, dispatch, map errors to exit codes.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cli::{Cli, Command};
+use serde_json::json;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // --help and --version exit 0; usage errors exit 2.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let (json, result) = match &cli.command {
+        Command::Inspect(a) => (a.json, cli::inspect::run(a)),
+        Command::Seal(a) => (a.json, cli::local::run_seal(a)),
+        Command::Unseal(a) => (a.json, cli::local::run_unseal(a)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if json {
+                cli::output::json_line(&json!({"event": "error", "message": format!("{e:#}")}));
+            }
+            eprintln!("peerdrop: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! The manifest: the public description of a sealed share (pure).
+//!
+//! A manifest lists, in order, the ids of every chunk of the metadata stream
+//! and of the content stream, the plaintext length of each stream, the chunk
+//! size, and a commitment to the key. It is readable by anyone holding a pin
+//! link: it reveals sizes, never names or content. Its id is the BLAKE3 of its
+//! exact bytes, which is what a link names. The encoding is fixed-width and
+//! canonical, so there is exactly one byte string per manifest and decoding
+//! never needs to re-encode (see FORMAT.md for the byte layout).
+
+use std::collections::HashSet;
+use std::fmt;
+
+use crate::chunk::{hex, ChunkId, ChunkSize, Stream, CHUNK_OVERHEAD, MAX_CHUNKS_PER_STREAM};
+use crate::crypto::ChunkPosition;
+
+/// First four bytes of every manifest.
+pub const MAGIC: [u8; 4] = *b"PDMF";
+/// The only manifest version this build reads and writes.
+pub const VERSION: u8 = 1;
+/// Bytes before the first chunk id.
+pub const HEADER_LEN: usize = 56;
+/// Largest metadata stream a manifest may declare (64 MiB of file list).
+pub const MAX_METADATA_LEN: u64 = 64 << 20;
+/// Largest manifest in bytes: the header and 2^18 ids per stream.
+pub const MAX_MANIFEST_LEN: usize = HEADER_LEN + 2 * (MAX_CHUNKS_PER_STREAM as usize) * 32;
+
+/// BLAKE3 of a manifest's bytes: what a link points at.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ManifestId(pub [u8; 32]);
+
+impl ManifestId {
+    /// The id of manifest bytes.
+    pub fn of(bytes: &[u8]) -> ManifestId {
+        ManifestId(*blake3::hash(bytes).as_bytes())
+    }
+}
+
+impl fmt::Display for ManifestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex(&self.0))
+    }
+}
+
+impl fmt::Debug for ManifestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ManifestId({})", hex(&self.0))
+    }
+}
+
+/// A decoded, structurally valid manifest. Sizes in it are *claimed* until
+/// the chunks they describe authenticate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    /// Plaintext chunk size of both streams.
+    pub chunk_size: ChunkSize,
+    /// [`crate::crypto::ShareKey::commitment`] of the share's key.
+    pub key_commitment: [u8; 32],
+    /// Plaintext length of the metadata stream.
+    pub metadata_len: u64,
+    /// Plaintext length of the content stream (total size of all files).
+    pub content_len: u64,
+    /// Ids of the metadata chunks, in stream order.
+    pub metadata_chunks: Vec<ChunkId>,
+    /// Ids of the content chunks, in stream order.
+    pub content_chunks: Vec<ChunkId>,
+}
+
+/// Why bytes are not a valid manifest.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ManifestError {
+    /// The bytes do not hash to the id that was asked for.
+    #[error("the manifest does not match the id in the link; the peer sent wrong data")]
+    IdMismatch,
+    /// Shorter than a header.
+    #[error("manifest truncated: {len} bytes, a manifest has at least {HEADER_LEN}")]
+    TooShort {
+        /// Length received.
+        len: usize,
+    },
+    /// Longer than any valid manifest.
+    #[error("manifest too large: {len} bytes, the limit is {MAX_MANIFEST_LEN}")]
+    TooLarge {
+        /// Length received.
+        len: usize,
+    },
+    /// The magic bytes are wrong: this is not a peerdrop manifest.
+    #[error("not a peerdrop manifest (bad magic bytes)")]
+    BadMagic,
+    /// A version this build does not know.
+    #[error("manifest version {0} is not supported by this peerdrop (supports {VERSION}); upgrade peerdrop")]
+    UnsupportedVersion(u8),
+    /// Chunk size outside 1 KiB..=64 MiB.
+    #[error("manifest declares an invalid chunk size 2^{0}")]
+    BadChunkSize(u8),
+    /// Reserved header bytes are not zero.
+    #[error("manifest has non-zero reserved bytes")]
+    Reserved,
+    /// Metadata stream longer than [`MAX_METADATA_LEN`].
+    #[error("manifest declares {len} bytes of metadata, the limit is {MAX_METADATA_LEN}")]
+    MetadataTooLarge {
+        /// Declared length.
+        len: u64,
+    },
+    /// A stream would need more than [`MAX_CHUNKS_PER_STREAM`] chunks.
+    #[error("manifest declares {count} {stream} chunks, the limit is {MAX_CHUNKS_PER_STREAM}")]
+    TooManyChunks {
+        /// Which stream.
+        stream: Stream,
+        /// Chunks its declared length needs.
+        count: u64,
+    },
+    /// The id list is not exactly as long as the declared lengths require.
+    #[error("manifest is {actual} bytes but its declared sizes need {expected}")]
+    LengthMismatch {
+        /// Length the header implies.
+        expected: usize,
+        /// Length received.
+        actual: usize,
+    },
+    /// The same chunk id appears twice, which honest sealing cannot produce.
+    #[error("manifest lists {stream} chunk {index} twice")]
+    DuplicateChunk {
+        /// Stream of the second occurrence.
+        stream: Stream,
+        /// Index of the second occurrence.
+        index: u64,
+    },
+}
+
+impl Manifest {
+    /// The canonical bytes of this manifest.
+    pub fn encode(&self) -> Vec<u8> {
+        let ids = self.metadata_chunks.len() + self.content_chunks.len();
+        let mut out = Vec::with_capacity(HEADER_LEN + 32 * ids);
+        out.extend_from_slice(&MAGIC);
+        out.push(VERSION);
+        out.push(self.chunk_size.log2());
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&self.key_commitment);
+        out.extend_from_slice(&self.metadata_len.to_le_bytes());
+        out.extend_from_slice(&self.content_len.to_le_bytes());
+        for id in self.metadata_chunks.iter().chain(&self.content_chunks) {
+            out.extend_from_slice(&id.0);
+        }
+        out
+    }
+
+    /// Checks `bytes` against `id`, then decodes them: verify, then parse.
+    pub fn decode_verified(id: &ManifestId, bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        if bytes.len() > MAX_MANIFEST_LEN {
+            return Err(ManifestError::TooLarge { len: bytes.len() });
+        }
+        if ManifestId::of(bytes) != *id {
+            return Err(ManifestError::IdMismatch);
+        }
+        Manifest::decode(bytes)
+    }
+
+    /// Decodes manifest bytes, checking every bound before allocating.
+    pub fn decode(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        if bytes.len() > MAX_MANIFEST_LEN {
+            return Err(ManifestError::TooLarge { len: bytes.len() });
+        }
+        if bytes.len() < 5 {
+            return Err(ManifestError::TooShort { len: bytes.len() });
+        }
+        if bytes[..4] != MAGIC {
+            return Err(ManifestError::BadMagic);
+        }
+        if bytes[4] != VERSION {
+            return Err(ManifestError::UnsupportedVersion(bytes[4]));
+        }
+        if bytes.len() < HEADER_LEN {
+            return Err(ManifestError::TooShort { len: bytes.len() });
+        }
+        let chunk_size =
+            ChunkSize::from_log2(bytes[5]).ok_or(ManifestError::BadChunkSize(bytes[5]))?;
+        if bytes[6..8] != [0, 0] {
+            return Err(ManifestError::Reserved);
+        }
+        let key_commitment: [u8; 32] = bytes[8..40].try_into().expect("32 bytes");
+        let metadata_len = u64::from_le_bytes(bytes[40..48].try_into().expect("8 bytes"));
+        let content_len = u64::from_le_bytes(bytes[48..56].try_into().expect("8 bytes"));
+        if metadata_len > MAX_METADATA_LEN {
+            return Err(ManifestError::MetadataTooLarge { len: metadata_len });
+        }
+        let mut counts = [0usize; 2];
+        for (slot, (stream, len)) in counts.iter_mut().zip([
+            (Stream::Metadata, metadata_len),
+            (Stream::Content, content_len),
+        ]) {
+            let count = chunk_size.chunk_count(len);
+            if count > MAX_CHUNKS_PER_STREAM {
+                return Err(ManifestError::TooManyChunks { stream, count });
+            }
+            *slot = count as usize;
+        }
+        let expected = HEADER_LEN + 32 * (counts[0] + counts[1]);
+        if bytes.len() != expected {
+            return Err(ManifestError::LengthMismatch {
+                expected,
+                actual: bytes.len(),
+            });
+        }
+        let mut seen = HashSet::with_capacity(counts[0] + counts[1]);
+        let mut ids = bytes[HEADER_LEN..]
+            .chunks_exact(32)
+            .map(|c| ChunkId(c.try_into().expect("32 bytes")));
+        let mut take = |stream: Stream, n: usize| -> Result<Vec<ChunkId>, ManifestError> {
+            let mut v = Vec::with_capacity(n);
+            for index in 0..n {
+                let id = ids.next().expect("length checked above");
+                if !seen.insert(id) {
+                    return Err(ManifestError::DuplicateChunk {
+                        stream,
+                        index: index as u64,
+                    });
+                }
+                v.push(id);
+            }
+            Ok(v)
+        };
+        let metadata_chunks = take(Stream::Metadata, counts[0])?;
+        let content_chunks = take(Stream::Content, counts[1])?;
+        Ok(Manifest {
+            chunk_size,
+            key_commitment,
+            metadata_len,
+            content_len,
+            metadata_chunks,
+            content_chunks,
+        })
+    }
+
+    /// The id of this manifest (BLAKE3 of its encoding).
+    pub fn id(&self) -> ManifestId {
+        ManifestId::of(&self.encode())
+    }
+
+    /// Chunk ids of `stream`, in order.
+    pub fn chunks(&self, stream: Stream) -> &[ChunkId] {
+        match stream {
+            Stream::Metadata => &self.metadata_chunks,
+            Stream::Content => &self.content_chunks,
+        }
+    }
+
+    /// Declared plaintext length of `stream`.
+    pub fn stream_len(&self, stream: Stream) -> u64 {
+        match stream {
+            Stream::Metadata => self.metadata_len,
+            Stream::Content => self.content_len,
+        }
+    }
+
+    /// Position (as bound into associated data) of chunk `index` of `stream`.
+    pub fn position(&self, stream: Stream, index: u64) -> ChunkPosition {
+        ChunkPosition {
+            stream,
+            index,
+            is_last: index + 1 == self.chunks(stream).len() as u64,
+        }
+    }
+
+    /// Plaintext length of chunk `index` of `stream`.
+    pub fn plaintext_len(&self, stream: Stream, index: u64) -> usize {
+        self.chunk_size.chunk_len(self.stream_len(stream), index)
+    }
+
+    /// Exact length of sealed chunk `index` of `stream`.
+    pub fn sealed_len(&self, stream: Stream, index: u64) -> usize {
+        self.plaintext_len(stream, index) + CHUNK_OVERHEAD
+    }
+
+    /// Total number of chunks of both streams.
+    pub fn chunk_count(&self) -> usize {
+        self.metadata_chunks.len() + self.content_chunks.len()
+    }
+
+    /// Total ciphertext bytes of the share (what a pinning node stores).
+    pub fn sealed_size(&self) -> u64 {
+        self.metadata_len + self.content_len + (self.chunk_count() * CHUNK_OVERHEAD) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        Manifest {
+            chunk_size: ChunkSize::from_log2(10).unwrap(),
+            key_commitment: [9; 32],
+            metadata_len: 10,
+            content_len: 2048,
+            metadata_chunks: vec![ChunkId([1; 32])],
+            content_chunks: vec![ChunkId([2; 32]), ChunkId([3; 32])],
+        }
+    }
+
+    #[test]
+    fn round_trip_and_verification() {
+        let m = sample();
+        let bytes = m.encode();
+        assert_eq!(bytes.len(), HEADER_LEN + 3 * 32);
+        assert_eq!(Manifest::decode_verified(&m.id(), &bytes).unwrap(), m);
+        let mut other = bytes.clone();
+        other[60] ^= 1;
+        assert_eq!(
+            Manifest::decode_verified(&m.id(), &other),
+            Err(ManifestError::IdMismatch)
+        );
+    }
+
+    #[test]
+    fn hostile_headers_are_refused_before_allocating() {
+        let bytes = sample().encode();
+        let with = |at: usize, v: &[u8]| {
+            let mut b = bytes.clone();
+            b[at..at + v.len()].copy_from_slice(v);
+            Manifest::decode(&b)
+        };
+        assert_eq!(with(0, b"XDMF"), Err(ManifestError::BadMagic));
+        assert_eq!(with(4, &[2]), Err(ManifestError::UnsupportedVersion(2)));
+        assert_eq!(with(5, &[9]), Err(ManifestError::BadChunkSize(9)));
+        assert_eq!(with(6, &[1]), Err(ManifestError::Reserved));
+        assert_eq!(
+            with(48, &u64::MAX.to_le_bytes()),
+            Err(ManifestError::TooManyChunks {
+                stream: Stream::Content,
+                count: u64::MAX.div_ceil(1024)
+            })
+        );
+        assert_eq!(
+            with(40, &(1u64 << 62).to_le_bytes()),
+            Err(ManifestError::MetadataTooLarge { len: 1 << 62 })
+        );
+        assert!(matches!(
+            with(48, &4096u64.to_le_bytes()),
+            Err(ManifestError::LengthMismatch { .. })
+        ));
+        assert!(matches!(
+            with(HEADER_LEN + 32, &[1; 32]),
+            Err(ManifestError::DuplicateChunk {
+                stream: Stream::Content,
+                index: 0
+            })
+        ));
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(matches!(
+            Manifest::decode(&long),
+            Err(ManifestError::LengthMismatch { .. })
+        ));
+        assert_eq!(
+            Manifest::decode(&bytes[..3]),
+            Err(ManifestError::TooShort { len: 3 })
+        );
+    }
+}

@@ -1,0 +1,35 @@
+//! Local files: the only layer below the network that touches the disk.
+//!
+//! - [`source`] scans the paths being shared and reads them as one content
+//!   stream (or a range of it, to re-seal a chunk on demand);
+//! - [`output`] writes a share into a destination folder crash-safely:
+//!   everything is staged under a temporary name inside the destination and
+//!   renamed into place only once complete and verified;
+//! - [`chunks`] keeps sealed chunks and manifests in a folder, by id;
+//! - [`unseal`] drives a whole share from a chunk source to an output.
+
+pub mod chunks;
+pub mod output;
+pub mod source;
+pub mod unseal;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// An I/O error together with the path it happened on.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {error}", path.display())]
+pub struct PathIoError {
+    /// The file or folder involved.
+    pub path: PathBuf,
+    /// What the operating system said.
+    pub error: io::Error,
+}
+
+/// Attaches `path` to an I/O error.
+pub(crate) fn at(path: &Path) -> impl FnOnce(io::Error) -> PathIoError + '_ {
+    move |error| PathIoError {
+        path: path.to_owned(),
+        error,
+    }
+}

@@ -1,0 +1,378 @@
+//! Writing a share into a destination folder, crash-safely.
+//!
+//! Everything is staged in `.peerdrop-<id>.partial/` inside the destination
+//! (mode 0700, so nobody else can watch half-written files), with every file
+//! created at its final size. Content is written at its offset as chunks
+//! verify, in any order. [`Output::finish`] sets modes and times, flushes the
+//! file system, then renames each top-level entry (or, for a folder that
+//! already exists, each entry inside it) into place with `RENAME_NOREPLACE`,
+//! so an existing file is never replaced unless the caller asked for it.
+//! A crash at any point leaves only the staging folder behind.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::chunk::hex;
+use crate::manifest::ManifestId;
+use crate::meta::{EntryKind, Metadata, Timestamp};
+use crate::store::{at, PathIoError};
+
+/// Bytes of free space kept beyond the share's size before writing starts.
+pub const FREE_SPACE_MARGIN: u64 = 64 << 20;
+
+/// Why the output cannot be written.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// Something is already at a path the share needs.
+    #[error("{} already exists; pass --force to replace files, or choose another destination", .0.display())]
+    Exists(PathBuf),
+    /// A folder is in the way of a file, or a symlink of a folder.
+    #[error("{} is in the way and will not be replaced even with --force (it is a folder or a link to one); move it away first", .0.display())]
+    Blocked(PathBuf),
+    /// Not enough free space.
+    #[error("not enough free space in {}: the share needs {needed} bytes, {available} are available", dest.display())]
+    NoSpace {
+        /// The destination.
+        dest: PathBuf,
+        /// Bytes needed (share plus margin).
+        needed: u64,
+        /// Bytes available.
+        available: u64,
+    },
+    /// Another process is writing the same share into the same folder.
+    #[error("another peerdrop is already writing this share into {}", .0.display())]
+    Busy(PathBuf),
+    /// The file system failed.
+    #[error(transparent)]
+    Io(#[from] PathIoError),
+}
+
+/// How to write.
+#[derive(Clone, Debug, Default)]
+pub struct OutputOptions {
+    /// Replace existing files (never folders).
+    pub force: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Plan {
+    /// Rename from staging; nothing is there yet.
+    Move,
+    /// Rename over an existing file (with --force).
+    Replace,
+    /// A folder that already exists: leave it, move its entries one by one.
+    Merge,
+    /// Inside a folder that is moved whole.
+    Covered,
+}
+
+/// A share being written into a destination folder.
+pub struct Output {
+    dest: PathBuf,
+    staging: PathBuf,
+    metadata: Metadata,
+    /// Content offset and entry index of each file, in content order.
+    files: Vec<(u64, usize)>,
+    plan: Vec<Plan>,
+    /// The staging folder's lock; closing it releases the lock.
+    _lock: File,
+    /// The file last written to, kept open for sequential writes.
+    open: Option<(usize, File)>,
+}
+
+/// Name of the staging folder for a share.
+pub fn staging_name(id: &ManifestId) -> String {
+    format!(".peerdrop-{}.partial", &hex(&id.0)[..16])
+}
+
+impl Output {
+    /// Checks the destination and prepares the staging folder. Fails before
+    /// writing anything if a path is taken or space is short.
+    pub fn create(
+        dest: &Path,
+        id: &ManifestId,
+        metadata: Metadata,
+        opts: &OutputOptions,
+    ) -> Result<Output, OutputError> {
+        fs::create_dir_all(dest).map_err(at(dest))?;
+        let plan = plan(dest, &metadata, opts)?;
+        let staging = dest.join(staging_name(id));
+        match fs::DirBuilder::new().mode(0o700).create(&staging) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                // A previous run's staging folder: reuse it, but only if it
+                // is a real folder (not a planted symlink).
+                let m = fs::symlink_metadata(&staging).map_err(at(&staging))?;
+                if !m.is_dir() {
+                    return Err(OutputError::Blocked(staging));
+                }
+            }
+            Err(e) => return Err(at(&staging)(e).into()),
+        }
+        let lock_path = staging.join(".lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&lock_path)
+            .map_err(at(&lock_path))?;
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(OutputError::Busy(dest.to_owned()));
+        }
+        let available = free_space(dest).map_err(at(dest))?;
+        let present = staged_bytes(&staging, &metadata);
+        let needed = metadata
+            .content_len()
+            .saturating_sub(present)
+            .saturating_add(FREE_SPACE_MARGIN);
+        if available < needed {
+            return Err(OutputError::NoSpace {
+                dest: dest.to_owned(),
+                needed,
+                available,
+            });
+        }
+        let mut files = Vec::new();
+        let mut offset = 0;
+        for (i, e) in metadata.entries().iter().enumerate() {
+            let path = staging.join(e.path.as_str());
+            match e.kind {
+                EntryKind::Dir => match fs::DirBuilder::new().create(&path) {
+                    Err(err) if err.kind() != io::ErrorKind::AlreadyExists => {
+                        return Err(at(&path)(err).into())
+                    }
+                    _ => {}
+                },
+                EntryKind::File => {
+                    let f = File::options()
+                        .create(true)
+                        .truncate(false)
+                        .write(true)
+                        .mode(if e.executable { 0o777 } else { 0o666 })
+                        .custom_flags(libc::O_NOFOLLOW)
+                        .open(&path)
+                        .map_err(at(&path))?;
+                    f.set_len(e.size).map_err(at(&path))?;
+                    files.push((offset, i));
+                    offset += e.size;
+                }
+            }
+        }
+        Ok(Output {
+            dest: dest.to_owned(),
+            staging,
+            metadata,
+            files,
+            plan,
+            _lock: lock,
+            open: None,
+        })
+    }
+
+    /// The staging folder.
+    pub fn staging(&self) -> &Path {
+        &self.staging
+    }
+
+    /// The file list being written.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// Writes verified plaintext at `offset` of the content stream.
+    pub fn write_content(&mut self, mut offset: u64, mut data: &[u8]) -> Result<(), OutputError> {
+        while !data.is_empty() {
+            // Files of size zero take no bytes; find the one holding `offset`.
+            let k = self
+                .files
+                .partition_point(|&(o, i)| o + self.metadata.entries()[i].size <= offset);
+            let (start, idx) = *self.files.get(k).ok_or_else(|| {
+                at(&self.staging)(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "write past the end of the share",
+                ))
+            })?;
+            let entry = &self.metadata.entries()[idx];
+            let n = ((start + entry.size - offset) as usize).min(data.len());
+            let path = self.staging.join(entry.path.as_str());
+            if self.open.as_ref().map(|(i, _)| *i) != Some(idx) {
+                let f = File::options()
+                    .write(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&path)
+                    .map_err(at(&path))?;
+                self.open = Some((idx, f));
+            }
+            let (_, f) = self.open.as_ref().expect("opened above");
+            f.write_all_at(&data[..n], offset - start)
+                .map_err(at(&path))?;
+            offset += n as u64;
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    /// Sets times and modes, flushes, and renames everything into place.
+    /// Returns the top-level paths created or updated.
+    pub fn finish(mut self) -> Result<Vec<PathBuf>, OutputError> {
+        self.open = None;
+        let entries = self.metadata.entries();
+        // Deepest first, so setting a folder's time comes after its children.
+        for e in entries.iter().rev() {
+            let path = self.staging.join(e.path.as_str());
+            if let Some(t) = system_time(e.mtime) {
+                let f = File::options()
+                    .read(e.kind == EntryKind::Dir)
+                    .write(e.kind == EntryKind::File)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&path)
+                    .map_err(at(&path))?;
+                f.set_modified(t).map_err(at(&path))?;
+            }
+        }
+        sync_fs(&self.staging).map_err(at(&self.staging))?;
+        let mut touched = HashSet::new();
+        touched.insert(self.dest.clone());
+        for (e, plan) in entries.iter().zip(&self.plan) {
+            let from = self.staging.join(e.path.as_str());
+            let to = self.dest.join(e.path.as_str());
+            match plan {
+                Plan::Move => rename_noreplace(&from, &to).map_err(|err| match err.kind() {
+                    io::ErrorKind::AlreadyExists => OutputError::Exists(to.clone()),
+                    _ => at(&to)(err).into(),
+                })?,
+                Plan::Replace => fs::rename(&from, &to).map_err(at(&to))?,
+                Plan::Merge | Plan::Covered => continue,
+            }
+            touched.insert(to.parent().expect("inside dest").to_owned());
+        }
+        for dir in &touched {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        fs::remove_dir_all(&self.staging).map_err(at(&self.staging))?;
+        let mut top: Vec<PathBuf> = entries
+            .iter()
+            .filter(|e| e.path.parent().is_none())
+            .map(|e| self.dest.join(e.path.as_str()))
+            .collect();
+        top.dedup();
+        Ok(top)
+    }
+}
+
+/// What to do with each entry; fails on the first path that is taken.
+fn plan(dest: &Path, metadata: &Metadata, opts: &OutputOptions) -> Result<Vec<Plan>, OutputError> {
+    let mut plan = Vec::with_capacity(metadata.entries().len());
+    let mut moved_dirs: Vec<&str> = Vec::new();
+    for e in metadata.entries() {
+        let covered = e.path.parent().is_some_and(|p| {
+            moved_dirs
+                .iter()
+                .any(|d| p == *d || p.starts_with(&format!("{d}/")))
+        });
+        if covered {
+            plan.push(Plan::Covered);
+            continue;
+        }
+        let to = dest.join(e.path.as_str());
+        let p = match fs::symlink_metadata(&to) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                if e.kind == EntryKind::Dir {
+                    moved_dirs.push(e.path.as_str());
+                }
+                Plan::Move
+            }
+            Err(err) => return Err(at(&to)(err).into()),
+            Ok(m) if m.is_dir() && e.kind == EntryKind::Dir => Plan::Merge,
+            Ok(m) if m.is_dir() => return Err(OutputError::Blocked(to)),
+            Ok(_) if !opts.force => return Err(OutputError::Exists(to)),
+            Ok(_) if e.kind == EntryKind::Dir => return Err(OutputError::Blocked(to)),
+            Ok(_) => Plan::Replace,
+        };
+        plan.push(p);
+    }
+    Ok(plan)
+}
+
+/// Bytes already allocated by a previous run's staging files (counted against
+/// the free-space check, since they are overwritten in place).
+fn staged_bytes(staging: &Path, metadata: &Metadata) -> u64 {
+    metadata
+        .entries()
+        .iter()
+        .filter(|e| e.kind == EntryKind::File)
+        .filter_map(|e| fs::symlink_metadata(staging.join(e.path.as_str())).ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+fn system_time(t: Timestamp) -> Option<SystemTime> {
+    if t.secs >= 0 {
+        UNIX_EPOCH.checked_add(Duration::new(t.secs as u64, t.nanos))
+    } else {
+        UNIX_EPOCH
+            .checked_sub(Duration::from_secs(t.secs.unsigned_abs()))?
+            .checked_add(Duration::from_nanos(t.nanos as u64))
+    }
+}
+
+fn cstr(p: &Path) -> io::Result<std::ffi::CString> {
+    std::ffi::CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+}
+
+/// `rename(2)` that fails with `AlreadyExists` instead of replacing.
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    let (f, t) = (cstr(from)?, cstr(to)?);
+    // SAFETY: two valid NUL-terminated paths; AT_FDCWD resolves them as
+    // relative to the working directory, like rename(2).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Flushes the whole file system holding `path` (one `syncfs` instead of an
+/// `fsync` per file, which matters for shares of thousands of small files).
+pub fn sync_fs(path: &Path) -> io::Result<()> {
+    let d = File::open(path)?;
+    // SAFETY: syncfs on a file descriptor we own.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Free bytes available to this user on the file system holding `path`.
+pub fn free_space(path: &Path) -> io::Result<u64> {
+    let c = cstr(path)?;
+    // SAFETY: statvfs writes into the zeroed struct we pass.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((s.f_bavail as u64).saturating_mul(s.f_frsize as u64))
+}
