@@ -29,8 +29,8 @@ pub const MAX_COMPONENT_LEN: usize = 255;
 pub const MAX_DEPTH: usize = 128;
 /// Bytes of the metadata header: magic, version, three reserved, count.
 pub const HEADER_LEN: usize = 12;
-/// Encoded size of an entry with a one-byte path.
-const MIN_ENTRY_LEN: usize = 1 + 1 + 2 + 1 + 8 + 4 + 8;
+/// Encoded size of an entry with an empty path (the smallest possible).
+const MIN_ENTRY_LEN: usize = 1 + 1 + 2 + 8 + 4 + 8;
 
 /// Why a relative path is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -373,7 +373,7 @@ impl Metadata {
                 + self
                     .entries
                     .iter()
-                    .map(|e| MIN_ENTRY_LEN - 1 + e.path.0.len())
+                    .map(|e| MIN_ENTRY_LEN + e.path.0.len())
                     .sum::<usize>(),
         );
         out.extend_from_slice(&MAGIC);

@@ -32,8 +32,9 @@ pub enum OutputError {
     /// Something is already at a path the share needs.
     #[error("{} already exists; pass --force to replace files, or choose another destination", .0.display())]
     Exists(PathBuf),
-    /// A folder is in the way of a file, or a symlink of a folder.
-    #[error("{} is in the way and will not be replaced even with --force (it is a folder or a link to one); move it away first", .0.display())]
+    /// Something that is never replaced: a folder where a file goes, or
+    /// anything but a real folder where a folder goes.
+    #[error("{} is in the way and will not be replaced, even with --force; move it away or choose another destination", .0.display())]
     Blocked(PathBuf),
     /// Not enough free space.
     #[error("not enough free space in {}: the share needs {needed} bytes, {available} are available", dest.display())]
@@ -103,6 +104,19 @@ impl Output {
         fs::create_dir_all(dest).map_err(at(dest))?;
         let plan = plan(dest, &metadata, opts)?;
         let staging = dest.join(staging_name(id));
+        let available = free_space(dest).map_err(at(dest))?;
+        let present = staged_bytes(&staging, &metadata);
+        let needed = metadata
+            .content_len()
+            .saturating_sub(present)
+            .saturating_add(FREE_SPACE_MARGIN);
+        if available < needed {
+            return Err(OutputError::NoSpace {
+                dest: dest.to_owned(),
+                needed,
+                available,
+            });
+        }
         match fs::DirBuilder::new().mode(0o700).create(&staging) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -126,19 +140,6 @@ impl Output {
         // SAFETY: flock on a file descriptor we own.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(OutputError::Busy(dest.to_owned()));
-        }
-        let available = free_space(dest).map_err(at(dest))?;
-        let present = staged_bytes(&staging, &metadata);
-        let needed = metadata
-            .content_len()
-            .saturating_sub(present)
-            .saturating_add(FREE_SPACE_MARGIN);
-        if available < needed {
-            return Err(OutputError::NoSpace {
-                dest: dest.to_owned(),
-                needed,
-                available,
-            });
         }
         let mut files = Vec::new();
         let mut offset = 0;
@@ -295,8 +296,8 @@ fn plan(dest: &Path, metadata: &Metadata, opts: &OutputOptions) -> Result<Vec<Pl
             Err(err) => return Err(at(&to)(err).into()),
             Ok(m) if m.is_dir() && e.kind == EntryKind::Dir => Plan::Merge,
             Ok(m) if m.is_dir() => return Err(OutputError::Blocked(to)),
-            Ok(_) if !opts.force => return Err(OutputError::Exists(to)),
             Ok(_) if e.kind == EntryKind::Dir => return Err(OutputError::Blocked(to)),
+            Ok(_) if !opts.force => return Err(OutputError::Exists(to)),
             Ok(_) => Plan::Replace,
         };
         plan.push(p);

@@ -304,29 +304,31 @@ impl Read for ContentReader<'_> {
         loop {
             if let Some((file, left, idx)) = &mut self.current {
                 let f = &self.source.files[*idx];
+                let n = if *left == 0 || buf.is_empty() {
+                    0
+                } else {
+                    let want = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    match file.read(&mut buf[..want])? {
+                        0 => return Err(changed(f, "shrank")),
+                        n => n,
+                    }
+                };
+                *left -= n as u64;
                 if *left == 0 {
-                    // Catch a file that grew or was rewritten in place.
+                    // Checked as soon as the last byte is read, so that a
+                    // file that grew or was rewritten fails the seal even when
+                    // it is the last one.
                     let mut probe = [0u8; 1];
                     let meta = file.metadata()?;
-                    if file.read(&mut probe)? != 0
-                        || meta.len() != f.size
-                        || meta.modified().ok() != f.modified
-                    {
+                    if file.read(&mut probe)? != 0 || meta.len() != f.size || meta.modified().ok() != f.modified {
                         return Err(changed(f, "changed"));
                     }
                     self.current = None;
-                    continue;
                 }
-                if buf.is_empty() {
-                    return Ok(0);
+                if n > 0 || buf.is_empty() {
+                    return Ok(n);
                 }
-                let want = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
-                let n = file.read(&mut buf[..want])?;
-                if n == 0 {
-                    return Err(changed(f, "shrank"));
-                }
-                *left -= n as u64;
-                return Ok(n);
+                continue;
             }
             let Some(f) = self.source.files.get(self.next) else {
                 return Ok(0);
