@@ -587,7 +587,7 @@ fn print_report(r: &Report<'_>) {
         }
     );
     let header = format!(
-        "{:<46} {:>9} {:>8} {:>7} {:>6} {:>8} {:>8}  {}",
+        "{:<46} {:>9} {:>8} {:>7} {:>7} {:>8} {:>8}  {}",
         "phase", "MiB", "seconds", "GB/s", "ratio", "peak MiB", "+peak", "target"
     );
     for (title, rows) in r.groups {
@@ -654,12 +654,12 @@ fn print_row(row: &Row, reference: f64) {
     };
     let target = match row.goal {
         Goal::None => String::new(),
-        Goal::Reference => "= 1.00 (reference)".into(),
+        Goal::Reference => "reference".into(),
         Goal::Target if ratio >= TARGET_RATIO => format!(">= {TARGET_RATIO:.2} ok"),
         Goal::Target => format!(">= {TARGET_RATIO:.2} BELOW"),
     };
     println!(
-        "{:<46} {:>9.1} {:>8.3} {:>7.3} {:>6.2} {:>8} {:>8}  {}",
+        "{:<46} {:>9.1} {:>8.3} {:>7.3} {:>7.3} {:>8} {:>8}  {}",
         row.label,
         mib(row.bytes),
         row.secs,

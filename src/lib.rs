@@ -16,13 +16,16 @@
 //! | 1, pure | [`manifest`] | the public [`manifest::Manifest`] and its id |
 //! | 1, pure | [`meta`] | the sealed file list and hostile-path rules |
 //! | 1, pure | [`link`] | share links, read and pin |
+//! | 1, pure | [`pipeline`] | the ordered, bounded multi-core pipeline |
 //! | 1, pure | [`seal`] | streaming, multi-core sealing of a share into chunks |
 //! | 1, pure | [`open`] | verifying and decrypting chunks against a manifest |
-//! | 2, files | [`store`] | reading sources, writing output crash-safely, chunk directories |
+//! | 1, pure | [`wire`] | peer protocol messages and framing (the one bincode user) |
+//! | 2, files | [`store`] | reading sources, serving from them, writing output crash-safely, chunk folders |
+//! | 3, network | [`net`] | the libp2p node, serving and fetching |
 //!
-//! Layers 0 and 1 do no I/O beyond `std::io::Read` handed in by the caller;
-//! the binary (`src/main.rs`, `src/cli/`) is the only place that prints,
-//! reads the environment or picks paths.
+//! Layers 0 and 1 do no I/O beyond `std::io::Read` handed in by the caller
+//! (`.ci/run` checks this); the binary (`src/main.rs`, `src/cli/`) is the
+//! only place that prints, reads the environment or picks paths.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -32,7 +35,9 @@ pub mod crypto;
 pub mod link;
 pub mod manifest;
 pub mod meta;
+pub mod net;
 pub mod open;
 pub mod pipeline;
 pub mod seal;
 pub mod store;
+pub mod wire;

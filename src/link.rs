@@ -10,7 +10,8 @@
 //! not to read it. Hints (peer ids and multiaddrs) are kept as opaque bytes
 //! here; the network layer parses them and skips the bad ones, since a hint is
 //! only ever a suggestion. Every size is capped before anything is decoded,
-//! and exactly one spelling of each link is accepted.
+//! and exactly one spelling of each link is accepted (apart from the case of
+//! the scheme, which URI schemes ignore, and surrounding white space).
 
 use std::fmt;
 use std::str::FromStr;
@@ -36,7 +37,7 @@ pub const MAX_HINT_LEN: usize = 256;
 pub const MAX_HINTS_LEN: usize = 2048;
 
 /// A suggestion of where to find a share: a peer and some of its addresses,
-/// both in their binary libp2p encodings.
+/// both in their binary multiformats encodings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hint {
     /// The peer id's bytes (a multihash).
@@ -268,6 +269,9 @@ fn check_hints(hints: &[Hint]) -> Result<(), ParseError> {
     if hints.len() > MAX_HINTS {
         return Err(ParseError::BadHints("more than 16 peers"));
     }
+    if 1 + hints.iter().map(Hint::encoded_len).sum::<usize>() > MAX_HINTS_LEN {
+        return Err(ParseError::BadHints("the hints take more than 2048 bytes"));
+    }
     for h in hints {
         if h.peer.is_empty() || h.peer.len() > MAX_PEER_ID_LEN {
             return Err(ParseError::BadHints(
@@ -337,7 +341,7 @@ fn decode_hints(mut b: &[u8]) -> Result<Vec<Hint>, ParseError> {
         }
         hints.push(Hint { peer, addrs });
     }
-    if !take(0)?.is_empty() || !b.is_empty() {
+    if !b.is_empty() {
         return Err(ParseError::BadHints("trailing bytes"));
     }
     check_hints(&hints)?;

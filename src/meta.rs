@@ -123,9 +123,23 @@ impl RelPath {
     }
 
     /// Key under which two paths collide on a case-insensitive or
-    /// normalising file system (NFC, then lower case).
+    /// normalising file system: compatibility normalisation (NFKC, which maps
+    /// `ſ` to `s` and `µ` to `μ`), lower case, then the folds lower-casing
+    /// misses (`ς`/`σ`, `ı`/`i`, `ß`/`ss`). Deliberately broader than any one
+    /// file system: a false collision refuses a share, a missed one would
+    /// write two entries into one file.
     fn fold_key(&self) -> String {
-        self.0.nfc().collect::<String>().to_lowercase()
+        let lower = self.0.nfkc().collect::<String>().to_lowercase();
+        let mut out = String::with_capacity(lower.len());
+        for c in lower.chars() {
+            match c {
+                'ς' => out.push('σ'),
+                'ı' => out.push('i'),
+                'ß' => out.push_str("ss"),
+                c => out.push(c),
+            }
+        }
+        out.nfkc().collect()
     }
 }
 
@@ -157,9 +171,13 @@ fn check_component(c: &str) -> Result<(), PathError> {
             '\\' => return Err(PathError::Backslash),
             ':' => return Err(PathError::Colon),
             '<' | '>' | '"' | '|' | '?' | '*' => return Err(PathError::Forbidden),
-            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' => {
-                return Err(PathError::Bidi)
-            }
+            '\u{202a}'..='\u{202e}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{200e}'
+            | '\u{200f}'
+            | '\u{061c}'
+            | '\u{2028}'
+            | '\u{2029}' => return Err(PathError::Bidi),
             ch if ch.is_control() => return Err(PathError::Control),
             _ => {}
         }
@@ -544,6 +562,19 @@ mod tests {
         let err =
             Metadata::from_entries(vec![file("caf\u{e9}", 1), file("cafe\u{301}", 1)]).unwrap_err();
         assert!(matches!(err, MetadataError::Collision { .. }), "{err}");
+        for (a, b) in [
+            ("s", "ſ"),
+            ("σ.txt", "ς.txt"),
+            ("µ", "μ"),
+            ("i", "ı"),
+            ("strasse", "straße"),
+        ] {
+            let err = Metadata::from_entries(vec![file(a, 1), file(b, 1)]).unwrap_err();
+            assert!(
+                matches!(err, MetadataError::Collision { .. }),
+                "{a} {b}: {err}"
+            );
+        }
         let err = Metadata::from_entries(vec![file("x", 1), file("x/y", 1)]).unwrap_err();
         assert!(matches!(err, MetadataError::MissingParent { .. }), "{err}");
         let err = Metadata::from_entries(vec![file("d/y", 1)]).unwrap_err();

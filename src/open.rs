@@ -3,7 +3,7 @@
 //! The order of checks is the security argument. A manifest is accepted only
 //! if its bytes hash to the id in the link; the key only if it matches the
 //! manifest's commitment; a chunk only if it sits at a position the manifest
-//! lists, hashes to the id listed there and has exactly the listed length —
+//! lists, has exactly the listed length and hashes to the id listed there —
 //! all before a single byte is decrypted. Then the AEAD authenticates it
 //! against its position, the end-of-stream flag and its length. Plaintext is
 //! handed out only after all of that. A failed check is final.

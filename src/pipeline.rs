@@ -4,11 +4,11 @@
 //! independent across chunks, but chunks must be consumed in stream order.
 //! [`ordered`] reads items on one thread, transforms them on a small pool and
 //! hands the results back in order on the caller's thread, with a fixed number
-//! of items in flight, so memory stays at a few chunks whatever the input size.
+//! of items in flight (finished or not), so memory stays at a few chunks whatever the input size.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 
 /// Number of worker threads to use when the caller does not say: one per
 /// available core, at most 8.
@@ -41,16 +41,30 @@ where
         return Ok(());
     }
     let stop = AtomicBool::new(false);
+    // Permits bound the items between production and consumption, including
+    // finished ones waiting for an earlier item that a paused worker holds.
+    let window = threads * 2 + 2;
+    let (permit_tx, permit_rx) = mpsc::sync_channel::<()>(window);
+    for _ in 0..window {
+        permit_tx
+            .send(())
+            .expect("the channel has room for every permit");
+    }
     let (job_tx, job_rx) = mpsc::sync_channel::<(u64, I)>(threads);
     let (res_tx, res_rx) = mpsc::sync_channel::<(u64, Result<O, E>)>(threads * 2);
-    let job_rx = Mutex::new(job_rx);
-    let (stop, work, job_rx) = (&stop, &work, &job_rx);
+    // Each worker holds the job receiver, so once they have all stopped the
+    // producer's send fails instead of blocking on a full queue forever.
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    let (stop, work) = (&stop, &work);
     std::thread::scope(move |s| {
         {
             let res_tx = res_tx.clone();
             s.spawn(move || {
                 let mut seq = 0u64;
                 while !stop.load(Ordering::Relaxed) {
+                    if permit_rx.recv().is_err() {
+                        return;
+                    }
                     match produce() {
                         Ok(Some(item)) => {
                             if job_tx.send((seq, item)).is_err() {
@@ -69,6 +83,7 @@ where
         }
         for _ in 0..threads {
             let res_tx = res_tx.clone();
+            let job_rx = job_rx.clone();
             s.spawn(move || loop {
                 // The lock is held only while taking one job.
                 let job = job_rx.lock().map(|rx| rx.recv());
@@ -82,6 +97,7 @@ where
             });
         }
         drop(res_tx);
+        drop(job_rx);
         let mut next = 0u64;
         let mut pending = BTreeMap::new();
         let result = (|| {
@@ -90,6 +106,8 @@ where
                 while let Some(r) = pending.remove(&next) {
                     consume(r?)?;
                     next += 1;
+                    // The producer may be gone already; that is fine.
+                    let _ = permit_tx.try_send(());
                 }
             }
             Ok(())
@@ -97,8 +115,9 @@ where
         if result.is_err() {
             stop.store(true, Ordering::Relaxed);
         }
-        // Dropping the receiver unblocks workers and the producer.
+        // Dropping these unblocks the workers and the producer.
         drop(res_rx);
+        drop(permit_tx);
         result
     })
 }
@@ -160,6 +179,47 @@ mod tests {
                 |_| Ok(()),
             );
             assert_eq!(err, Err("read failed".to_string()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod regression {
+    use super::*;
+    use std::time::Duration;
+
+    /// A worker failing while the job queue is full used to leave the
+    /// producer blocked forever on its send.
+    #[test]
+    fn an_early_failure_with_a_full_queue_does_not_hang() {
+        for round in 0..200u64 {
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                let r = ordered(
+                    2,
+                    || {
+                        n += 1;
+                        Ok::<_, u64>((n <= 10_000).then_some(n))
+                    },
+                    |x| {
+                        if x == 1 + round % 3 {
+                            Err(x)
+                        } else {
+                            if x % 7 == 0 {
+                                std::thread::yield_now();
+                            }
+                            Ok(x)
+                        }
+                    },
+                    |_| Ok(()),
+                );
+                let _ = tx.send(r);
+            });
+            let r = rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("ordered() hung");
+            assert!(r.is_err());
         }
     }
 }

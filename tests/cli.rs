@@ -11,14 +11,25 @@ use peerdrop::link::base32;
 
 fn peerdrop() -> Command {
     let mut c = Command::cargo_bin("peerdrop").unwrap();
-    c.env_remove("PEERDROP_LINK").timeout(std::time::Duration::from_secs(60));
+    c.env_remove("PEERDROP_LINK")
+        .timeout(std::time::Duration::from_secs(60));
     c
 }
 
 /// Seals `paths` into `store`, returning the link printed on stdout.
 fn seal(paths: &[&Path], store: &Path) -> String {
-    let out = peerdrop().arg("seal").args(paths).arg("--out").arg(store).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = peerdrop()
+        .arg("seal")
+        .args(paths)
+        .arg("--out")
+        .arg(store)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<_> = stdout.lines().collect();
     assert_eq!(lines.len(), 1, "stdout is the link alone: {stdout:?}");
@@ -31,7 +42,10 @@ fn fixture() -> (tempfile::TempDir, std::path::PathBuf) {
     let mut t = Tree::new();
     t.insert("a.jpg".into(), (false, false, bytes(1, 300_000)));
     t.insert("sub".into(), (true, false, vec![]));
-    t.insert("sub/run.sh".into(), (false, true, b"#!/bin/sh\necho hi\n".to_vec()));
+    t.insert(
+        "sub/run.sh".into(),
+        (false, true, b"#!/bin/sh\necho hi\n".to_vec()),
+    );
     t.insert("sub/empty".into(), (false, false, vec![]));
     write_tree(&root, &t);
     (tmp, root)
@@ -39,7 +53,11 @@ fn fixture() -> (tempfile::TempDir, std::path::PathBuf) {
 
 #[test]
 fn help_and_version() {
-    peerdrop().arg("--help").assert().success().stdout(predicates::str::contains("inspect"));
+    peerdrop()
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("inspect"));
     peerdrop()
         .arg("--version")
         .assert()
@@ -82,7 +100,10 @@ fn failures_exit_1_with_one_line_that_says_what_to_do() {
         (body.to_owned(), "this is a pin link"),
         (format!("{body}#{}", &key[..20]), "was the link cut"),
         ("http://example.com/x".to_owned(), "not a peerdrop link"),
-        (link.replacen("peerdrop:1/", "peerdrop:7/", 1), "link version \"7\" is not supported"),
+        (
+            link.replacen("peerdrop:1/", "peerdrop:7/", 1),
+            "link version \"7\" is not supported",
+        ),
     ];
     for (bad, want) in cases {
         let out = peerdrop()
@@ -125,7 +146,11 @@ fn inspect_shows_everything_but_the_key() {
     assert!(stdout.contains("key:         present"));
     assert!(!stdout.contains(&key) && !String::from_utf8_lossy(&text.stderr).contains(&key));
 
-    let json = peerdrop().args(["inspect", "--json", "-"]).write_stdin(link.clone()).output().unwrap();
+    let json = peerdrop()
+        .args(["inspect", "--json", "-"])
+        .write_stdin(link.clone())
+        .output()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v["has_key"], true);
     assert_eq!(v["pin_link"], link.split_once('#').unwrap().0);
@@ -148,7 +173,14 @@ fn inspect_shows_everything_but_the_key() {
 fn json_mode_emits_events_and_the_key_never_reaches_the_store() {
     let (tmp, root) = fixture();
     let store = tmp.path().join("store");
-    let out = peerdrop().arg("seal").arg(&root).arg("--json").arg("--out").arg(&store).output().unwrap();
+    let out = peerdrop()
+        .arg("seal")
+        .arg(&root)
+        .arg("--json")
+        .arg("--out")
+        .arg(&store)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let events: Vec<serde_json::Value> = String::from_utf8(out.stdout)
         .unwrap()
@@ -178,7 +210,14 @@ fn json_mode_emits_events_and_the_key_never_reaches_the_store() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let last: serde_json::Value = serde_json::from_str(String::from_utf8(out.stdout).unwrap().lines().last().unwrap()).unwrap();
+    let last: serde_json::Value = serde_json::from_str(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(last["event"], "done");
     assert_eq!(last["bytes"], 300_000 + 18);
     let err = peerdrop()

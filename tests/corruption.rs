@@ -35,7 +35,9 @@ fn small_share() -> (ShareKey, Share) {
 #[test]
 fn every_flipped_byte_of_every_chunk_is_caught_by_its_id() {
     let (key, share) = small_share();
-    let link = Link::new(share.id, Vec::new(), Some(key)).unwrap().to_uri_string();
+    let link = Link::new(share.id, Vec::new(), Some(key))
+        .unwrap()
+        .to_uri_string();
     let ids: Vec<_> = share.chunks.keys().copied().collect();
     let mut flips = 0;
     for id in ids {
@@ -44,7 +46,10 @@ fn every_flipped_byte_of_every_chunk_is_caught_by_its_id() {
             chunks.get_mut(&id).unwrap()[at] ^= 1;
             let dest = tempfile::tempdir().unwrap();
             let err = receive(&link, &share.manifest, &chunks, dest.path(), false).unwrap_err();
-            assert!(err.contains("does not match its id"), "byte {at} of {id}: {err}");
+            assert!(
+                err.contains("does not match its id"),
+                "byte {at} of {id}: {err}"
+            );
             assert!(final_names_in(dest.path()).is_empty());
             flips += 1;
         }
@@ -72,7 +77,14 @@ fn every_flipped_byte_is_caught_by_authentication_when_the_id_is_forged() {
                 *slot = peerdrop::chunk::ChunkId::of(&bad);
                 let opener = Opener::new(m, &key).unwrap();
                 let err = opener.open_chunk(stream, index as u64, bad).unwrap_err();
-                assert_eq!(err, OpenError::Corrupt { stream, index: index as u64 }, "byte {at}");
+                assert_eq!(
+                    err,
+                    OpenError::Corrupt {
+                        stream,
+                        index: index as u64
+                    },
+                    "byte {at}"
+                );
             }
         }
     }
@@ -94,7 +106,9 @@ fn every_flipped_byte_of_the_manifest_is_caught() {
 #[test]
 fn every_altered_character_of_the_link_is_caught() {
     let (key, share) = small_share();
-    let link = Link::new(share.id, Vec::new(), Some(key)).unwrap().to_uri_string();
+    let link = Link::new(share.id, Vec::new(), Some(key))
+        .unwrap()
+        .to_uri_string();
     for (i, c) in link.char_indices() {
         for replacement in ['a', 'b', '7', 'Z', '/', '#', '\0'] {
             if replacement == c {
@@ -110,7 +124,10 @@ fn every_altered_character_of_the_link_is_caught() {
                 assert!(r.is_ok());
                 continue;
             }
-            assert!(r.is_err(), "altered link at {i} to {replacement:?} was accepted");
+            assert!(
+                r.is_err(),
+                "altered link at {i} to {replacement:?} was accepted"
+            );
             assert!(final_names_in(dest.path()).is_empty());
         }
     }

@@ -39,10 +39,15 @@ fn receive_raw(entries: &[(&str, EntryKind, u64)], dest: &Path) -> Result<(), St
     let (m, chunks) = seal_raw(
         &key,
         size,
-        (meta.len() as u64, honest_chunks(Stream::Metadata, &meta, size)),
+        (
+            meta.len() as u64,
+            honest_chunks(Stream::Metadata, &meta, size),
+        ),
         (total, honest_chunks(Stream::Content, &content, size)),
     );
-    let link = Link::new(m.id(), Vec::new(), Some(key)).unwrap().to_uri_string();
+    let link = Link::new(m.id(), Vec::new(), Some(key))
+        .unwrap()
+        .to_uri_string();
     receive(&link, &m.encode(), &chunks, dest, false).map(|_| ())
 }
 
@@ -51,32 +56,90 @@ fn unsafe_paths_reject_the_whole_share_and_name_the_entry() {
     use EntryKind::{Dir, File};
     let long = "n".repeat(256);
     let deep = vec!["d"; 129].join("/");
-    let cases: Vec<(Vec<(&str, EntryKind, u64)>, &str)> = vec![
-        (vec![("ok.txt", File, 3), ("../escape", File, 3)], "\"../escape\" is unsafe: the path has a '.' or '..' component"),
-        (vec![("/etc/cron.d/x", File, 3)], "\"/etc/cron.d/x\" is unsafe: the path is absolute"),
-        (vec![("C:x", File, 1)], "\"C:x\" is unsafe: the path contains ':'"),
-        (vec![("C:\\Windows", File, 1)], "\"C:\\\\Windows\" is unsafe"),
-        (vec![("a\\..\\b", File, 1)], "unsafe: the path contains a backslash"),
-        (vec![("nul\0byte", File, 1)], "\"nul\\0byte\" is unsafe: the path contains a control character"),
-        (vec![("esc\u{1b}]0;pwned\u{7}", File, 1)], "is unsafe: the path contains a control character"),
-        (vec![("d", Dir, 0), ("d/./x", File, 1)], "\"d/./x\" is unsafe"),
+    type Case<'a> = (Vec<(&'a str, EntryKind, u64)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec![("ok.txt", File, 3), ("../escape", File, 3)],
+            "\"../escape\" is unsafe: the path has a '.' or '..' component",
+        ),
+        (
+            vec![("/etc/cron.d/x", File, 3)],
+            "\"/etc/cron.d/x\" is unsafe: the path is absolute",
+        ),
+        (
+            vec![("C:x", File, 1)],
+            "\"C:x\" is unsafe: the path contains ':'",
+        ),
+        (
+            vec![("C:\\Windows", File, 1)],
+            "\"C:\\\\Windows\" is unsafe",
+        ),
+        (
+            vec![("a\\..\\b", File, 1)],
+            "unsafe: the path contains a backslash",
+        ),
+        (
+            vec![("nul\0byte", File, 1)],
+            "\"nul\\0byte\" is unsafe: the path contains a control character",
+        ),
+        (
+            vec![("esc\u{1b}]0;pwned\u{7}", File, 1)],
+            "is unsafe: the path contains a control character",
+        ),
+        (
+            vec![("d", Dir, 0), ("d/./x", File, 1)],
+            "\"d/./x\" is unsafe",
+        ),
         (vec![("", File, 1)], "\"\" is unsafe: the path is empty"),
-        (vec![("a//b", File, 1)], "unsafe: the path has an empty component"),
-        (vec![("AUX.txt", File, 1)], "unsafe: a path component is a name Windows reserves"),
-        (vec![("trailing.", File, 1)], "unsafe: a path component ends with a dot or a space"),
-        (vec![(&long, File, 1)], "unsafe: a path component is longer than 255 bytes"),
-        (vec![(&deep, File, 1)], "unsafe: the path is deeper than 128 folders"),
+        (
+            vec![("a//b", File, 1)],
+            "unsafe: the path has an empty component",
+        ),
+        (
+            vec![("AUX.txt", File, 1)],
+            "unsafe: a path component is a name Windows reserves",
+        ),
+        (
+            vec![("trailing.", File, 1)],
+            "unsafe: a path component ends with a dot or a space",
+        ),
+        (
+            vec![(&long, File, 1)],
+            "unsafe: a path component is longer than 255 bytes",
+        ),
+        (
+            vec![(&deep, File, 1)],
+            "unsafe: the path is deeper than 128 folders",
+        ),
         (vec![("evil\u{202e}gpj.exe", File, 1)], "bidirectional-text"),
-        (vec![("Report", File, 1), ("report", File, 1)], "entries \"Report\" and \"report\" collide"),
-        (vec![("x", File, 1), ("x/y", File, 1)], "entry \"x/y\" is inside a folder the share does not list"),
-        (vec![("orphan/y", File, 1)], "entry \"orphan/y\" is inside a folder the share does not list"),
-        (vec![("b", File, 1), ("a", File, 1)], "entry \"a\" is out of order or listed twice"),
-        (vec![("a", File, 1), ("a", File, 1)], "entry \"a\" is out of order or listed twice"),
+        (
+            vec![("Report", File, 1), ("report", File, 1)],
+            "entries \"Report\" and \"report\" collide",
+        ),
+        (
+            vec![("x", File, 1), ("x/y", File, 1)],
+            "entry \"x/y\" is inside a folder the share does not list",
+        ),
+        (
+            vec![("orphan/y", File, 1)],
+            "entry \"orphan/y\" is inside a folder the share does not list",
+        ),
+        (
+            vec![("b", File, 1), ("a", File, 1)],
+            "entry \"a\" is out of order or listed twice",
+        ),
+        (
+            vec![("a", File, 1), ("a", File, 1)],
+            "entry \"a\" is out of order or listed twice",
+        ),
     ];
     for (entries, want) in cases {
         let dest = tempfile::tempdir().unwrap();
         let err = receive_raw(&entries, dest.path()).unwrap_err();
-        assert!(err.contains(want), "{entries:?}: got {err:?}, want {want:?}");
+        assert!(
+            err.contains(want),
+            "{entries:?}: got {err:?}, want {want:?}"
+        );
         // Refused before anything is created, even a staging folder.
         assert_eq!(names_in(dest.path()), Vec::<String>::new());
     }
@@ -85,20 +148,30 @@ fn unsafe_paths_reject_the_whole_share_and_name_the_entry() {
 fn share_of(tree: &Tree) -> (String, Share) {
     let tmp = tempfile::tempdir().unwrap();
     write_tree(tmp.path(), tree);
-    let paths: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    let paths: Vec<_> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     let source = peerdrop::store::source::Source::scan(&paths).unwrap();
     let mut content = Vec::new();
     std::io::Read::read_to_end(&mut source.reader(), &mut content).unwrap();
     let key = ShareKey::generate().unwrap();
     let share = seal_mem(&key, source.metadata(), &content, 10, 2);
-    let link = Link::new(share.id, Vec::new(), Some(key)).unwrap().to_uri_string();
+    let link = Link::new(share.id, Vec::new(), Some(key))
+        .unwrap()
+        .to_uri_string();
     (link, share)
 }
 
 fn tree(items: &[(&str, Option<&[u8]>)]) -> Tree {
     items
         .iter()
-        .map(|(p, d)| (p.to_string(), (d.is_none(), false, d.unwrap_or_default().to_vec())))
+        .map(|(p, d)| {
+            (
+                p.to_string(),
+                (d.is_none(), false, d.unwrap_or_default().to_vec()),
+            )
+        })
         .collect()
 }
 
@@ -108,9 +181,16 @@ fn existing_files_are_kept_unless_forced_and_folders_never_replaced() {
     let dest = tempfile::tempdir().unwrap();
     fs::write(dest.path().join("note.txt"), b"old").unwrap();
     let err = receive(&link, &share.manifest, &share.chunks, dest.path(), false).unwrap_err();
-    assert!(err.contains("note.txt already exists; pass --force"), "{err}");
+    assert!(
+        err.contains("note.txt already exists; pass --force"),
+        "{err}"
+    );
     assert_eq!(fs::read(dest.path().join("note.txt")).unwrap(), b"old");
-    assert_eq!(names_in(dest.path()), ["note.txt"], "refused before staging anything");
+    assert_eq!(
+        names_in(dest.path()),
+        ["note.txt"],
+        "refused before staging anything"
+    );
 
     receive(&link, &share.manifest, &share.chunks, dest.path(), true).unwrap();
     assert_eq!(fs::read(dest.path().join("note.txt")).unwrap(), b"new");
@@ -118,7 +198,10 @@ fn existing_files_are_kept_unless_forced_and_folders_never_replaced() {
     let dest = tempfile::tempdir().unwrap();
     fs::create_dir(dest.path().join("note.txt")).unwrap();
     let err = receive(&link, &share.manifest, &share.chunks, dest.path(), true).unwrap_err();
-    assert!(err.contains("will not be replaced, even with --force"), "{err}");
+    assert!(
+        err.contains("will not be replaced, even with --force"),
+        "{err}"
+    );
     assert!(dest.path().join("note.txt").is_dir());
 }
 
@@ -127,7 +210,10 @@ fn planted_symlinks_in_the_destination_are_never_followed() {
     let victim = tempfile::tempdir().unwrap();
     fs::write(victim.path().join("secret"), b"victim").unwrap();
     // The share is a folder "photos" with a file "secret" inside.
-    let (link, share) = share_of(&tree(&[("photos", None), ("photos/secret", Some(b"attacker"))]));
+    let (link, share) = share_of(&tree(&[
+        ("photos", None),
+        ("photos/secret", Some(b"attacker")),
+    ]));
 
     let dest = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(victim.path(), dest.path().join("photos")).unwrap();
@@ -146,7 +232,10 @@ fn planted_symlinks_in_the_destination_are_never_followed() {
     assert!(err.contains("already exists"), "{err}");
     receive(&link, &share.manifest, &share.chunks, dest.path(), true).unwrap();
     assert_eq!(fs::read(victim.path().join("secret")).unwrap(), b"victim");
-    assert!(!fs::symlink_metadata(dest.path().join("secret")).unwrap().file_type().is_symlink());
+    assert!(!fs::symlink_metadata(dest.path().join("secret"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
 
     // A symlink planted at the staging folder's name.
     let dest = tempfile::tempdir().unwrap();
@@ -164,8 +253,14 @@ fn an_existing_folder_is_merged_into() {
     fs::create_dir(dest.path().join("photos")).unwrap();
     fs::write(dest.path().join("photos/old.jpg"), b"old").unwrap();
     receive(&link, &share.manifest, &share.chunks, dest.path(), false).unwrap();
-    assert_eq!(fs::read(dest.path().join("photos/old.jpg")).unwrap(), b"old");
-    assert_eq!(fs::read(dest.path().join("photos/new.jpg")).unwrap(), b"new");
+    assert_eq!(
+        fs::read(dest.path().join("photos/old.jpg")).unwrap(),
+        b"old"
+    );
+    assert_eq!(
+        fs::read(dest.path().join("photos/new.jpg")).unwrap(),
+        b"new"
+    );
     assert_eq!(final_names_in(dest.path()), names_in(dest.path()));
 }
 
@@ -235,6 +330,9 @@ impl Not for bool {
 
 fn unsafe_is_root() -> bool {
     fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }

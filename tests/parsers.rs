@@ -22,7 +22,12 @@ fn arb_link() -> impl Strategy<Value = Link> {
         prop::option::of(any::<[u8; 32]>().prop_filter("non-zero", |k| k.iter().any(|&b| b != 0))),
     )
         .prop_map(|(id, hints, key)| {
-            Link::new(ManifestId(id), hints, key.map(|k| ShareKey::from_bytes(k).unwrap())).unwrap()
+            Link::new(
+                ManifestId(id),
+                hints,
+                key.map(|k| ShareKey::from_bytes(k).unwrap()),
+            )
+            .unwrap()
         })
 }
 

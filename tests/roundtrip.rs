@@ -19,7 +19,12 @@ use peerdrop::store::unseal::{unseal, UnsealOptions};
 use proptest::prelude::*;
 
 /// Seals `paths` into a chunk folder and unseals into `dest`; returns the manifest.
-fn round_trip(paths: &[PathBuf], dest: &std::path::Path, chunk_log2: Option<u8>, threads: usize) -> Manifest {
+fn round_trip(
+    paths: &[PathBuf],
+    dest: &std::path::Path,
+    chunk_log2: Option<u8>,
+    threads: usize,
+) -> Manifest {
     let tmp = tempfile::tempdir().unwrap();
     let dir = ChunkDir::create(tmp.path()).unwrap();
     let key = ShareKey::generate().unwrap();
@@ -41,7 +46,11 @@ fn round_trip(paths: &[PathBuf], dest: &std::path::Path, chunk_log2: Option<u8>,
     let done = unseal(&opener, &mut src, dest, &UnsealOptions::default(), |_| {}).unwrap();
     assert_eq!(done.bytes, source.metadata().content_len());
     assert_eq!(done.files, source.metadata().file_count());
-    assert_eq!(final_names_in(dest), names_in(dest), "staging folder left behind");
+    assert_eq!(
+        final_names_in(dest),
+        names_in(dest),
+        "staging folder left behind"
+    );
     manifest
 }
 
@@ -107,7 +116,7 @@ proptest! {
         fs::create_dir_all(&root).unwrap();
         write_tree(&root, &tree);
         let dest = sub(&tmp, "dest");
-        round_trip(&[root.clone()], &dest, Some(log2), threads);
+        round_trip(std::slice::from_ref(&root), &dest, Some(log2), threads);
         assert_same_tree(&root, &dest.join("root"));
     }
 }
@@ -118,12 +127,15 @@ fn files_around_the_default_chunk_size() {
     let root = sub(&tmp, "src/sizes");
     let mib = 1 << 20;
     let mut tree = Tree::new();
-    for (i, n) in [0, 1, mib - 1, mib, mib + 1, 3 * mib + 17].into_iter().enumerate() {
+    for (i, n) in [0, 1, mib - 1, mib, mib + 1, 3 * mib + 17]
+        .into_iter()
+        .enumerate()
+    {
         tree.insert(format!("f{i}"), (false, i % 2 == 0, bytes(i as u64, n)));
     }
     write_tree(&root, &tree);
     let dest = sub(&tmp, "dest");
-    let m = round_trip(&[root.clone()], &dest, None, 0);
+    let m = round_trip(std::slice::from_ref(&root), &dest, None, 0);
     assert_eq!(m.chunk_size, ChunkSize::DEFAULT);
     assert_same_tree(&root, &dest.join("sizes"));
 }
@@ -137,7 +149,10 @@ fn a_single_file_exactly_one_chunk_and_one_byte_either_side() {
         let dest = sub(&tmp, "dest");
         let m = round_trip(std::slice::from_ref(&f), &dest, Some(10), 2);
         assert_eq!(m.content_chunks.len(), n.div_ceil(1024));
-        assert_eq!(fs::read(dest.join("one.bin")).unwrap(), fs::read(&f).unwrap());
+        assert_eq!(
+            fs::read(dest.join("one.bin")).unwrap(),
+            fs::read(&f).unwrap()
+        );
     }
 }
 
@@ -150,13 +165,20 @@ fn thousands_of_tiny_files_pack_into_few_chunks() {
         tree.insert(format!("d{d:02}"), (true, false, Vec::new()));
         for f in 0..150 {
             let n = (d * 150 + f) % 17;
-            tree.insert(format!("d{d:02}/f{f:03}"), (false, false, bytes(f as u64, n)));
+            tree.insert(
+                format!("d{d:02}/f{f:03}"),
+                (false, false, bytes(f as u64, n)),
+            );
         }
     }
     write_tree(&root, &tree);
     let dest = sub(&tmp, "dest");
-    let m = round_trip(&[root.clone()], &dest, None, 0);
-    assert_eq!(m.content_chunks.len(), 1, "3000 tiny files fit one 1 MiB chunk");
+    let m = round_trip(std::slice::from_ref(&root), &dest, None, 0);
+    assert_eq!(
+        m.content_chunks.len(),
+        1,
+        "3000 tiny files fit one 1 MiB chunk"
+    );
     assert_same_tree(&root, &dest.join("many"));
 }
 
@@ -169,7 +191,7 @@ fn deep_folders_round_trip() {
     fs::create_dir_all(&leaf).unwrap();
     fs::write(leaf.join("bottom.txt"), b"deep").unwrap();
     let dest = sub(&tmp, "dest");
-    round_trip(&[root.clone()], &dest, Some(10), 2);
+    round_trip(std::slice::from_ref(&root), &dest, Some(10), 2);
     assert_same_tree(&root, &dest.join("deep"));
 }
 
@@ -180,9 +202,13 @@ fn empty_shares_round_trip() {
     let empty_dir = sub(&tmp, "src/nothing");
     fs::create_dir_all(&empty_dir).unwrap();
     let dest = sub(&tmp, "dest1");
-    let m = round_trip(&[empty_dir.clone()], &dest, None, 0);
+    let m = round_trip(std::slice::from_ref(&empty_dir), &dest, None, 0);
     assert_eq!(m.content_len, 0);
-    assert_eq!(m.content_chunks.len(), 1, "an empty stream is one empty final chunk");
+    assert_eq!(
+        m.content_chunks.len(),
+        1,
+        "an empty stream is one empty final chunk"
+    );
     assert!(dest.join("nothing").is_dir());
     // One empty file.
     let empty_file = sub(&tmp, "src/zero.bin");
@@ -246,11 +272,17 @@ fn resealing_from_the_files_gives_the_same_chunks_until_a_file_changes() {
     write_tree(&root, &tree);
     let key = ShareKey::generate().unwrap();
     let source = Source::scan(std::slice::from_ref(&root)).unwrap();
-    let share = seal_mem(&key, source.metadata(), &{
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut source.reader(), &mut v).unwrap();
-        v
-    }, 10, 2);
+    let share = seal_mem(
+        &key,
+        source.metadata(),
+        &{
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut source.reader(), &mut v).unwrap();
+            v
+        },
+        10,
+        2,
+    );
     let manifest = Manifest::decode(&share.manifest).unwrap();
     let resealer = Resealer::new(&key, manifest.clone()).unwrap();
     assert!(Resealer::new(&ShareKey::generate().unwrap(), manifest.clone()).is_none());
@@ -269,7 +301,10 @@ fn resealing_from_the_files_gives_the_same_chunks_until_a_file_changes() {
     fs::write(root.join("b"), &b).unwrap();
     assert!(resealer.reseal(Stream::Content, 0, &read(0)).is_ok());
     let err = resealer.reseal(Stream::Content, 3, &read(3)).unwrap_err();
-    assert_eq!(err.to_string(), "content chunk 3 no longer matches the share: the shared files changed since sealing");
+    assert_eq!(
+        err.to_string(),
+        "content chunk 3 no longer matches the share: the shared files changed since sealing"
+    );
 }
 
 #[test]
@@ -280,11 +315,32 @@ fn a_file_that_changes_while_sealing_fails_the_seal() {
     let source = Source::scan(std::slice::from_ref(&f)).unwrap();
     fs::write(&f, bytes(3, 6000)).unwrap();
     let key = ShareKey::generate().unwrap();
-    let err = seal(&key, source.metadata(), source.reader(), &SealOptions::default(), |_| Ok(())).unwrap_err();
-    assert!(err.to_string().contains("changed while it was being shared"), "{err}");
+    let err = seal(
+        &key,
+        source.metadata(),
+        source.reader(),
+        &SealOptions::default(),
+        |_| Ok(()),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("changed while it was being shared"),
+        "{err}"
+    );
     fs::write(&f, bytes(3, 10)).unwrap();
-    let err = seal(&key, source.metadata(), source.reader(), &SealOptions::default(), |_| Ok(())).unwrap_err();
-    assert!(err.to_string().contains("shrank while it was being shared"), "{err}");
+    let err = seal(
+        &key,
+        source.metadata(),
+        source.reader(),
+        &SealOptions::default(),
+        |_| Ok(()),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("shrank while it was being shared"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -297,7 +353,12 @@ fn symlinks_inside_folders_are_skipped_and_reported() {
     let source = Source::scan(std::slice::from_ref(&root)).unwrap();
     assert_eq!(source.skipped().len(), 1);
     assert_eq!(source.skipped()[0].path, root.join("link"));
-    let names: Vec<_> = source.metadata().entries().iter().map(|e| e.path.as_str().to_owned()).collect();
+    let names: Vec<_> = source
+        .metadata()
+        .entries()
+        .iter()
+        .map(|e| e.path.as_str().to_owned())
+        .collect();
     assert_eq!(names, ["withlink", "withlink/real"]);
 }
 

@@ -79,8 +79,14 @@ fn honest(meta: &Metadata, content: &[u8]) -> (Manifest, ChunkMap) {
     seal_raw(
         &key(),
         size(),
-        (mb.len() as u64, honest_chunks(Stream::Metadata, &mb, size())),
-        (content.len() as u64, honest_chunks(Stream::Content, content, size())),
+        (
+            mb.len() as u64,
+            honest_chunks(Stream::Metadata, &mb, size()),
+        ),
+        (
+            content.len() as u64,
+            honest_chunks(Stream::Content, content, size()),
+        ),
     )
 }
 
@@ -106,7 +112,12 @@ fn generate() -> Vec<Vector> {
     // Positive vectors, sealed by the library itself.
     let share = seal_mem(&key(), &meta, &content, 10, 1);
     let m = Manifest::decode(&share.manifest).unwrap();
-    out.push(v("tree", "a folder with an executable file, an empty folder, and a 2500-byte file (1 KiB chunks)", &m, share.chunks.clone()));
+    out.push(v(
+        "tree",
+        "a folder with an executable file, an empty folder, and a 2500-byte file (1 KiB chunks)",
+        &m,
+        share.chunks.clone(),
+    ));
     let hint = Hint {
         // An identity-multihash peer id and /ip4/127.0.0.1/tcp/4001.
         peer: [vec![0x00, 0x24, 0x08, 0x01, 0x12, 0x20], vec![7; 32]].concat(),
@@ -114,25 +125,56 @@ fn generate() -> Vec<Vector> {
     };
     out.push(Vector {
         link: link_for(&m, KEY, vec![hint]),
-        ..v("tree-with-hint", "the same share, with one peer hint in the link", &m, share.chunks.clone())
+        ..v(
+            "tree-with-hint",
+            "the same share, with one peer hint in the link",
+            &m,
+            share.chunks.clone(),
+        )
     });
-    let empty_file = Metadata::from_entries(vec![entry("empty.txt", EntryKind::File, false, 0, 0)]).unwrap();
+    let empty_file =
+        Metadata::from_entries(vec![entry("empty.txt", EntryKind::File, false, 0, 0)]).unwrap();
     let s = seal_mem(&key(), &empty_file, b"", 10, 1);
-    out.push(v("empty-file", "one empty file: the content stream is one empty final chunk", &Manifest::decode(&s.manifest).unwrap(), s.chunks));
-    let empty_dir = Metadata::from_entries(vec![entry("nothing", EntryKind::Dir, false, 0, 0)]).unwrap();
+    out.push(v(
+        "empty-file",
+        "one empty file: the content stream is one empty final chunk",
+        &Manifest::decode(&s.manifest).unwrap(),
+        s.chunks,
+    ));
+    let empty_dir =
+        Metadata::from_entries(vec![entry("nothing", EntryKind::Dir, false, 0, 0)]).unwrap();
     let s = seal_mem(&key(), &empty_dir, b"", 10, 1);
-    out.push(v("empty-folder", "a share with no bytes at all: one empty folder", &Manifest::decode(&s.manifest).unwrap(), s.chunks));
+    out.push(v(
+        "empty-folder",
+        "a share with no bytes at all: one empty folder",
+        &Manifest::decode(&s.manifest).unwrap(),
+        s.chunks,
+    ));
 
     // Negative vectors.
     let (hm, hc) = honest(&meta, &content);
-    assert_eq!(hm.encode(), share.manifest, "the raw sealer agrees with the library");
+    assert_eq!(
+        hm.encode(),
+        share.manifest,
+        "the raw sealer agrees with the library"
+    );
     out.push(Vector {
         link: link_for(&hm, [0x43; 32], Vec::new()),
-        ..v("wrong-key", "a well-formed link with another key", &hm, hc.clone())
+        ..v(
+            "wrong-key",
+            "a well-formed link with another key",
+            &hm,
+            hc.clone(),
+        )
     });
     out.push(Vector {
         manifest: flip(hm.encode(), 60),
-        ..v("manifest-flipped-byte", "the store returns the manifest with one bit flipped", &hm, hc.clone())
+        ..v(
+            "manifest-flipped-byte",
+            "the store returns the manifest with one bit flipped",
+            &hm,
+            hc.clone(),
+        )
     });
     let with_chunk = |id: ChunkId, bytes: Vec<u8>| {
         let mut c = hc.clone();
@@ -140,48 +182,115 @@ fn generate() -> Vec<Vector> {
         c
     };
     let c = |i: usize| hm.content_chunks[i];
-    out.push(v("metadata-chunk-flipped-byte", "the store returns metadata chunk 0 with one bit flipped", &hm, with_chunk(hm.metadata_chunks[0], flip(hc[&hm.metadata_chunks[0]].clone(), 20))));
-    out.push(v("content-chunk-flipped-byte", "the store returns content chunk 1 with one bit flipped", &hm, with_chunk(c(1), flip(hc[&c(1)].clone(), 500))));
-    out.push(v("content-chunk-truncated", "the store returns content chunk 2 one byte short", &hm, with_chunk(c(2), hc[&c(2)][..hc[&c(2)].len() - 1].to_vec())));
-    out.push(v("content-chunk-trailing-bytes", "the store returns content chunk 2 with a byte appended", &hm, with_chunk(c(2), [hc[&c(2)].clone(), vec![0]].concat())));
+    out.push(v(
+        "metadata-chunk-flipped-byte",
+        "the store returns metadata chunk 0 with one bit flipped",
+        &hm,
+        with_chunk(
+            hm.metadata_chunks[0],
+            flip(hc[&hm.metadata_chunks[0]].clone(), 20),
+        ),
+    ));
+    out.push(v(
+        "content-chunk-flipped-byte",
+        "the store returns content chunk 1 with one bit flipped",
+        &hm,
+        with_chunk(c(1), flip(hc[&c(1)].clone(), 500)),
+    ));
+    out.push(v(
+        "content-chunk-truncated",
+        "the store returns content chunk 2 one byte short",
+        &hm,
+        with_chunk(c(2), hc[&c(2)][..hc[&c(2)].len() - 1].to_vec()),
+    ));
+    out.push(v(
+        "content-chunk-trailing-bytes",
+        "the store returns content chunk 2 with a byte appended",
+        &hm,
+        with_chunk(c(2), [hc[&c(2)].clone(), vec![0]].concat()),
+    ));
 
     // Malicious sharers (they hold the key and publish their own manifest).
     let mb = meta.encode();
-    let meta_raw = || (mb.len() as u64, honest_chunks(Stream::Metadata, &mb, size()));
+    let meta_raw = || {
+        (
+            mb.len() as u64,
+            honest_chunks(Stream::Metadata, &mb, size()),
+        )
+    };
     {
         let (short_meta, _) = base(2038);
         let smb = short_meta.encode();
         let mut chunks = honest_chunks(Stream::Content, &content, size());
         chunks.truncate(2);
-        let (m, cm) = seal_raw(&key(), size(), (smb.len() as u64, honest_chunks(Stream::Metadata, &smb, size())), (2048, chunks));
-        out.push(v("missing-final-chunk", "the stream stops after a chunk that was sealed as not final", &m, cm));
+        let (m, cm) = seal_raw(
+            &key(),
+            size(),
+            (
+                smb.len() as u64,
+                honest_chunks(Stream::Metadata, &smb, size()),
+            ),
+            (2048, chunks),
+        );
+        out.push(v(
+            "missing-final-chunk",
+            "the stream stops after a chunk that was sealed as not final",
+            &m,
+            cm,
+        ));
     }
     {
         let mut chunks = honest_chunks(Stream::Content, &content, size());
         chunks[0].pos.is_last = true;
         let (m, cm) = seal_raw(&key(), size(), meta_raw(), (content.len() as u64, chunks));
-        out.push(v("two-final-chunks", "chunk 0 is sealed as final as well as chunk 2", &m, cm));
+        out.push(v(
+            "two-final-chunks",
+            "chunk 0 is sealed as final as well as chunk 2",
+            &m,
+            cm,
+        ));
     }
     {
         let mut chunks = honest_chunks(Stream::Content, &content, size());
         chunks.swap(0, 1);
         let (m, cm) = seal_raw(&key(), size(), meta_raw(), (content.len() as u64, chunks));
-        out.push(v("swapped-chunks", "content chunks 0 and 1 are listed in each other's place", &m, cm));
+        out.push(v(
+            "swapped-chunks",
+            "content chunks 0 and 1 are listed in each other's place",
+            &m,
+            cm,
+        ));
     }
     {
         let mut chunks = honest_chunks(Stream::Content, &content, size());
         chunks[0].pos.stream = Stream::Metadata;
         let (m, cm) = seal_raw(&key(), size(), meta_raw(), (content.len() as u64, chunks));
-        out.push(v("chunk-from-other-stream", "content chunk 0 was sealed as a metadata chunk", &m, cm));
+        out.push(v(
+            "chunk-from-other-stream",
+            "content chunk 0 was sealed as a metadata chunk",
+            &m,
+            cm,
+        ));
     }
     {
         let (m, cm) = honest(&meta, &content);
         let mut bytes = m.encode();
         bytes.extend_from_slice(&[9; 32]);
         out.push(Vector {
-            link: Link::new(peerdrop::manifest::ManifestId::of(&bytes), Vec::new(), Some(key())).unwrap().to_uri_string(),
+            link: Link::new(
+                peerdrop::manifest::ManifestId::of(&bytes),
+                Vec::new(),
+                Some(key()),
+            )
+            .unwrap()
+            .to_uri_string(),
             manifest: bytes,
-            ..v("trailing-chunk-after-final", "the manifest lists one more chunk id than its lengths need", &m, cm)
+            ..v(
+                "trailing-chunk-after-final",
+                "the manifest lists one more chunk id than its lengths need",
+                &m,
+                cm,
+            )
         });
     }
     let crafted = |name, description, patch: &dyn Fn(&mut Vec<u8>)| {
@@ -190,20 +299,54 @@ fn generate() -> Vec<Vector> {
         Vector {
             name,
             description,
-            link: Link::new(peerdrop::manifest::ManifestId::of(&bytes), Vec::new(), Some(key())).unwrap().to_uri_string(),
+            link: Link::new(
+                peerdrop::manifest::ManifestId::of(&bytes),
+                Vec::new(),
+                Some(key()),
+            )
+            .unwrap()
+            .to_uri_string(),
             manifest: bytes,
             chunks: hc.clone(),
         }
     };
-    out.push(crafted("oversized-content-claim", "the manifest claims 2^62 bytes of content", &|b| b[48..56].copy_from_slice(&(1u64 << 62).to_le_bytes())));
-    out.push(crafted("oversized-metadata-claim", "the manifest claims 2^40 bytes of metadata", &|b| b[40..48].copy_from_slice(&(1u64 << 40).to_le_bytes())));
-    out.push(crafted("unknown-manifest-version", "manifest version 2", &|b| b[4] = 2));
+    out.push(crafted(
+        "oversized-content-claim",
+        "the manifest claims 2^62 bytes of content",
+        &|b| b[48..56].copy_from_slice(&(1u64 << 62).to_le_bytes()),
+    ));
+    out.push(crafted(
+        "oversized-metadata-claim",
+        "the manifest claims 2^40 bytes of metadata",
+        &|b| b[40..48].copy_from_slice(&(1u64 << 40).to_le_bytes()),
+    ));
+    out.push(crafted(
+        "unknown-manifest-version",
+        "manifest version 2",
+        &|b| b[4] = 2,
+    ));
     {
         // A file list claiming 900,000 entries in a few bytes.
         let mut bomb = mb.clone();
         bomb[8..12].copy_from_slice(&900_000u32.to_le_bytes());
-        let (m, cm) = seal_raw(&key(), size(), (bomb.len() as u64, honest_chunks(Stream::Metadata, &bomb, size())), (content.len() as u64, honest_chunks(Stream::Content, &content, size())));
-        out.push(v("entry-count-bomb", "the file list claims 900,000 entries but holds 4", &m, cm));
+        let (m, cm) = seal_raw(
+            &key(),
+            size(),
+            (
+                bomb.len() as u64,
+                honest_chunks(Stream::Metadata, &bomb, size()),
+            ),
+            (
+                content.len() as u64,
+                honest_chunks(Stream::Content, &content, size()),
+            ),
+        );
+        out.push(v(
+            "entry-count-bomb",
+            "the file list claims 900,000 entries but holds 4",
+            &m,
+            cm,
+        ));
     }
     {
         // "../evil", sealed with a valid key: the path check must refuse it.
@@ -215,14 +358,38 @@ fn generate() -> Vec<Vector> {
         raw.extend_from_slice(b"../evil");
         raw.extend_from_slice(&[0; 12]);
         raw.extend_from_slice(&4u64.to_le_bytes());
-        let (m, cm) = seal_raw(&key(), size(), (raw.len() as u64, honest_chunks(Stream::Metadata, &raw, size())), (4, honest_chunks(Stream::Content, b"evil", size())));
+        let (m, cm) = seal_raw(
+            &key(),
+            size(),
+            (
+                raw.len() as u64,
+                honest_chunks(Stream::Metadata, &raw, size()),
+            ),
+            (4, honest_chunks(Stream::Content, b"evil", size())),
+        );
         out.push(v("path-traversal", "a file named ../evil", &m, cm));
     }
     {
         let (short_meta, _) = base(2490);
         let smb = short_meta.encode();
-        let (m, cm) = seal_raw(&key(), size(), (smb.len() as u64, honest_chunks(Stream::Metadata, &smb, size())), (content.len() as u64, honest_chunks(Stream::Content, &content, size())));
-        out.push(v("content-length-mismatch", "file sizes add up to 2500 but the manifest declares 2510", &m, cm));
+        let (m, cm) = seal_raw(
+            &key(),
+            size(),
+            (
+                smb.len() as u64,
+                honest_chunks(Stream::Metadata, &smb, size()),
+            ),
+            (
+                content.len() as u64,
+                honest_chunks(Stream::Content, &content, size()),
+            ),
+        );
+        out.push(v(
+            "content-length-mismatch",
+            "file sizes add up to 2500 but the manifest declares 2510",
+            &m,
+            cm,
+        ));
     }
     {
         let eb = empty_file.encode();
@@ -234,8 +401,21 @@ fn generate() -> Vec<Vector> {
                 is_last: false,
             },
         };
-        let (m, cm) = seal_raw(&key(), size(), (eb.len() as u64, honest_chunks(Stream::Metadata, &eb, size())), (0, vec![chunk]));
-        out.push(v("empty-share-not-final", "an empty file whose only chunk is not sealed as final", &m, cm));
+        let (m, cm) = seal_raw(
+            &key(),
+            size(),
+            (
+                eb.len() as u64,
+                honest_chunks(Stream::Metadata, &eb, size()),
+            ),
+            (0, vec![chunk]),
+        );
+        out.push(v(
+            "empty-share-not-final",
+            "an empty file whose only chunk is not sealed as final",
+            &m,
+            cm,
+        ));
     }
     out
 }
@@ -267,7 +447,11 @@ fn outcome(v: &Vector, dest: &Path) -> Value {
 
 fn to_json(v: &Vector, expect: Value) -> Value {
     let m = Manifest::decode(&v.manifest).ok();
-    let mut chunks: Vec<(String, String)> = v.chunks.iter().map(|(id, b)| (id.to_string(), hex(b))).collect();
+    let mut chunks: Vec<(String, String)> = v
+        .chunks
+        .iter()
+        .map(|(id, b)| (id.to_string(), hex(b)))
+        .collect();
     chunks.sort();
     json!({
         "name": v.name,
@@ -304,7 +488,8 @@ fn from_json(j: &Value) -> Vector {
 
 #[test]
 fn vectors_behave_as_recorded() {
-    let file: Value = serde_json::from_str(&fs::read_to_string(FILE).expect("vectors file")).unwrap();
+    let file: Value =
+        serde_json::from_str(&fs::read_to_string(FILE).expect("vectors file")).unwrap();
     let vectors = file["vectors"].as_array().unwrap();
     assert!(vectors.len() >= 20);
     for j in vectors {
@@ -314,7 +499,12 @@ fn vectors_behave_as_recorded() {
         assert_eq!(got, j["expect"], "vector {}", j["name"]);
         if got.get("error").is_some() {
             // A failed share leaves nothing at a final path.
-            assert_eq!(final_names_in(dest.path()), Vec::<String>::new(), "vector {}", j["name"]);
+            assert_eq!(
+                final_names_in(dest.path()),
+                Vec::<String>::new(),
+                "vector {}",
+                j["name"]
+            );
         }
     }
 }

@@ -1,7 +1,6 @@
 //! `peerdrop inspect`: what a link holds, never the key.
 
-use libp2p_identity::PeerId;
-use multiaddr::Multiaddr;
+use libp2p::{Multiaddr, PeerId};
 use peerdrop::link::{Hint, Link};
 use serde_json::json;
 

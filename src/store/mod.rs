@@ -10,6 +10,7 @@
 
 pub mod chunks;
 pub mod output;
+pub mod share;
 pub mod source;
 pub mod unseal;
 

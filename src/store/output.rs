@@ -1,20 +1,22 @@
 //! Writing a share into a destination folder, crash-safely.
 //!
-//! Everything is staged in `.peerdrop-<id>.partial/` inside the destination
-//! (mode 0700, so nobody else can watch half-written files), with every file
-//! created at its final size. Content is written at its offset as chunks
+//! Everything is staged in `.peerdrop-<id>.partial/tree/` inside the
+//! destination (the staging folder is mode 0700 and must be owned by us, so
+//! nobody else can watch or plant anything in it), with every file created at
+//! its final size. Content is written at its offset as chunks
 //! verify, in any order. [`Output::finish`] sets modes and times, flushes the
 //! file system, then renames each top-level entry (or, for a folder that
 //! already exists, each entry inside it) into place with `RENAME_NOREPLACE`,
 //! so an existing file is never replaced unless the caller asked for it.
-//! A crash at any point leaves only the staging folder behind.
+//! A crash before the renames leaves only the staging folder; a crash during
+//! them leaves some complete, verified entries in place and the rest staged.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -46,6 +48,9 @@ pub enum OutputError {
         /// Bytes available.
         available: u64,
     },
+    /// A staging folder that is not ours (another user could have planted it).
+    #[error("{} is not owned by you or is open to other users; remove it and try again", .0.display())]
+    Untrusted(PathBuf),
     /// Another process is writing the same share into the same folder.
     #[error("another peerdrop is already writing this share into {}", .0.display())]
     Busy(PathBuf),
@@ -76,7 +81,10 @@ enum Plan {
 /// A share being written into a destination folder.
 pub struct Output {
     dest: PathBuf,
+    /// The staging folder (holds the lock and `tree/`).
     staging: PathBuf,
+    /// `staging/tree`: where entries are written.
+    tree: PathBuf,
     metadata: Metadata,
     /// Content offset and entry index of each file, in content order.
     files: Vec<(u64, usize)>,
@@ -85,6 +93,8 @@ pub struct Output {
     _lock: File,
     /// The file last written to, kept open for sequential writes.
     open: Option<(usize, File)>,
+    /// Whether a previous run's staging folder was found and reused.
+    resumed: bool,
 }
 
 /// Name of the staging folder for a share.
@@ -117,19 +127,24 @@ impl Output {
                 available,
             });
         }
+        let mut resumed = false;
         match fs::DirBuilder::new().mode(0o700).create(&staging) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                // A previous run's staging folder: reuse it, but only if it
-                // is a real folder (not a planted symlink).
-                let m = fs::symlink_metadata(&staging).map_err(at(&staging))?;
-                if !m.is_dir() {
-                    return Err(OutputError::Blocked(staging));
-                }
-            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => resumed = true,
             Err(e) => return Err(at(&staging)(e).into()),
         }
-        let lock_path = staging.join(".lock");
+        // A previous run's staging folder is reused only if it is a real
+        // folder, ours, and closed to others: otherwise someone could have
+        // planted links in it to redirect our writes.
+        let m = fs::symlink_metadata(&staging).map_err(at(&staging))?;
+        if !m.is_dir() {
+            return Err(OutputError::Blocked(staging));
+        }
+        // SAFETY: geteuid has no preconditions.
+        if m.uid() != unsafe { libc::geteuid() } || m.mode() & 0o077 != 0 {
+            return Err(OutputError::Untrusted(staging));
+        }
+        let lock_path = staging.join("lock");
         let lock = File::options()
             .create(true)
             .truncate(false)
@@ -141,16 +156,24 @@ impl Output {
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(OutputError::Busy(dest.to_owned()));
         }
+        let tree = staging.join("tree");
+        match fs::DirBuilder::new().create(&tree) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(at(&tree)(e).into()),
+            _ => {}
+        }
         let mut files = Vec::new();
         let mut offset = 0;
         for (i, e) in metadata.entries().iter().enumerate() {
-            let path = staging.join(e.path.as_str());
+            let path = tree.join(e.path.as_str());
             match e.kind {
                 EntryKind::Dir => match fs::DirBuilder::new().create(&path) {
-                    Err(err) if err.kind() != io::ErrorKind::AlreadyExists => {
-                        return Err(at(&path)(err).into())
+                    Ok(()) => {}
+                    Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                        if !fs::symlink_metadata(&path).map_err(at(&path))?.is_dir() {
+                            return Err(OutputError::Blocked(path));
+                        }
                     }
-                    _ => {}
+                    Err(err) => return Err(at(&path)(err).into()),
                 },
                 EntryKind::File => {
                     let f = File::options()
@@ -170,12 +193,54 @@ impl Output {
         Ok(Output {
             dest: dest.to_owned(),
             staging,
+            tree,
             metadata,
             files,
             plan,
             _lock: lock,
             open: None,
+            resumed,
         })
+    }
+
+    /// Whether a previous run's staging folder was reused: its content is
+    /// only a hint, to be verified before it is trusted.
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+
+    /// The file holding content `offset`: (its content offset, entry index).
+    fn file_at(&self, offset: u64) -> Result<(u64, usize), OutputError> {
+        let k = self
+            .files
+            .partition_point(|&(o, i)| o + self.metadata.entries()[i].size <= offset);
+        self.files.get(k).copied().ok_or_else(|| {
+            at(&self.staging)(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "offset past the end of the share",
+            ))
+            .into()
+        })
+    }
+
+    /// Reads staged content at `offset` (for verifying a resumed run).
+    pub fn read_content(&self, mut offset: u64, mut buf: &mut [u8]) -> Result<(), OutputError> {
+        while !buf.is_empty() {
+            let (start, idx) = self.file_at(offset)?;
+            let entry = &self.metadata.entries()[idx];
+            let n = ((start + entry.size - offset) as usize).min(buf.len());
+            let path = self.tree.join(entry.path.as_str());
+            let f = File::options()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+                .map_err(at(&path))?;
+            f.read_exact_at(&mut buf[..n], offset - start)
+                .map_err(at(&path))?;
+            offset += n as u64;
+            buf = &mut buf[n..];
+        }
+        Ok(())
     }
 
     /// The staging folder.
@@ -203,7 +268,7 @@ impl Output {
             })?;
             let entry = &self.metadata.entries()[idx];
             let n = ((start + entry.size - offset) as usize).min(data.len());
-            let path = self.staging.join(entry.path.as_str());
+            let path = self.tree.join(entry.path.as_str());
             if self.open.as_ref().map(|(i, _)| *i) != Some(idx) {
                 let f = File::options()
                     .write(true)
@@ -221,14 +286,14 @@ impl Output {
         Ok(())
     }
 
-    /// Sets times and modes, flushes, and renames everything into place.
+    /// Sets modification times, flushes, and renames everything into place.
     /// Returns the top-level paths created or updated.
     pub fn finish(mut self) -> Result<Vec<PathBuf>, OutputError> {
         self.open = None;
         let entries = self.metadata.entries();
         // Deepest first, so setting a folder's time comes after its children.
         for e in entries.iter().rev() {
-            let path = self.staging.join(e.path.as_str());
+            let path = self.tree.join(e.path.as_str());
             if let Some(t) = system_time(e.mtime) {
                 let f = File::options()
                     .read(e.kind == EntryKind::Dir)
@@ -243,7 +308,7 @@ impl Output {
         let mut touched = HashSet::new();
         touched.insert(self.dest.clone());
         for (e, plan) in entries.iter().zip(&self.plan) {
-            let from = self.staging.join(e.path.as_str());
+            let from = self.tree.join(e.path.as_str());
             let to = self.dest.join(e.path.as_str());
             match plan {
                 Plan::Move => rename_noreplace(&from, &to).map_err(|err| match err.kind() {
@@ -305,16 +370,18 @@ fn plan(dest: &Path, metadata: &Metadata, opts: &OutputOptions) -> Result<Vec<Pl
     Ok(plan)
 }
 
-/// Bytes already allocated by a previous run's staging files (counted against
-/// the free-space check, since they are overwritten in place).
+/// Bytes a previous run's staging files really occupy (they are sparse, so
+/// their blocks, not their lengths), which are overwritten in place and so do
+/// not count against the free-space check.
 fn staged_bytes(staging: &Path, metadata: &Metadata) -> u64 {
+    let tree = staging.join("tree");
     metadata
         .entries()
         .iter()
         .filter(|e| e.kind == EntryKind::File)
-        .filter_map(|e| fs::symlink_metadata(staging.join(e.path.as_str())).ok())
+        .filter_map(|e| fs::symlink_metadata(tree.join(e.path.as_str())).ok())
         .filter(|m| m.is_file())
-        .map(|m| m.len())
+        .map(|m| (m.blocks() * 512).min(m.len()))
         .sum()
 }
 

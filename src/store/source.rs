@@ -320,7 +320,10 @@ impl Read for ContentReader<'_> {
                     // it is the last one.
                     let mut probe = [0u8; 1];
                     let meta = file.metadata()?;
-                    if file.read(&mut probe)? != 0 || meta.len() != f.size || meta.modified().ok() != f.modified {
+                    if file.read(&mut probe)? != 0
+                        || meta.len() != f.size
+                        || meta.modified().ok() != f.modified
+                    {
                         return Err(changed(f, "changed"));
                     }
                     self.current = None;

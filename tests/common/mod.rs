@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod net;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io;
@@ -30,7 +32,13 @@ pub struct Share {
 }
 
 /// Seals `metadata` + `content` with the library's sealer.
-pub fn seal_mem(key: &ShareKey, metadata: &Metadata, content: &[u8], chunk_log2: u8, threads: usize) -> Share {
+pub fn seal_mem(
+    key: &ShareKey,
+    metadata: &Metadata,
+    content: &[u8],
+    chunk_log2: u8,
+    threads: usize,
+) -> Share {
     let mut chunks = ChunkMap::new();
     let sealed = seal(
         key,
@@ -80,7 +88,12 @@ pub fn honest_chunks(stream: Stream, data: &[u8], size: ChunkSize) -> Vec<RawChu
 
 /// Builds a share from raw chunk descriptions and declared lengths, with no
 /// validation at all: what a malicious sharer holding the key could publish.
-pub fn seal_raw(key: &ShareKey, size: ChunkSize, meta: (u64, Vec<RawChunk>), content: (u64, Vec<RawChunk>)) -> (Manifest, ChunkMap) {
+pub fn seal_raw(
+    key: &ShareKey,
+    size: ChunkSize,
+    meta: (u64, Vec<RawChunk>),
+    content: (u64, Vec<RawChunk>),
+) -> (Manifest, ChunkMap) {
     let cipher = ChunkCipher::new(key);
     let mut chunks = ChunkMap::new();
     let mut ids = |raw: Vec<RawChunk>| -> Vec<ChunkId> {
@@ -109,14 +122,22 @@ pub fn seal_raw(key: &ShareKey, size: ChunkSize, meta: (u64, Vec<RawChunk>), con
 /// Runs the whole receive path on a link text against an untrusted store
 /// holding `manifest` under the link's id: parse, verify manifest, check key,
 /// unseal into `dest`. Errors come back as the text a user would see.
-pub fn receive(link: &str, manifest: &[u8], chunks: &ChunkMap, dest: &Path, force: bool) -> Result<Unsealed, String> {
+pub fn receive(
+    link: &str,
+    manifest: &[u8],
+    chunks: &ChunkMap,
+    dest: &Path,
+    force: bool,
+) -> Result<Unsealed, String> {
     let link = Link::parse_read_link(link).map_err(|e| e.to_string())?;
     let m = Manifest::decode_verified(link.manifest_id(), manifest).map_err(|e| e.to_string())?;
     let opener = Opener::new(m, link.require_key().unwrap()).map_err(|e| e.to_string())?;
     // Hands out whatever it holds, even over the size asked for: the
     // receiving side must catch that itself.
     let mut source = |id: &ChunkId, _max: usize| -> io::Result<Vec<u8>> {
-        let c = chunks.get(id).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such chunk"))?;
+        let c = chunks
+            .get(id)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such chunk"))?;
         Ok(c.clone())
     };
     unseal(
@@ -149,7 +170,14 @@ pub fn read_tree(root: &Path) -> Tree {
                 out.insert(rel, (true, false, Vec::new()));
                 stack.push(p);
             } else {
-                out.insert(rel, (false, m.permissions().mode() & 0o100 != 0, fs::read(&p).unwrap()));
+                out.insert(
+                    rel,
+                    (
+                        false,
+                        m.permissions().mode() & 0o100 != 0,
+                        fs::read(&p).unwrap(),
+                    ),
+                );
             }
         }
     }
@@ -174,7 +202,10 @@ pub fn write_tree(root: &Path, tree: &Tree) {
 /// Top-level names present in `dest` (to check nothing half-written appears).
 pub fn names_in(dest: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dest)
-        .map(|rd| rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v

@@ -1,0 +1,732 @@
+//! Fetching a share from peers: manifest, file list, then content, every byte
+//! verified before it is used, resumable, from several peers at once.
+//!
+//! Each peer gets one *session*: one stream with up to `depth` chunk requests
+//! in flight, answers read in order, verification and decryption on the
+//! blocking pool while the next answer arrives. Sessions take chunk indices
+//! from one shared queue, so any number of peers can feed one fetch. A peer
+//! that sends bytes that do not match their id, or the wrong amount, or
+//! breaks the protocol, or stalls past the deadline, is dropped and not asked
+//! again; what it had in flight goes back to the queue. Verified plaintext
+//! goes to one writer thread that owns the [`Output`].
+
+use std::collections::{HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::AsyncWriteExt;
+use libp2p::PeerId;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::chunk::{ChunkId, Stream};
+use crate::link::Link;
+use crate::manifest::{Manifest, MAX_MANIFEST_LEN};
+use crate::net::frame::{read_msg, read_payload, write_msg};
+use crate::net::node::{Client, XFER};
+use crate::net::{is_quic, PeerAddr};
+use crate::open::{OpenError, Opener, Plaintext};
+use crate::seal::Resealer;
+use crate::store::output::{Output, OutputError, OutputOptions};
+use crate::wire::{Have, Request, Response};
+
+/// How to fetch.
+#[derive(Clone, Debug)]
+pub struct FetchOptions {
+    /// Chunk requests in flight per peer.
+    pub depth: usize,
+    /// Deadline for each answer (and for opening a stream).
+    pub request_timeout: Duration,
+    /// How long to keep trying to reach a source before giving up.
+    pub wait: Duration,
+    /// Most peers to draw from at once.
+    pub max_peers: usize,
+    /// How to treat the destination.
+    pub output: OutputOptions,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions {
+            depth: 8,
+            request_timeout: Duration::from_secs(30),
+            wait: Duration::from_secs(60),
+            max_peers: 8,
+            output: OutputOptions::default(),
+        }
+    }
+}
+
+/// What a fetch reports while it runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Connected to a source.
+    Connected(PeerId),
+    /// No source reachable yet; retrying until the deadline.
+    Waiting {
+        /// Why the last attempt failed.
+        reason: String,
+        /// Seconds left before giving up.
+        secs_left: u64,
+    },
+    /// The manifest and file list are verified.
+    Started {
+        /// Content bytes of the share.
+        total: u64,
+        /// Regular files in the share.
+        files: usize,
+    },
+    /// A previous run's verified content was found and kept.
+    Resumed {
+        /// Content bytes already present and verified.
+        bytes: u64,
+    },
+    /// Content bytes verified and written so far (including resumed ones).
+    Bytes(u64),
+    /// A source was dropped.
+    PeerDropped {
+        /// Which.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The result of a fetch.
+#[derive(Clone, Debug)]
+pub struct Fetched {
+    /// Top-level paths created in the destination.
+    pub paths: Vec<PathBuf>,
+    /// Regular files.
+    pub files: usize,
+    /// Content bytes of the share.
+    pub bytes: u64,
+    /// Content bytes that were already present from an interrupted run.
+    pub resumed_bytes: u64,
+}
+
+/// Why a fetch failed. Progress is kept in the destination's staging folder
+/// unless the share itself is bad.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// No source could be reached, or every source failed.
+    #[error("no source could provide the share ({0}); progress is kept: run the same command again to resume")]
+    Unreachable(String),
+    /// Sources answered, but none holds this share.
+    #[error("none of the sources has this share; check the link, or that the sender is still sharing it")]
+    NotFound,
+    /// The sharer's files changed since the link was made.
+    #[error("the sender's files changed since the link was made, so it refuses to send them; ask for a new link")]
+    Stale,
+    /// Verification failed in a way no other source can fix (wrong key,
+    /// corrupt share, unsafe file list).
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The destination could not be written.
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    /// The link has no key.
+    #[error(transparent)]
+    Link(#[from] crate::link::ParseError),
+}
+
+/// Why a session ended.
+enum SessionEnd {
+    /// Nothing left to take.
+    Finished,
+    /// The peer is not to be asked again.
+    Dropped(String),
+    /// The peer does not hold (all of) the share.
+    NotFound,
+    /// The peer's files changed.
+    Stale,
+    /// The share itself is bad: stop everything.
+    Fatal(OpenError),
+}
+
+/// Chunk indices of one stream still to fetch, shared by the sessions.
+struct Queue {
+    stream: Stream,
+    todo: VecDeque<u64>,
+    left: usize,
+}
+
+impl Queue {
+    /// The next index `have` covers (manifest order puts metadata first).
+    fn take(&mut self, have: &Have, metadata_chunks: usize) -> Option<u64> {
+        let offset = if self.stream == Stream::Content {
+            metadata_chunks
+        } else {
+            0
+        };
+        let pos = self
+            .todo
+            .iter()
+            .position(|&i| have.has(offset + i as usize))?;
+        self.todo.remove(pos)
+    }
+}
+
+/// Fetches the share of the read link `link` from `sources` into `dest`.
+pub async fn fetch(
+    client: &Client,
+    link: &Link,
+    sources: Vec<PeerAddr>,
+    dest: &Path,
+    opts: &FetchOptions,
+    progress: mpsc::UnboundedSender<Progress>,
+) -> Result<Fetched, FetchError> {
+    let key = link.require_key()?;
+    let share = *link.manifest_id();
+    let mut f = Fetcher {
+        client: client.clone(),
+        sources,
+        share: share.0,
+        banned: HashSet::new(),
+        not_found: HashSet::new(),
+        stale: false,
+        progress,
+        opts: opts.clone(),
+        deadline: Instant::now() + opts.wait,
+    };
+    let peers = f.connect().await?;
+    let (manifest, peers) = f.manifest(peers).await?;
+    let opener = Arc::new(Opener::new(manifest.clone(), key)?);
+
+    // The file list, collected in order.
+    let n_meta = manifest.metadata_chunks.len() as u64;
+    let meta_plain = Arc::new(Mutex::new(vec![Vec::new(); n_meta as usize]));
+    let sink = {
+        let meta_plain = meta_plain.clone();
+        move |index: u64, p: Plaintext| {
+            meta_plain.lock().expect("never poisoned")[index as usize] = p.as_slice().to_vec();
+            Ok::<(), FetchError>(())
+        }
+    };
+    let peers = f
+        .run_queue(
+            &opener,
+            Stream::Metadata,
+            (0..n_meta).collect(),
+            peers,
+            sink,
+        )
+        .await?;
+    let plain = std::mem::take(&mut *meta_plain.lock().expect("never poisoned")).concat();
+    let metadata = opener.metadata(&plain)?;
+    let total = metadata.content_len();
+    let files = metadata.file_count();
+    let _ = f.progress.send(Progress::Started { total, files });
+
+    let (dest_owned, id, out_opts) = (dest.to_owned(), share, opts.output.clone());
+    let output = blocking(move || Output::create(&dest_owned, &id, metadata, &out_opts)).await?;
+    let resealer =
+        Arc::new(Resealer::new(key, manifest.clone()).expect("the key matched the commitment"));
+    let (output, done) = if output.resumed() {
+        blocking({
+            let resealer = resealer.clone();
+            move || verify_staged(output, &resealer)
+        })
+        .await?
+    } else {
+        (output, Vec::new())
+    };
+    let chunk_size = manifest.chunk_size.bytes();
+    let resumed_bytes: u64 = done
+        .iter()
+        .map(|&i| manifest.plaintext_len(Stream::Content, i) as u64)
+        .sum();
+    if resumed_bytes > 0 {
+        let _ = f.progress.send(Progress::Resumed {
+            bytes: resumed_bytes,
+        });
+    }
+    let done: HashSet<u64> = done.into_iter().collect();
+    let todo: Vec<u64> = (0..manifest.content_chunks.len() as u64)
+        .filter(|i| !done.contains(i))
+        .collect();
+
+    // One writer thread owns the output; sessions hand it verified chunks.
+    let (tx, mut rx) = mpsc::channel::<(u64, Plaintext)>(8);
+    let progress = f.progress.clone();
+    let writer: JoinHandle<Result<Output, OutputError>> = tokio::task::spawn_blocking(move || {
+        let mut output = output;
+        let mut written = resumed_bytes;
+        while let Some((index, p)) = rx.blocking_recv() {
+            output.write_content(index * chunk_size, p.as_slice())?;
+            written += p.as_slice().len() as u64;
+            let _ = progress.send(Progress::Bytes(written));
+        }
+        Ok(output)
+    });
+    let sink = move |index: u64, p: Plaintext| {
+        tx.blocking_send((index, p))
+            .map_err(|_| FetchError::Unreachable("the writer stopped".into()))
+    };
+    let run = f
+        .run_queue(&opener, Stream::Content, todo, peers, sink)
+        .await;
+    let output = writer.await.expect("the writer does not panic")?;
+    let peers = run?;
+    let paths = blocking(move || output.finish()).await?;
+    // Tell the sources; a one-shot sender stops on this. Best effort.
+    for peer in peers {
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), send_done(client, peer, share.0)).await;
+    }
+    Ok(Fetched {
+        paths,
+        files,
+        bytes: total,
+        resumed_bytes,
+    })
+}
+
+async fn blocking<T: Send + 'static, E: Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, E> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("blocking jobs do not panic")
+}
+
+/// Re-verifies a previous run's staged content by sealing it again and
+/// comparing with the manifest (sealing is deterministic). Returns the
+/// indices that match.
+fn verify_staged(output: Output, resealer: &Resealer) -> Result<(Output, Vec<u64>), OutputError> {
+    let m = resealer.manifest();
+    let count = m.content_chunks.len() as u64;
+    let mut good = Vec::new();
+    let mut next = 0u64;
+    crate::pipeline::ordered(
+        crate::pipeline::default_threads(),
+        || {
+            if next == count {
+                return Ok(None);
+            }
+            let i = next;
+            next += 1;
+            let mut buf = vec![0; m.plaintext_len(Stream::Content, i)];
+            output.read_content(i * m.chunk_size.bytes(), &mut buf)?;
+            Ok(Some((i, buf)))
+        },
+        |(i, buf)| Ok::<_, OutputError>((i, resealer.reseal(Stream::Content, i, &buf).is_ok())),
+        |(i, ok)| {
+            if ok {
+                good.push(i);
+            }
+            Ok(())
+        },
+    )?;
+    Ok((output, good))
+}
+
+async fn send_done(client: &Client, peer: PeerId, share: [u8; 32]) -> std::io::Result<()> {
+    let mut s = client
+        .control()
+        .open_stream(peer, XFER)
+        .await
+        .map_err(std::io::Error::other)?;
+    write_msg(&mut s, &Request::Done { share }).await?;
+    s.flush().await?;
+    let _ = read_msg::<_, Response>(&mut s).await?;
+    s.close().await
+}
+
+struct Fetcher {
+    client: Client,
+    sources: Vec<PeerAddr>,
+    share: [u8; 32],
+    /// Sources not to ask again: they misbehaved or stalled.
+    banned: HashSet<PeerId>,
+    /// Sources that answered they do not hold the share.
+    not_found: HashSet<PeerId>,
+    /// Whether a source refused because its files changed.
+    stale: bool,
+    progress: mpsc::UnboundedSender<Progress>,
+    opts: FetchOptions,
+    deadline: Instant,
+}
+
+impl Fetcher {
+    fn drop_peer(&mut self, peer: PeerId, reason: String) {
+        tracing::info!(%peer, %reason, "dropping source");
+        self.banned.insert(peer);
+        let _ = self.progress.send(Progress::PeerDropped { peer, reason });
+    }
+
+    /// Connects to every source not dropped, retrying with backoff until at
+    /// least one answers or the deadline passes.
+    async fn connect(&mut self) -> Result<Vec<PeerId>, FetchError> {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let candidates: Vec<PeerAddr> = self
+                .sources
+                .iter()
+                .filter(|s| !self.banned.contains(&s.peer) && !self.not_found.contains(&s.peer))
+                .cloned()
+                .collect();
+            if candidates.is_empty() {
+                return Err(if self.sources.is_empty() {
+                    FetchError::Unreachable("the link has no peer hints; pass --peer".into())
+                } else if self.stale {
+                    FetchError::Stale
+                } else if !self.not_found.is_empty() {
+                    FetchError::NotFound
+                } else {
+                    FetchError::Unreachable(
+                        "every source was dropped for misbehaving or stalling".into(),
+                    )
+                });
+            }
+            let attempts = candidates.iter().map(|s| {
+                let client = self.client.clone();
+                let s = s.clone();
+                async move {
+                    // TCP first: rust-libp2p's QUIC is about half as fast for bulk.
+                    let (tcp, quic): (Vec<_>, Vec<_>) =
+                        s.addrs.iter().cloned().partition(|a| !is_quic(a));
+                    let addrs = tcp.into_iter().chain(quic).collect();
+                    (s.peer, client.dial(s.peer, addrs).await)
+                }
+            });
+            let results = futures::future::join_all(attempts).await;
+            let mut connected = Vec::new();
+            let mut last_error = String::new();
+            for (peer, r) in results {
+                match r {
+                    Ok(()) => {
+                        let _ = self.progress.send(Progress::Connected(peer));
+                        connected.push(peer);
+                    }
+                    Err(e) => last_error = e.to_string(),
+                }
+            }
+            if !connected.is_empty() {
+                return Ok(connected);
+            }
+            let now = Instant::now();
+            if now >= self.deadline {
+                return Err(FetchError::Unreachable(format!(
+                    "gave up after {}s: {last_error}",
+                    self.opts.wait.as_secs()
+                )));
+            }
+            let _ = self.progress.send(Progress::Waiting {
+                reason: last_error,
+                secs_left: (self.deadline - now).as_secs(),
+            });
+            tokio::time::sleep(backoff.min(self.deadline - now)).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Gets and verifies the manifest from the first peer that has it.
+    async fn manifest(
+        &mut self,
+        mut peers: Vec<PeerId>,
+    ) -> Result<(Manifest, Vec<PeerId>), FetchError> {
+        loop {
+            for peer in std::mem::take(&mut peers) {
+                match self.try_manifest(peer).await {
+                    Ok(Some(m)) => {
+                        peers.push(peer);
+                        return Ok((m, peers));
+                    }
+                    Ok(None) => {
+                        self.not_found.insert(peer);
+                    }
+                    Err(reason) => self.drop_peer(peer, reason),
+                }
+            }
+            peers = self.connect().await?;
+        }
+    }
+
+    async fn try_manifest(&self, peer: PeerId) -> Result<Option<Manifest>, String> {
+        let t = self.opts.request_timeout;
+        let work = async {
+            let mut s = self
+                .client
+                .control()
+                .open_stream(peer, XFER)
+                .await
+                .map_err(|e| e.to_string())?;
+            write_msg(&mut s, &Request::Manifest { share: self.share })
+                .await
+                .map_err(|e| e.to_string())?;
+            s.flush().await.map_err(|e| e.to_string())?;
+            match read_msg::<_, Response>(&mut s)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Some(Response::Manifest { len }) if len as usize <= MAX_MANIFEST_LEN => {
+                    let bytes = read_payload(&mut s, len as usize)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let _ = s.close().await;
+                    Manifest::decode_verified(&crate::manifest::ManifestId(self.share), &bytes)
+                        .map(Some)
+                        .map_err(|e| e.to_string())
+                }
+                Some(Response::NotFound) => Ok(None),
+                Some(other) => Err(format!("answered a manifest request with {other:?}")),
+                None => Err("closed the stream".into()),
+            }
+        };
+        match tokio::time::timeout(t, work).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("did not answer within {}s", t.as_secs())),
+        }
+    }
+
+    /// Fetches `indices` of `stream` from `peers` (reconnecting to the other
+    /// sources while any are left), handing verified plaintext to `sink` on
+    /// the blocking pool. Returns the peers that took part.
+    async fn run_queue<S>(
+        &mut self,
+        opener: &Arc<Opener>,
+        stream: Stream,
+        indices: Vec<u64>,
+        mut peers: Vec<PeerId>,
+        sink: S,
+    ) -> Result<Vec<PeerId>, FetchError>
+    where
+        S: Fn(u64, Plaintext) -> Result<(), FetchError> + Send + Sync + 'static,
+    {
+        let queue = Arc::new(Mutex::new(Queue {
+            stream,
+            left: indices.len(),
+            todo: indices.into(),
+        }));
+        let sink = Arc::new(sink);
+        let mut used = Vec::new();
+        loop {
+            if queue.lock().expect("never poisoned").left == 0 {
+                return Ok(used);
+            }
+            peers.retain(|p| !self.banned.contains(p) && !self.not_found.contains(p));
+            peers.truncate(self.opts.max_peers);
+            if peers.is_empty() {
+                peers = self.connect().await?;
+                continue;
+            }
+            let mut sessions = tokio::task::JoinSet::new();
+            for &peer in &peers {
+                if !used.contains(&peer) {
+                    used.push(peer);
+                }
+                sessions.spawn(session(
+                    self.client.clone(),
+                    peer,
+                    self.share,
+                    opener.clone(),
+                    queue.clone(),
+                    sink.clone(),
+                    self.opts.clone(),
+                ));
+            }
+            while let Some(joined) = sessions.join_next().await {
+                let (peer, end) = joined.expect("sessions do not panic");
+                match end {
+                    Ok(SessionEnd::Finished) => {}
+                    Ok(SessionEnd::Dropped(reason)) => self.drop_peer(peer, reason),
+                    Ok(SessionEnd::NotFound) => {
+                        self.not_found.insert(peer);
+                    }
+                    Ok(SessionEnd::Stale) => {
+                        self.stale = true;
+                        self.drop_peer(peer, "its files changed since the link was made".into());
+                    }
+                    Ok(SessionEnd::Fatal(e)) => return Err(e.into()),
+                    Err(e) => return Err(e),
+                }
+            }
+            peers.clear();
+        }
+    }
+}
+
+type Sink = dyn Fn(u64, Plaintext) -> Result<(), FetchError> + Send + Sync;
+type Verification = JoinHandle<Result<Plaintext, OpenError>>;
+
+/// Waits for one chunk's verification and hands it over; `Some` if the
+/// session must end.
+async fn settle(
+    i: u64,
+    h: Verification,
+    sink: &Arc<Sink>,
+    queue: &Arc<Mutex<Queue>>,
+    taken: &mut VecDeque<u64>,
+) -> Result<Option<SessionEnd>, FetchError> {
+    match h.await.expect("verification does not panic") {
+        Ok(plain) => {
+            let sink = sink.clone();
+            tokio::task::spawn_blocking(move || sink(i, plain))
+                .await
+                .expect("the sink does not panic")?;
+            taken.retain(|&x| x != i);
+            queue.lock().expect("never poisoned").left -= 1;
+            Ok(None)
+        }
+        Err(e) if e.blames_source() => Ok(Some(SessionEnd::Dropped(e.to_string()))),
+        Err(e) => Ok(Some(SessionEnd::Fatal(e))),
+    }
+}
+
+/// One peer's session. Returns the peer and why it ended; indices it took
+/// but did not deliver go back to the queue.
+async fn session(
+    client: Client,
+    peer: PeerId,
+    share: [u8; 32],
+    opener: Arc<Opener>,
+    queue: Arc<Mutex<Queue>>,
+    sink: Arc<Sink>,
+    opts: FetchOptions,
+) -> (PeerId, Result<SessionEnd, FetchError>) {
+    let mut taken: VecDeque<u64> = VecDeque::new();
+    let mut verifying = VecDeque::new();
+    let mut end = run_session(
+        &client,
+        peer,
+        share,
+        &opener,
+        &queue,
+        &sink,
+        &opts,
+        &mut taken,
+        &mut verifying,
+    )
+    .await;
+    // Chunks that arrived before the session ended are still good if they
+    // verify: keep them.
+    for (i, h) in verifying {
+        match settle(i, h, &sink, &queue, &mut taken).await {
+            Ok(None) => {}
+            Ok(Some(SessionEnd::Fatal(e))) => end = Ok(SessionEnd::Fatal(e)),
+            Ok(Some(_)) => {}
+            Err(e) => end = Err(e),
+        }
+    }
+    let mut q = queue.lock().expect("never poisoned");
+    for i in taken.into_iter().rev() {
+        q.todo.push_front(i);
+    }
+    (peer, end)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_session(
+    client: &Client,
+    peer: PeerId,
+    share: [u8; 32],
+    opener: &Arc<Opener>,
+    queue: &Arc<Mutex<Queue>>,
+    sink: &Arc<Sink>,
+    opts: &FetchOptions,
+    taken: &mut VecDeque<u64>,
+    verifying: &mut VecDeque<(u64, Verification)>,
+) -> Result<SessionEnd, FetchError> {
+    let t = opts.request_timeout;
+    let io = |e: std::io::Error| Ok(SessionEnd::Dropped(e.to_string()));
+    let timed_out = || {
+        Ok(SessionEnd::Dropped(format!(
+            "stalled: no answer within {}s",
+            t.as_secs()
+        )))
+    };
+    let mut s = match tokio::time::timeout(t, client.control().open_stream(peer, XFER)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Ok(SessionEnd::Dropped(e.to_string())),
+        Err(_) => return timed_out(),
+    };
+    // Ask what the peer holds.
+    if let Err(e) = write_msg(&mut s, &Request::Have { share }).await {
+        return io(e);
+    }
+    if let Err(e) = s.flush().await {
+        return io(e);
+    }
+    let have = match tokio::time::timeout(t, read_msg::<_, Response>(&mut s)).await {
+        Err(_) => return timed_out(),
+        Ok(Err(e)) => return io(e),
+        Ok(Ok(Some(Response::Have(h)))) => h,
+        Ok(Ok(Some(Response::NotFound))) => return Ok(SessionEnd::NotFound),
+        Ok(Ok(other)) => return Ok(SessionEnd::Dropped(format!("answered Have with {other:?}"))),
+    };
+    let m = opener.manifest();
+    let n_meta = m.metadata_chunks.len();
+    let stream = queue.lock().expect("never poisoned").stream;
+    // Requested, in order, not yet answered.
+    let mut asked: VecDeque<u64> = VecDeque::new();
+    let depth = opts.depth.max(1);
+    loop {
+        // Top up the pipeline.
+        let mut wrote = false;
+        while asked.len() + verifying.len() < depth {
+            let Some(i) = queue.lock().expect("never poisoned").take(&have, n_meta) else {
+                break;
+            };
+            taken.push_back(i);
+            let id: ChunkId = m.chunks(stream)[i as usize];
+            if let Err(e) = write_msg(&mut s, &Request::Chunk { share, chunk: id.0 }).await {
+                return io(e);
+            }
+            asked.push_back(i);
+            wrote = true;
+        }
+        if wrote {
+            if let Err(e) = s.flush().await {
+                return io(e);
+            }
+        }
+        // Hand over what is verified; wait only when the pipeline is full
+        // or nothing else is left to do.
+        while let Some((_, h)) = verifying.front() {
+            if !(h.is_finished() || asked.is_empty() || verifying.len() >= depth) {
+                break;
+            }
+            let (i, h) = verifying.pop_front().expect("front exists");
+            if let Some(end) = settle(i, h, sink, queue, taken).await? {
+                return Ok(end);
+            }
+        }
+        let Some(&i) = asked.front() else {
+            if verifying.is_empty() {
+                return Ok(SessionEnd::Finished);
+            }
+            continue;
+        };
+        let expected = m.sealed_len(stream, i);
+        let answer = async {
+            match read_msg::<_, Response>(&mut s).await? {
+                Some(Response::Chunk { len }) if len as usize == expected => {
+                    Ok(Ok(read_payload(&mut s, expected).await?))
+                }
+                Some(Response::Chunk { len }) => Ok(Err(format!(
+                    "sent a {len}-byte chunk where {expected} bytes were due"
+                ))),
+                Some(Response::Stale) => Ok(Err("stale".into())),
+                Some(Response::NotFound) => Ok(Err("notfound".into())),
+                Some(other) => Ok(Err(format!("answered a chunk request with {other:?}"))),
+                None => Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+            }
+        };
+        let bytes = match tokio::time::timeout(t, answer).await {
+            Err(_) => return timed_out(),
+            Ok(Err(e)) => return io(e),
+            Ok(Ok(Err(r))) if r == "stale" => return Ok(SessionEnd::Stale),
+            Ok(Ok(Err(r))) if r == "notfound" => return Ok(SessionEnd::NotFound),
+            Ok(Ok(Err(r))) => return Ok(SessionEnd::Dropped(r)),
+            Ok(Ok(Ok(b))) => b,
+        };
+        asked.pop_front();
+        let opener = opener.clone();
+        verifying.push_back((
+            i,
+            tokio::task::spawn_blocking(move || opener.open_chunk(stream, i, bytes)),
+        ));
+    }
+}

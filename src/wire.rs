@@ -1,0 +1,198 @@
+//! The peer protocol's messages and framing (pure): the one place bincode is
+//! used.
+//!
+//! # Protocol `/peerdrop/xfer/1`
+//!
+//! Goals: move sealed chunks between peers as fast as the wire or the CPU
+//! allows, with every size bounded before allocation and nothing trusted.
+//! Non-goals: authentication (the transport's Noise handshake authenticates
+//! peer ids) and confidentiality of content (chunks are already encrypted; a
+//! request reveals only ids).
+//!
+//! A fetcher opens one long-lived stream per (share, provider) and writes
+//! requests, several ahead ("pipelining"); the provider answers strictly in
+//! request order. Every message is a *frame*: a 4-byte big-endian length and
+//! a bincode body (standard configuration, decoded with a size limit, trailing
+//! bytes rejected). The answers [`Response::Manifest`] and [`Response::Chunk`]
+//! are followed by exactly `len` raw bytes, never inside bincode, so a 1 MiB
+//! chunk is read straight into one buffer whose size the fetcher checked
+//! against the manifest first.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `Manifest { share }` | `Manifest { len }` + bytes, or `NotFound` |
+//! | `Have { share }` | `Have(All)`, `Have(Bitmap)`, or `NotFound` |
+//! | `Chunk { share, chunk }` | `Chunk { len }` + bytes, `NotFound`, or `Stale` |
+//! | `Done { share }` | `Ack` |
+//!
+//! Variants are only ever appended; an unknown one is a protocol error that
+//! closes the stream.
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// Protocol name, negotiated per stream.
+pub const PROTOCOL: &str = "/peerdrop/xfer/1";
+/// Largest frame body. Large enough for a [`Have::Bitmap`] of the largest
+/// manifest (2^19 chunks = 64 KiB of bits) plus slack.
+pub const MAX_FRAME: usize = 80 * 1024;
+
+const CONFIG: bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<MAX_FRAME>,
+> = bincode::config::standard().with_limit::<MAX_FRAME>();
+
+/// What a fetcher asks a provider.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// The manifest of a share, by manifest id.
+    Manifest {
+        /// Manifest id.
+        share: [u8; 32],
+    },
+    /// Which chunks of a share the provider holds.
+    Have {
+        /// Manifest id.
+        share: [u8; 32],
+    },
+    /// One sealed chunk, by id, within a share.
+    Chunk {
+        /// Manifest id.
+        share: [u8; 32],
+        /// Chunk id.
+        chunk: [u8; 32],
+    },
+    /// The fetcher holds the whole share now (lets a one-shot sender stop).
+    Done {
+        /// Manifest id.
+        share: [u8; 32],
+    },
+}
+
+/// Which chunks a provider holds, in manifest order (metadata, then content).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Have {
+    /// Every chunk.
+    All,
+    /// Bit `i` (least significant bit first within each byte) for chunk `i`.
+    Bitmap(#[serde(with = "serde_bytes")] Vec<u8>),
+}
+
+impl Have {
+    /// Whether chunk `i` (in manifest order) is held.
+    pub fn has(&self, i: usize) -> bool {
+        match self {
+            Have::All => true,
+            Have::Bitmap(b) => b.get(i / 8).is_some_and(|byte| byte & (1 << (i % 8)) != 0),
+        }
+    }
+}
+
+/// What a provider answers, in request order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The manifest follows: `len` raw bytes.
+    Manifest {
+        /// Bytes that follow.
+        len: u32,
+    },
+    /// The chunk follows: `len` raw bytes.
+    Chunk {
+        /// Bytes that follow.
+        len: u32,
+    },
+    /// Answer to [`Request::Have`].
+    Have(Have),
+    /// This provider does not hold it.
+    NotFound,
+    /// The provider's source files changed since the share was made, so it
+    /// refuses to serve this chunk (it never sends other bytes under an id).
+    Stale,
+    /// Answer to [`Request::Done`].
+    Ack,
+}
+
+/// A frame that cannot be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// Length prefix over [`MAX_FRAME`].
+    #[error("the peer sent a {0}-byte frame, over the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    /// Not a valid message.
+    #[error("the peer sent an invalid message: {0}")]
+    Malformed(String),
+    /// Valid message followed by extra bytes.
+    #[error("the peer sent a message with trailing bytes")]
+    Trailing,
+}
+
+/// Encodes `msg` as a whole frame: length prefix and body.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    let body = bincode::serde::encode_to_vec(msg, CONFIG)
+        .expect("our messages are far below the frame limit");
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    frame
+}
+
+/// The body length announced by a frame's prefix, refused over the limit
+/// before anything is allocated.
+pub fn body_len(prefix: [u8; 4]) -> Result<usize, WireError> {
+    let n = u32::from_be_bytes(prefix) as usize;
+    if n > MAX_FRAME {
+        return Err(WireError::TooLarge(n));
+    }
+    Ok(n)
+}
+
+/// Decodes a frame body (with the size limit; trailing bytes refused).
+pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
+    if body.len() > MAX_FRAME {
+        return Err(WireError::TooLarge(body.len()));
+    }
+    let (msg, used) = bincode::serde::decode_from_slice(body, CONFIG)
+        .map_err(|e| WireError::Malformed(e.to_string()))?;
+    if used != body.len() {
+        return Err(WireError::Trailing);
+    }
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_limits() {
+        for m in [
+            Request::Manifest { share: [1; 32] },
+            Request::Chunk {
+                share: [1; 32],
+                chunk: [2; 32],
+            },
+            Request::Done { share: [3; 32] },
+        ] {
+            let f = encode(&m);
+            let n = body_len(f[..4].try_into().unwrap()).unwrap();
+            assert_eq!(decode::<Request>(&f[4..4 + n]).unwrap(), m);
+            let mut trailing = f[4..].to_vec();
+            trailing.push(0);
+            assert_eq!(decode::<Request>(&trailing), Err(WireError::Trailing));
+        }
+        assert_eq!(
+            body_len(u32::MAX.to_be_bytes()),
+            Err(WireError::TooLarge(u32::MAX as usize))
+        );
+        // A bitmap claiming 2^60 bytes inside a tiny body is refused by the
+        // limit, not allocated.
+        let bomb = [2u8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f];
+        assert!(decode::<Response>(&bomb).is_err());
+        assert!(matches!(
+            decode::<Response>(&[99]),
+            Err(WireError::Malformed(_))
+        ));
+        let have = Have::Bitmap(vec![0b0000_0101]);
+        assert!(have.has(0) && !have.has(1) && have.has(2) && !have.has(9));
+    }
+}
