@@ -21,6 +21,8 @@ fn main() -> ExitCode {
         Command::Inspect(a) => (a.json, cli::inspect::run(a)),
         Command::Seal(a) => (a.json, cli::local::run_seal(a)),
         Command::Unseal(a) => (a.json, cli::local::run_unseal(a)),
+        Command::Send(a) => (a.json, cli::send::run(a)),
+        Command::Receive(a) => (a.json, cli::receive::run(a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -29,7 +31,7 @@ fn main() -> ExitCode {
                 cli::output::json_line(&json!({"event": "error", "message": format!("{e:#}")}));
             }
             eprintln!("peerdrop: error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(if e.is::<cli::Interrupted>() { 130 } else { 1 })
         }
     }
 }

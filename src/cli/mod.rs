@@ -7,6 +7,8 @@
 pub mod inspect;
 pub mod local;
 pub mod output;
+pub mod receive;
+pub mod send;
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -36,6 +38,107 @@ pub enum Command {
     Seal(SealArgs),
     /// Verify, decrypt and write out a share from a folder of encrypted chunks.
     Unseal(UnsealArgs),
+    /// Share files and folders directly from this machine: print a link, serve until Ctrl-C.
+    Send(SendArgs),
+    /// Fetch, verify and write out a share from a link.
+    Receive(ReceiveArgs),
+}
+
+/// `peerdrop send`.
+#[derive(Args, Debug)]
+pub struct SendArgs {
+    /// Files and folders to share.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Address to listen on (repeatable). Default: every interface, random TCP and QUIC ports.
+    #[arg(long, value_name = "MULTIADDR")]
+    pub listen: Vec<libp2p::Multiaddr>,
+    /// Exit 0 as soon as the first receiver has everything.
+    #[arg(long)]
+    pub once: bool,
+    /// Also draw the link as a QR code on stderr.
+    #[arg(long)]
+    pub qr: bool,
+    /// Upload limit, bytes per second (suffixes K, M, G: powers of 1024).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub max_rate: Option<u64>,
+    /// Print JSON lines (link, listening, peer_done, error) on stdout instead of the bare link.
+    #[arg(long)]
+    pub json: bool,
+    /// More log output on stderr (-v, -vv); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// `peerdrop receive`.
+#[derive(Args, Debug)]
+pub struct ReceiveArgs {
+    /// The read link; `-` or nothing reads it from stdin (or PEERDROP_LINK).
+    pub link: Option<String>,
+    /// Destination folder.
+    #[arg(long, short = 'o', default_value = ".")]
+    pub out: PathBuf,
+    /// Another source, as a multiaddr ending in /p2p/PEER_ID (repeatable).
+    #[arg(long, value_name = "MULTIADDR")]
+    pub peer: Vec<libp2p::Multiaddr>,
+    /// Replace existing files (folders are never replaced).
+    #[arg(long)]
+    pub force: bool,
+    /// Seconds to keep trying to reach a source before giving up (progress is kept).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub wait: u64,
+    /// Seconds a source may take to answer one request before it is dropped.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub timeout: u64,
+    /// Print JSON lines (progress, done, error) on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// More log output on stderr (-v, -vv); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Parses "10M", "512K", "1G" or a plain number of bytes.
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    match num.parse::<u64>() {
+        Ok(n) if n > 0 => n.checked_mul(mult).ok_or_else(|| "rate too large".into()),
+        _ => Err(format!("{s:?} is not a rate like 500K, 10M or 1G")),
+    }
+}
+
+/// The user pressed Ctrl-C: exit 130 after saying what was kept.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted; progress is kept: run the same command again to resume")]
+pub struct Interrupted;
+
+/// Sends logs to stderr: warnings by default, more with -v, RUST_LOG wins.
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,libp2p=warn",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// A multi-threaded runtime for the network commands.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 /// `peerdrop inspect`.

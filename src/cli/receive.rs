@@ -1,0 +1,138 @@
+//! `peerdrop receive`: fetch a share from a link.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use peerdrop::link::Link;
+use peerdrop::net::fetch::{fetch, FetchOptions, Progress};
+use peerdrop::net::node::{self, NodeConfig};
+use peerdrop::net::PeerAddr;
+use peerdrop::store::output::OutputOptions;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::cli::{output, Interrupted, ReceiveArgs};
+
+/// Runs the command.
+pub fn run(args: &ReceiveArgs) -> anyhow::Result<()> {
+    crate::cli::init_logging(args.verbose);
+    let link = Link::parse_read_link(&crate::cli::link_text(args.link.as_deref())?)?;
+    let mut sources = Vec::new();
+    for h in link.hints() {
+        match PeerAddr::from_hint(h) {
+            Some(p) => sources.push(p),
+            None => eprintln!("peerdrop: skipping a peer hint in the link with an invalid peer id"),
+        }
+    }
+    for a in &args.peer {
+        let p = PeerAddr::from_multiaddr(a.clone())
+            .with_context(|| format!("--peer {a} must end in /p2p/PEER_ID"))?;
+        sources.push(p);
+    }
+    if sources.is_empty() {
+        anyhow::bail!(
+            "the link names no peer to fetch from; add one with --peer MULTIADDR/p2p/PEER_ID"
+        );
+    }
+    let rt = crate::cli::runtime()?;
+    rt.block_on(run_async(args, link, sources))
+}
+
+async fn run_async(args: &ReceiveArgs, link: Link, sources: Vec<PeerAddr>) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let client = node::spawn(NodeConfig::default())?;
+    let opts = FetchOptions {
+        request_timeout: Duration::from_secs(args.timeout.max(1)),
+        wait: Duration::from_secs(args.wait),
+        output: OutputOptions { force: args.force },
+        ..FetchOptions::default()
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let json = args.json;
+    // Draws progress while the fetch runs.
+    let ui = tokio::spawn(async move {
+        let mut bar = None;
+        let mut total = 0;
+        let mut last_json = Instant::now();
+        while let Some(p) = rx.recv().await {
+            match p {
+                Progress::Connected(peer) => tracing::info!(%peer, "connected"),
+                Progress::Waiting { reason, secs_left } => {
+                    if json {
+                        output::json_line(
+                            &json!({"event": "waiting", "reason": reason, "secs_left": secs_left}),
+                        );
+                    } else {
+                        eprintln!("peerdrop: cannot reach the sender yet ({reason}); retrying for up to {secs_left}s");
+                    }
+                }
+                Progress::Started { total: t, files } => {
+                    total = t;
+                    if json {
+                        output::json_line(&json!({"event": "started", "bytes": t, "files": files}));
+                    }
+                    bar = Some(output::bytes_bar(t, "receiving", json));
+                }
+                Progress::Resumed { bytes } => {
+                    if json {
+                        output::json_line(&json!({"event": "resumed", "bytes": bytes}));
+                    } else {
+                        eprintln!(
+                            "resuming: {} already here and verified",
+                            output::human_bytes(bytes)
+                        );
+                    }
+                }
+                Progress::Bytes(n) => {
+                    if let Some(b) = &bar {
+                        b.set_position(n);
+                    }
+                    if json && (last_json.elapsed() >= Duration::from_millis(250) || n == total) {
+                        last_json = Instant::now();
+                        output::json_line(
+                            &json!({"event": "progress", "bytes": n, "total": total}),
+                        );
+                    }
+                }
+                Progress::PeerDropped { peer, reason } => {
+                    eprintln!("peerdrop: stopped using peer {peer}: {reason}");
+                }
+            }
+        }
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+    });
+    let result = tokio::select! {
+        r = fetch(&client, &link, sources, &args.out, &opts, tx) => r.map_err(anyhow::Error::from),
+        _ = tokio::signal::ctrl_c() => Err(Interrupted.into()),
+    };
+    let _ = ui.await;
+    client.shutdown().await;
+    let done = result?;
+    let elapsed = start.elapsed();
+    if json {
+        output::json_line(&json!({
+            "event": "done", "files": done.files, "bytes": done.bytes,
+            "resumed_bytes": done.resumed_bytes,
+            "paths": done.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "seconds": elapsed.as_secs_f64(),
+        }));
+    } else {
+        for p in &done.paths {
+            eprintln!("wrote {:?}", p);
+        }
+        let fetched = done.bytes - done.resumed_bytes;
+        eprintln!(
+            "received {} file(s), {}{}",
+            done.files,
+            output::summary(fetched, elapsed),
+            if done.resumed_bytes > 0 {
+                format!(" (+{} resumed)", output::human_bytes(done.resumed_bytes))
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! `peerdrop send`: seal on the fly and serve from the original files.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use libp2p::multiaddr::Protocol;
+use libp2p::Multiaddr;
+use peerdrop::crypto::ShareKey;
+use peerdrop::link::Link;
+use peerdrop::net::node::{self, NodeConfig};
+use peerdrop::net::serve::{serve, LocalProvider, ServeConfig};
+use peerdrop::net::{is_quic, PeerAddr};
+use peerdrop::seal::SealOptions;
+use peerdrop::store::share::LocalShare;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::cli::{output, SendArgs};
+
+/// Whether an address is loopback (useful only on this machine).
+fn is_loopback(a: &Multiaddr) -> bool {
+    a.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback(),
+        Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
+}
+
+/// Orders addresses for a link hint: reachable-from-elsewhere first, TCP
+/// before QUIC, loopback last.
+fn hint_order(mut addrs: Vec<Multiaddr>) -> Vec<Multiaddr> {
+    for a in &mut addrs {
+        if matches!(a.iter().last(), Some(Protocol::P2p(_))) {
+            a.pop();
+        }
+    }
+    addrs.sort_by_key(|a| (is_loopback(a), is_quic(a)));
+    addrs.dedup();
+    addrs
+}
+
+fn draw_qr(link: &str) -> anyhow::Result<()> {
+    let code = qrcode::QrCode::new(link.as_bytes()).context("drawing the QR code")?;
+    let text = code
+        .render::<qrcode::render::unicode::Dense1x2>()
+        .quiet_zone(true)
+        .build();
+    eprintln!("{text}");
+    Ok(())
+}
+
+/// Runs the command.
+pub fn run(args: &SendArgs) -> anyhow::Result<()> {
+    crate::cli::init_logging(args.verbose);
+    let rt = crate::cli::runtime()?;
+    rt.block_on(run_async(args))
+}
+
+async fn run_async(args: &SendArgs) -> anyhow::Result<()> {
+    let key = ShareKey::generate()?;
+    let paths = args.paths.clone();
+    let json = args.json;
+    let share = {
+        let key = key.duplicate();
+        tokio::task::spawn_blocking(move || {
+            // The total is known only after the scan; the bar starts unsized.
+            let bar = output::bytes_bar(0, "sealing", json);
+            let r = LocalShare::create(&paths, &key, &SealOptions::default(), |n| {
+                bar.set_length(n.max(bar.length().unwrap_or(0)));
+                bar.set_position(n);
+            });
+            bar.finish_and_clear();
+            r
+        })
+        .await
+        .expect("sealing does not panic")?
+    };
+    for s in share.source().skipped() {
+        eprintln!("peerdrop: skipping {:?}: {}", s.path, s.reason);
+    }
+    let id = share.id();
+    let total = share.manifest().content_len;
+    let files = share.source().metadata().file_count();
+
+    let client = node::spawn(NodeConfig::default())?;
+    let listen: Vec<Multiaddr> = if args.listen.is_empty() {
+        ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"]
+            .iter()
+            .map(|a| a.parse().expect("valid default address"))
+            .collect()
+    } else {
+        args.listen.clone()
+    };
+    for a in listen {
+        client.listen(a).await?;
+    }
+    let addrs = hint_order(client.listen_addrs().await?);
+    let hint = PeerAddr {
+        peer: client.peer_id(),
+        addrs: addrs.clone(),
+    }
+    .to_hint();
+    let link = Link::new(id, vec![hint], Some(key))?.to_uri_string();
+
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let provider = Arc::new(LocalProvider::new(share, Some(done_tx)));
+    let config = ServeConfig {
+        max_rate: args.max_rate,
+        ..ServeConfig::default()
+    };
+    tokio::spawn(serve(client.control(), provider, config));
+
+    if json {
+        output::json_line(&json!({"event": "link", "link": link}));
+        output::json_line(&json!({
+            "event": "listening", "peer": client.peer_id().to_base58(),
+            "addrs": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "files": files, "bytes": total,
+        }));
+    } else {
+        println!("{link}");
+    }
+    if args.qr {
+        draw_qr(&link)?;
+    }
+    if !json {
+        eprintln!(
+            "sharing {files} file(s), {}; waiting for receivers{} (Ctrl-C to stop)",
+            output::human_bytes(total),
+            if args.once {
+                ", exiting after the first"
+            } else {
+                ""
+            }
+        );
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            peer = done_rx.recv() => {
+                let Some(peer) = peer else { break };
+                if json {
+                    output::json_line(&json!({"event": "peer_done", "peer": peer.to_base58()}));
+                } else {
+                    eprintln!("peer {peer} received everything");
+                }
+                if args.once {
+                    break;
+                }
+            }
+        }
+    }
+    client.shutdown().await;
+    Ok(())
+}
