@@ -238,3 +238,54 @@ async fn a_stalling_peer_times_out() {
         .await
         .unwrap();
 }
+
+/// Runs the real `peerdrop receive` against an evil peer and returns its exit
+/// code, peak RSS in KiB and stderr.
+fn receive_measured(link: &str, dest: &std::path::Path) -> (i32, i64, String) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_peerdrop"))
+        .args(["receive", "--timeout", "2", "--wait", "2", "-o"])
+        .arg(dest)
+        .env("PEERDROP_LINK", link)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: wait4 on our own child, with valid out-pointers.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    (libc::WEXITSTATUS(status), usage.ru_maxrss, err)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receiving_process_stays_small_against_size_bombs() {
+    tokio::time::timeout(LIMIT, async {
+        for evil in [Evil::HugeFrame, Evil::LyingLength] {
+            let mut s = setup();
+            let manifest = s.share.take().unwrap().manifest_bytes();
+            let server = evil_server(manifest, evil).await;
+            let link = link_for(&s.key, s.id, &[&server]).to_uri_string();
+            let dest = s.dest.clone();
+            let (code, rss_kib, err) =
+                tokio::task::spawn_blocking(move || receive_measured(&link, &dest))
+                    .await
+                    .unwrap();
+            assert_eq!(code, 1, "{evil:?}: {err}");
+            assert!(err.contains("stopped using peer"), "{evil:?}: {err}");
+            // A 4 GiB claim honoured even partly would show here.
+            assert!(rss_kib < 100 * 1024, "{evil:?}: peak RSS {rss_kib} KiB");
+            assert!(!s.dest.join("victim.bin").exists());
+        }
+    })
+    .await
+    .unwrap();
+}

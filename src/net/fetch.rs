@@ -350,9 +350,11 @@ struct Fetcher {
 }
 
 impl Fetcher {
-    fn drop_peer(&mut self, peer: PeerId, reason: String) {
+    /// Stops using `peer` for this fetch and closes its connections.
+    async fn drop_peer(&mut self, peer: PeerId, reason: String) {
         tracing::info!(%peer, %reason, "dropping source");
         self.banned.insert(peer);
+        self.client.disconnect(peer).await;
         let _ = self.progress.send(Progress::PeerDropped { peer, reason });
     }
 
@@ -437,7 +439,7 @@ impl Fetcher {
                     Ok(None) => {
                         self.not_found.insert(peer);
                     }
-                    Err(reason) => self.drop_peer(peer, reason),
+                    Err(reason) => self.drop_peer(peer, reason).await,
                 }
             }
             peers = self.connect().await?;
@@ -531,13 +533,14 @@ impl Fetcher {
                 let (peer, end) = joined.expect("sessions do not panic");
                 match end {
                     Ok(SessionEnd::Finished) => {}
-                    Ok(SessionEnd::Dropped(reason)) => self.drop_peer(peer, reason),
+                    Ok(SessionEnd::Dropped(reason)) => self.drop_peer(peer, reason).await,
                     Ok(SessionEnd::NotFound) => {
                         self.not_found.insert(peer);
                     }
                     Ok(SessionEnd::Stale) => {
                         self.stale = true;
-                        self.drop_peer(peer, "its files changed since the link was made".into());
+                        self.drop_peer(peer, "its files changed since the link was made".into())
+                            .await;
                     }
                     Ok(SessionEnd::Fatal(e)) => return Err(e.into()),
                     Err(e) => return Err(e),

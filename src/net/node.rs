@@ -96,6 +96,7 @@ enum Command {
         oneshot::Sender<Result<(), NetError>>,
     ),
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    Disconnect(PeerId),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -147,6 +148,11 @@ impl Client {
     /// connected. Noise authenticates the peer id.
     pub async fn dial(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<(), NetError> {
         self.call(|tx| Command::Dial(peer, addrs, tx)).await?
+    }
+
+    /// Closes every connection to `peer` (for one that misbehaved).
+    pub async fn disconnect(&self, peer: PeerId) {
+        let _ = self.commands.send(Command::Disconnect(peer)).await;
     }
 
     /// Closes listeners and connections, then stops the swarm task.
@@ -277,6 +283,9 @@ impl EventLoop {
                 }
                 addrs.reverse();
                 self.dial_next(peer, addrs, reply, String::from("no address to try"));
+            }
+            Command::Disconnect(peer) => {
+                let _ = self.swarm.disconnect_peer_id(peer);
             }
             Command::Shutdown(reply) => {
                 for id in std::mem::take(&mut self.listeners) {
