@@ -83,6 +83,28 @@ impl OpenError {
     }
 }
 
+/// Checks what can be checked without the key: that chunk `index` of
+/// `stream` exists, has exactly the listed length, and hashes to its id.
+pub fn check_chunk(manifest: &Manifest, stream: Stream, index: u64, chunk: &[u8]) -> Result<(), OpenError> {
+    let id = manifest
+        .chunks(stream)
+        .get(index as usize)
+        .ok_or(OpenError::NoSuchChunk { stream, index })?;
+    let expected = manifest.sealed_len(stream, index);
+    if chunk.len() != expected {
+        return Err(OpenError::Length {
+            stream,
+            index,
+            len: chunk.len(),
+            expected,
+        });
+    }
+    if !id.matches(chunk) {
+        return Err(OpenError::IdMismatch { stream, index });
+    }
+    Ok(())
+}
+
 /// A decrypted chunk: the buffer it arrived in, and where its plaintext lies.
 #[derive(Debug)]
 pub struct Plaintext {

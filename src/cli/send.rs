@@ -3,41 +3,18 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use libp2p::multiaddr::Protocol;
 use libp2p::Multiaddr;
 use peerdrop::crypto::ShareKey;
 use peerdrop::link::Link;
 use peerdrop::net::node::{self, NodeConfig};
 use peerdrop::net::serve::{serve, LocalProvider, ServeConfig};
-use peerdrop::net::{is_quic, PeerAddr};
+use peerdrop::net::{hint_addrs, PeerAddr};
 use peerdrop::seal::SealOptions;
 use peerdrop::store::share::LocalShare;
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::cli::{output, SendArgs};
-
-/// Whether an address is loopback (useful only on this machine).
-fn is_loopback(a: &Multiaddr) -> bool {
-    a.iter().any(|p| match p {
-        Protocol::Ip4(ip) => ip.is_loopback(),
-        Protocol::Ip6(ip) => ip.is_loopback(),
-        _ => false,
-    })
-}
-
-/// Orders addresses for a link hint: reachable-from-elsewhere first, TCP
-/// before QUIC, loopback last.
-fn hint_order(mut addrs: Vec<Multiaddr>) -> Vec<Multiaddr> {
-    for a in &mut addrs {
-        if matches!(a.iter().last(), Some(Protocol::P2p(_))) {
-            a.pop();
-        }
-    }
-    addrs.sort_by_key(|a| (is_loopback(a), is_quic(a)));
-    addrs.dedup();
-    addrs
-}
 
 fn draw_qr(link: &str) -> anyhow::Result<()> {
     let code = qrcode::QrCode::new(link.as_bytes()).context("drawing the QR code")?;
@@ -94,7 +71,7 @@ async fn run_async(args: &SendArgs) -> anyhow::Result<()> {
     for a in listen {
         client.listen(a).await?;
     }
-    let addrs = hint_order(client.listen_addrs().await?);
+    let addrs = hint_addrs(client.listen_addrs().await?);
     let hint = PeerAddr {
         peer: client.peer_id(),
         addrs: addrs.clone(),

@@ -22,7 +22,9 @@ use tokio::task::JoinHandle;
 
 use crate::chunk::{ChunkId, Stream};
 use crate::link::Link;
-use crate::manifest::{Manifest, MAX_MANIFEST_LEN};
+use crate::manifest::{Manifest, ManifestId, MAX_MANIFEST_LEN};
+use crate::meta::Metadata;
+use crate::store::chunks::ChunkDir;
 use crate::net::frame::{read_msg, read_payload, write_msg};
 use crate::net::node::{Client, XFER};
 use crate::net::{is_quic, PeerAddr};
@@ -104,6 +106,10 @@ pub struct Fetched {
     pub bytes: u64,
     /// Content bytes that were already present from an interrupted run.
     pub resumed_bytes: u64,
+    /// The verified manifest.
+    pub manifest: Manifest,
+    /// The verified file list.
+    pub metadata: Metadata,
 }
 
 /// Why a fetch failed. Progress is kept in the destination's staging folder
@@ -129,6 +135,45 @@ pub enum FetchError {
     /// The link has no key.
     #[error(transparent)]
     Link(#[from] crate::link::ParseError),
+    /// The local chunk store failed (a pin).
+    #[error("storing chunks failed: {0}")]
+    Store(String),
+}
+
+/// How a session checks each chunk it receives: a reader decrypts
+/// ([`Opener`]), a pinning node checks ids only ([`IdCheck`]).
+pub trait Verify: Send + Sync + 'static {
+    /// What a verified chunk becomes.
+    type Out: Send + 'static;
+    /// The manifest the chunks belong to.
+    fn manifest(&self) -> &Manifest;
+    /// Checks (and opens) chunk `index` of `stream`.
+    fn verify(&self, stream: Stream, index: u64, bytes: Vec<u8>) -> Result<Self::Out, OpenError>;
+}
+
+impl Verify for Opener {
+    type Out = Plaintext;
+    fn manifest(&self) -> &Manifest {
+        Opener::manifest(self)
+    }
+    fn verify(&self, stream: Stream, index: u64, bytes: Vec<u8>) -> Result<Plaintext, OpenError> {
+        self.open_chunk(stream, index, bytes)
+    }
+}
+
+/// Checks chunks against the manifest without a key (length and id): what a
+/// node that only pins ciphertext can verify.
+pub struct IdCheck(pub Manifest);
+
+impl Verify for IdCheck {
+    type Out = Vec<u8>;
+    fn manifest(&self) -> &Manifest {
+        &self.0
+    }
+    fn verify(&self, stream: Stream, index: u64, bytes: Vec<u8>) -> Result<Vec<u8>, OpenError> {
+        crate::open::check_chunk(&self.0, stream, index, &bytes)?;
+        Ok(bytes)
+    }
 }
 
 /// Why a session ended.
@@ -220,6 +265,7 @@ pub async fn fetch(
     let _ = f.progress.send(Progress::Started { total, files });
 
     let (dest_owned, id, out_opts) = (dest.to_owned(), share, opts.output.clone());
+    let metadata_kept = metadata.clone();
     let output = blocking(move || Output::create(&dest_owned, &id, metadata, &out_opts)).await?;
     let resealer =
         Arc::new(Resealer::new(key, manifest.clone()).expect("the key matched the commitment"));
@@ -280,7 +326,78 @@ pub async fn fetch(
         files,
         bytes: total,
         resumed_bytes,
+        manifest,
+        metadata: metadata_kept,
     })
+}
+
+/// Fetches the ciphertext of share `share` into `store`, verifying every
+/// chunk against its id: what a pinning node does, with no key. Chunks
+/// already in the store (from an interrupted run) are verified and kept.
+/// Progress counts sealed bytes.
+pub async fn fetch_ciphertext(
+    client: &Client,
+    share: ManifestId,
+    sources: Vec<PeerAddr>,
+    store: &ChunkDir,
+    opts: &FetchOptions,
+    progress: mpsc::UnboundedSender<Progress>,
+) -> Result<Manifest, FetchError> {
+    let mut f = Fetcher {
+        client: client.clone(),
+        sources,
+        share: share.0,
+        banned: HashSet::new(),
+        not_found: HashSet::new(),
+        stale: false,
+        progress,
+        opts: opts.clone(),
+        deadline: Instant::now() + opts.wait,
+    };
+    let peers = f.connect().await?;
+    let (manifest, mut peers) = f.manifest(peers).await?;
+    let bytes = manifest.encode();
+    let dir = store.clone();
+    blocking(move || dir.put_manifest(&share, &bytes))
+        .await
+        .map_err(|e| FetchError::Store(e.to_string()))?;
+    let total = manifest.sealed_size();
+    let _ = f.progress.send(Progress::Started { total, files: 0 });
+    let check = Arc::new(IdCheck(manifest.clone()));
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    for stream in [Stream::Metadata, Stream::Content] {
+        // Keep what an earlier run stored, if it still verifies.
+        let (dir, m) = (store.clone(), manifest.clone());
+        let (todo, kept) = blocking(move || {
+            let mut todo = Vec::new();
+            let mut kept = 0u64;
+            for (i, id) in m.chunks(stream).iter().enumerate() {
+                let len = m.sealed_len(stream, i as u64);
+                match dir.get(id, len) {
+                    Ok(b) if crate::open::check_chunk(&m, stream, i as u64, &b).is_ok() => kept += len as u64,
+                    _ => todo.push(i as u64),
+                }
+            }
+            Ok::<_, FetchError>((todo, kept))
+        })
+        .await?;
+        let now = done.fetch_add(kept, std::sync::atomic::Ordering::Relaxed) + kept;
+        if kept > 0 {
+            let _ = f.progress.send(Progress::Resumed { bytes: now });
+        }
+        let (dir, m, done, progress) = (store.clone(), manifest.clone(), done.clone(), f.progress.clone());
+        let sink = move |index: u64, bytes: Vec<u8>| {
+            dir.put(&m.chunks(stream)[index as usize], &bytes)
+                .map_err(|e| FetchError::Store(e.to_string()))?;
+            let n = done.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed) + bytes.len() as u64;
+            let _ = progress.send(Progress::Bytes(n));
+            Ok(())
+        };
+        peers = f.run_queue(&check, stream, todo, peers, sink).await?;
+    }
+    let dir = store.clone();
+    blocking(move || dir.sync()).await.map_err(|e| FetchError::Store(e.to_string()))?;
+    Ok(manifest)
 }
 
 async fn blocking<T: Send + 'static, E: Send + 'static>(
@@ -486,23 +603,24 @@ impl Fetcher {
     /// Fetches `indices` of `stream` from `peers` (reconnecting to the other
     /// sources while any are left), handing verified plaintext to `sink` on
     /// the blocking pool. Returns the peers that took part.
-    async fn run_queue<S>(
+    async fn run_queue<V, S>(
         &mut self,
-        opener: &Arc<Opener>,
+        opener: &Arc<V>,
         stream: Stream,
         indices: Vec<u64>,
         mut peers: Vec<PeerId>,
         sink: S,
     ) -> Result<Vec<PeerId>, FetchError>
     where
-        S: Fn(u64, Plaintext) -> Result<(), FetchError> + Send + Sync + 'static,
+        V: Verify,
+        S: Fn(u64, V::Out) -> Result<(), FetchError> + Send + Sync + 'static,
     {
         let queue = Arc::new(Mutex::new(Queue {
             stream,
             left: indices.len(),
             todo: indices.into(),
         }));
-        let sink = Arc::new(sink);
+        let sink: Arc<Sink<V::Out>> = Arc::new(sink);
         let mut used = Vec::new();
         loop {
             if queue.lock().expect("never poisoned").left == 0 {
@@ -551,15 +669,15 @@ impl Fetcher {
     }
 }
 
-type Sink = dyn Fn(u64, Plaintext) -> Result<(), FetchError> + Send + Sync;
-type Verification = JoinHandle<Result<Plaintext, OpenError>>;
+type Sink<T> = dyn Fn(u64, T) -> Result<(), FetchError> + Send + Sync;
+type Verification<T> = JoinHandle<Result<T, OpenError>>;
 
 /// Waits for one chunk's verification and hands it over; `Some` if the
 /// session must end.
-async fn settle(
+async fn settle<T: Send + 'static>(
     i: u64,
-    h: Verification,
-    sink: &Arc<Sink>,
+    h: Verification<T>,
+    sink: &Arc<Sink<T>>,
     queue: &Arc<Mutex<Queue>>,
     taken: &mut VecDeque<u64>,
 ) -> Result<Option<SessionEnd>, FetchError> {
@@ -580,13 +698,13 @@ async fn settle(
 
 /// One peer's session. Returns the peer and why it ended; indices it took
 /// but did not deliver go back to the queue.
-async fn session(
+async fn session<V: Verify>(
     client: Client,
     peer: PeerId,
     share: [u8; 32],
-    opener: Arc<Opener>,
+    opener: Arc<V>,
     queue: Arc<Mutex<Queue>>,
-    sink: Arc<Sink>,
+    sink: Arc<Sink<V::Out>>,
     opts: FetchOptions,
 ) -> (PeerId, Result<SessionEnd, FetchError>) {
     let mut taken: VecDeque<u64> = VecDeque::new();
@@ -621,16 +739,16 @@ async fn session(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn run_session(
+async fn run_session<V: Verify>(
     client: &Client,
     peer: PeerId,
     share: [u8; 32],
-    opener: &Arc<Opener>,
+    opener: &Arc<V>,
     queue: &Arc<Mutex<Queue>>,
-    sink: &Arc<Sink>,
+    sink: &Arc<Sink<V::Out>>,
     opts: &FetchOptions,
     taken: &mut VecDeque<u64>,
-    verifying: &mut VecDeque<(u64, Verification)>,
+    verifying: &mut VecDeque<(u64, Verification<V::Out>)>,
 ) -> Result<SessionEnd, FetchError> {
     let t = opts.request_timeout;
     let io = |e: std::io::Error| Ok(SessionEnd::Dropped(e.to_string()));
@@ -729,7 +847,7 @@ async fn run_session(
         let opener = opener.clone();
         verifying.push_back((
             i,
-            tokio::task::spawn_blocking(move || opener.open_chunk(stream, i, bytes)),
+            tokio::task::spawn_blocking(move || opener.verify(stream, i, bytes)),
         ));
     }
 }

@@ -77,3 +77,26 @@ pub fn is_quic(addr: &Multiaddr) -> bool {
     addr.iter()
         .any(|p| matches!(p, libp2p::multiaddr::Protocol::QuicV1))
 }
+
+/// Whether an address is loopback (useful only on this machine).
+pub fn is_loopback(a: &Multiaddr) -> bool {
+    a.iter().any(|p| match p {
+        libp2p::multiaddr::Protocol::Ip4(ip) => ip.is_loopback(),
+        libp2p::multiaddr::Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
+}
+
+/// Orders listen addresses for a link hint: reachable from elsewhere first,
+/// TCP before QUIC, loopback last; `/p2p` suffixes removed (the hint carries
+/// the peer id once).
+pub fn hint_addrs(mut addrs: Vec<Multiaddr>) -> Vec<Multiaddr> {
+    for a in &mut addrs {
+        if matches!(a.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(_))) {
+            a.pop();
+        }
+    }
+    addrs.sort_by_key(|a| (is_loopback(a), is_quic(a)));
+    addrs.dedup();
+    addrs
+}

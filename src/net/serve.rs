@@ -111,6 +111,9 @@ pub struct ServeConfig {
     pub cpu_jobs: usize,
     /// Upload limit in bytes per second, for the whole node.
     pub max_rate: Option<u64>,
+    /// Most chunk bytes produced but not yet sent, for the whole node: with
+    /// many fetchers at once, this (not their number) bounds memory.
+    pub max_buffered: usize,
 }
 
 impl Default for ServeConfig {
@@ -121,6 +124,7 @@ impl Default for ServeConfig {
             idle_timeout: Duration::from_secs(120),
             cpu_jobs: crate::pipeline::default_threads(),
             max_rate: None,
+            max_buffered: 64 << 20,
         }
     }
 }
@@ -150,6 +154,8 @@ struct Shared {
     provider: Arc<dyn Provider>,
     config: ServeConfig,
     cpu: Semaphore,
+    /// Permits of 1 KiB of produced-but-unsent chunk bytes.
+    buffered: Arc<Semaphore>,
     rate: Option<RateLimit>,
     streams: Mutex<HashMap<PeerId, usize>>,
 }
@@ -168,6 +174,7 @@ pub async fn serve(
     let shared = Arc::new(Shared {
         provider,
         cpu: Semaphore::new(config.cpu_jobs.max(1)),
+        buffered: Arc::new(Semaphore::new((config.max_buffered >> 10).max(MAX_CHUNK_KIB))),
         rate: config.max_rate.map(|r| RateLimit {
             bytes_per_sec: r.max(1),
             next_free: Mutex::new(Instant::now()),
@@ -205,10 +212,15 @@ pub async fn serve(
     }
 }
 
+/// The largest sealed chunk, in KiB (64 MiB plus overhead, rounded up).
+const MAX_CHUNK_KIB: usize = (64 << 10) + 1;
+
 /// One answer, ready to write.
 enum Reply {
     Msg(Response),
-    WithPayload(Response, Arc<[u8]>),
+    Manifest(Arc<[u8]>),
+    /// A chunk, holding its share of the node's buffer budget until sent.
+    Chunk(Vec<u8>, tokio::sync::OwnedSemaphorePermit),
 }
 
 async fn handle(peer: PeerId, stream: libp2p::Stream, shared: &Arc<Shared>) -> std::io::Result<()> {
@@ -248,11 +260,15 @@ async fn handle(peer: PeerId, stream: libp2p::Stream, shared: &Arc<Shared>) -> s
             Some(reply) = pending.next() => {
                 match reply {
                     Reply::Msg(m) => write_msg(&mut wr, &m).await?,
-                    Reply::WithPayload(m, bytes) => {
+                    Reply::Manifest(bytes) => {
+                        write_msg(&mut wr, &Response::Manifest { len: bytes.len() as u32 }).await?;
+                        wr.write_all(&bytes).await?;
+                    }
+                    Reply::Chunk(bytes, _permit) => {
                         if let Some(rate) = &shared.rate {
                             rate.take(bytes.len()).await;
                         }
-                        write_msg(&mut wr, &m).await?;
+                        write_msg(&mut wr, &Response::Chunk { len: bytes.len() as u32 }).await?;
                         wr.write_all(&bytes).await?;
                     }
                 }
@@ -268,12 +284,7 @@ async fn answer(peer: PeerId, req: Request, shared: Arc<Shared>) -> Reply {
     let p = &shared.provider;
     match req {
         Request::Manifest { share } => match p.manifest(&ManifestId(share)) {
-            Some(bytes) => Reply::WithPayload(
-                Response::Manifest {
-                    len: bytes.len() as u32,
-                },
-                bytes,
-            ),
+            Some(bytes) => Reply::Manifest(bytes),
             None => Reply::Msg(Response::NotFound),
         },
         Request::Have { share } => Reply::Msg(
@@ -285,20 +296,27 @@ async fn answer(peer: PeerId, req: Request, shared: Arc<Shared>) -> Reply {
             Reply::Msg(Response::Ack)
         }
         Request::Chunk { share, chunk } => {
-            let Ok(_permit) = shared.cpu.acquire().await else {
+            let Ok(cpu) = shared.cpu.acquire().await else {
                 return Reply::Msg(Response::NotFound);
             };
             let provider = shared.provider.clone();
             let job = tokio::task::spawn_blocking(move || {
                 provider.chunk(&ManifestId(share), &ChunkId(chunk))
             });
-            match job.await {
-                Ok(Ok(bytes)) => Reply::WithPayload(
-                    Response::Chunk {
-                        len: bytes.len() as u32,
-                    },
-                    bytes.into(),
-                ),
+            let result = job.await;
+            match result {
+                Ok(Ok(bytes)) => {
+                    // Wait for room in the node's buffer budget (held until
+                    // the chunk is written out) while still holding the CPU
+                    // permit, so at most `cpu_jobs` produced chunks wait
+                    // here: memory stays within the budget plus those.
+                    let kib = (bytes.len() >> 10) + 1;
+                    let Ok(budget) = shared.buffered.clone().acquire_many_owned(kib.min(MAX_CHUNK_KIB) as u32).await else {
+                        return Reply::Msg(Response::NotFound);
+                    };
+                    drop(cpu);
+                    Reply::Chunk(bytes, budget)
+                }
                 Ok(Err(Refusal::Stale)) => Reply::Msg(Response::Stale),
                 Ok(Err(Refusal::NotFound)) | Err(_) => Reply::Msg(Response::NotFound),
             }

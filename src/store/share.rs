@@ -77,6 +77,12 @@ impl LocalShare {
         Ok(LocalShare::from_parts(source, key, sealed.manifest))
     }
 
+    /// A share sealed earlier, served again from `source` (see
+    /// [`Source::from_metadata`]); `None` if `key` does not open `manifest`.
+    pub fn open(source: Source, key: &ShareKey, manifest: Manifest) -> Option<LocalShare> {
+        (key.commitment() == manifest.key_commitment).then(|| LocalShare::from_parts(source, key, manifest))
+    }
+
     fn from_parts(source: Source, key: &ShareKey, manifest: Manifest) -> LocalShare {
         let metadata_plain = source.metadata().encode();
         let manifest_bytes: Arc<[u8]> = manifest.encode().into();
@@ -119,9 +125,10 @@ impl LocalShare {
         &self.source
     }
 
-    /// Whether a chunk has been refused because the files changed.
+    /// Whether the share can no longer be served whole: a chunk was refused
+    /// because the files changed, or a file's size or time differs now.
     pub fn is_stale(&self) -> bool {
-        self.stale.load(Ordering::Relaxed)
+        self.stale.load(Ordering::Relaxed) || !self.source.unchanged()
     }
 
     /// Produces chunk `id`: reads its plaintext, seals it, and returns it only

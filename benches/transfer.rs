@@ -1,0 +1,1001 @@
+//! `peerdrop send` → `peerdrop receive` over loopback with the real
+//! processes: throughput, peak memory and CPU time of each side, judged
+//! against this machine's own limits measured in the same run (a plain TCP
+//! copy over 127.0.0.1, single-core ChaCha20-Poly1305 + BLAKE3, and writing a
+//! fresh file). On a small shared machine absolute numbers swing from run to
+//! run; a ratio to a reference taken moments earlier swings far less.
+//!
+//! Run with `cargo bench --bench transfer`. Knobs (environment):
+//! - `PEERDROP_BENCH_BYTES`: size of the large-file case (default 1 GiB); the
+//!   big case is four times that.
+//! - `PEERDROP_BENCH_BIG=0`: skip the big (default 4 GiB) case.
+//! - `PEERDROP_BENCH_FILES`: number of small files (default 20,000).
+//!
+//! All traffic stays on 127.0.0.1: the sender listens only on
+//! `/ip4/127.0.0.1/tcp/0`, and the receiver dials only the address in the
+//! link. Child processes are killed (by their own PID) and temp files removed
+//! however the run ends. Throughput is in MB/s = 10^6 bytes of content per
+//! second; sizes and memory are in MiB = 2^20 bytes. The table goes to stdout,
+//! progress to stderr.
+
+use std::error::Error;
+use std::fs::{self, File};
+use std::hint::black_box;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use peerdrop::chunk::{NONCE_LEN, TAG_LEN};
+use peerdrop::crypto::AD_LEN;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+
+type BoxResult<T> = Result<T, Box<dyn Error>>;
+
+const BIN: &str = env!("CARGO_BIN_EXE_peerdrop");
+/// The only address the sender ever listens on.
+const LISTEN: &str = "/ip4/127.0.0.1/tcp/0";
+
+const MIB: usize = 1 << 20;
+const DEFAULT_LARGE_BYTES: u64 = 1 << 30;
+/// Bytes for each reference measurement (TCP copy, AEAD+BLAKE3, file write).
+const REF_BYTES: u64 = 1 << 30;
+/// Untimed AEAD+BLAKE3 iterations first, so page faults on fresh buffers and
+/// lazy CPU feature detection are not billed to the loop.
+const WARMUP_ITERS: u64 = 16;
+const DEFAULT_SMALL_FILES: usize = 20_000;
+const SMALL_MIN: u64 = 1024;
+const SMALL_MAX: u64 = 8 * 1024;
+/// Small files per sub-folder (a tree, as real folders are).
+const FILES_PER_DIR: usize = 200;
+
+/// The targets.
+const TARGET_RATIO: f64 = 0.50;
+const TARGET_RSS_MIB: f64 = 100.0;
+/// Peak memory of the big case counts as "the same" as the 1 GiB case's if
+/// it is at most this much larger (relative, absolute), allowing for
+/// allocator and scheduling jitter.
+const SAME_RSS_SLACK: (f64, f64) = (0.10, 8.0);
+
+/// How long the sender may take to print its link, and the receiver to
+/// finish; a child that overruns is killed and the run fails.
+const LINK_LIMIT: Duration = Duration::from_secs(15 * 60);
+const RECEIVE_LIMIT: Duration = Duration::from_secs(30 * 60);
+/// How long a `--once` sender may take to exit once the receiver is done.
+const SENDER_EXIT_LIMIT: Duration = Duration::from_secs(60);
+
+fn main() -> BoxResult<()> {
+    let run_start = Instant::now();
+    let large = env_u64("PEERDROP_BENCH_BYTES", DEFAULT_LARGE_BYTES)?;
+    let big_on = std::env::var("PEERDROP_BENCH_BIG").map_or(true, |v| v.trim() != "0");
+    let n_small = env_u64("PEERDROP_BENCH_FILES", DEFAULT_SMALL_FILES as u64)? as usize;
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    let load_before = loadavg();
+
+    let tmp = tempfile::Builder::new()
+        .prefix("peerdrop-bench-transfer-")
+        .tempdir()?;
+    eprintln!("temp dir {}", tmp.path().display());
+
+    eprintln!(
+        "limits: plain TCP copy over 127.0.0.1, {} MiB",
+        mib(REF_BYTES)
+    );
+    let tcp = tcp_copy(REF_BYTES)?;
+    eprintln!("limits: single-core AEAD+BLAKE3, {} MiB", mib(REF_BYTES));
+    let aead = aead_blake3(REF_BYTES)?;
+    eprintln!("limits: writing a new {} MiB file", mib(REF_BYTES));
+    let (write, write_sync) = fresh_write(tmp.path(), REF_BYTES)?;
+    let limits = Limits {
+        tcp,
+        aead,
+        write,
+        write_sync,
+    };
+
+    let mut cases = Vec::new();
+
+    eprintln!("(i) one {:.0} MiB file", mib(large));
+    let input = tmp.path().join("large.bin");
+    write_pseudo_random(&input, large, 0x5eed_0001)?;
+    cases.push(transfer(
+        tmp.path(),
+        "(i) one file",
+        Input::File(&input),
+        1,
+    )?);
+    fs::remove_file(&input)?;
+
+    if big_on {
+        let big = large * 4;
+        eprintln!("(ii) one {:.0} MiB file", mib(big));
+        let input = tmp.path().join("big.bin");
+        write_pseudo_random(&input, big, 0x5eed_0002)?;
+        cases.push(transfer(
+            tmp.path(),
+            "(ii) one file, 4x",
+            Input::File(&input),
+            2,
+        )?);
+        fs::remove_file(&input)?;
+    } else {
+        eprintln!("(ii) skipped (PEERDROP_BENCH_BIG=0)");
+    }
+
+    eprintln!("(iii) {n_small} files of {SMALL_MIN}-{SMALL_MAX} bytes");
+    let small_dir = tmp.path().join("small");
+    let small_total = write_small_files(&small_dir, n_small)?;
+    let files = small_files(&small_dir, n_small);
+    cases.push(transfer(
+        tmp.path(),
+        "(iii) small files",
+        Input::Dir(&small_dir, &files),
+        3,
+    )?);
+    fs::remove_dir_all(&small_dir)?;
+
+    eprintln!("(iv) one file of the same total size");
+    let input = tmp.path().join("same-size.bin");
+    write_pseudo_random(&input, small_total, 0x5eed_0004)?;
+    cases.push(transfer(
+        tmp.path(),
+        "(iv) one file, same total",
+        Input::File(&input),
+        4,
+    )?);
+    fs::remove_file(&input)?;
+
+    eprintln!("end of run: references again (drift check)");
+    let drift = Drift {
+        tcp: tcp_copy(REF_BYTES)?,
+        aead: aead_blake3(REF_BYTES)?,
+    };
+
+    let temp_path = tmp.path().to_owned();
+    tmp.close()?;
+    print_report(&Report {
+        limits,
+        drift,
+        cases,
+        cores,
+        large,
+        n_small,
+        small_total,
+        load: [load_before, loadavg()],
+        temp_path,
+        total_secs: run_start.elapsed().as_secs_f64(),
+    });
+    Ok(())
+}
+
+fn env_u64(name: &str, default: u64) -> BoxResult<u64> {
+    match std::env::var(name) {
+        Err(std::env::VarError::NotPresent) => Ok(default),
+        Err(e) => Err(format!("{name}: {e}").into()),
+        Ok(s) => match s.trim().parse::<u64>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("{name}={s:?} is not a positive number").into()),
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The machine's limits.
+
+/// One timed pass over `bytes`.
+#[derive(Clone, Copy)]
+struct Measure {
+    bytes: u64,
+    secs: f64,
+}
+
+impl Measure {
+    fn mbps(&self) -> f64 {
+        self.bytes as f64 / self.secs / 1e6
+    }
+}
+
+struct Limits {
+    tcp: Measure,
+    aead: Measure,
+    write: Measure,
+    write_sync: Measure,
+}
+
+impl Limits {
+    /// What the throughput target is relative to.
+    fn network_crypto(&self) -> f64 {
+        self.tcp.mbps().min(self.aead.mbps())
+    }
+}
+
+struct Drift {
+    tcp: Measure,
+    aead: Measure,
+}
+
+/// A plain, unencrypted copy over 127.0.0.1: one thread writes 1 MiB at a
+/// time, another reads, each with its own core at best.
+fn tcp_copy(bytes: u64) -> BoxResult<Measure> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    let addr = listener.local_addr()?;
+    let buf = pseudo_random(MIB, 6);
+    // Connected before the reader starts (the backlog completes it), so a
+    // failure here cannot leave a thread waiting in accept().
+    let mut conn = TcpStream::connect(addr)?;
+    let start = Instant::now();
+    let reader = thread::spawn(move || -> io::Result<u64> {
+        let (mut conn, _) = listener.accept()?;
+        conn.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let mut rbuf = vec![0u8; MIB];
+        let mut total = 0u64;
+        loop {
+            match conn.read(&mut rbuf) {
+                Ok(0) => return Ok(total),
+                Ok(n) => total += n as u64,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    });
+    let mut left = bytes;
+    let written = (|| -> io::Result<()> {
+        while left > 0 {
+            let n = left.min(MIB as u64) as usize;
+            conn.write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+        conn.shutdown(Shutdown::Write)
+    })();
+    drop(conn);
+    let received = reader.join().expect("the reader does not panic");
+    let secs = start.elapsed().as_secs_f64();
+    written?;
+    let received = received?;
+    if received != bytes {
+        return Err(format!("TCP copy: sent {bytes} bytes, received {received}").into());
+    }
+    Ok(Measure { bytes, secs })
+}
+
+fn aead_key() -> BoxResult<LessSafeKey> {
+    Ok(LessSafeKey::new(UnboundKey::new(
+        &CHACHA20_POLY1305,
+        &[7; 32],
+    )?))
+}
+
+/// Sealing a 1 MiB chunk and hashing the result on one core, as in
+/// `benches/seal.rs`: the least any chunk-id-addressed AEAD format must do.
+fn aead_blake3(bytes: u64) -> BoxResult<Measure> {
+    let key = aead_key()?;
+    let mut counter = 0u64;
+    // Laid out like a sealed chunk (nonce, ciphertext, tag) so the hash covers
+    // exactly the bytes a chunk id covers.
+    let mut chunk = pseudo_random(NONCE_LEN + MIB + TAG_LEN, 3);
+    let mut step = || {
+        let body = &mut chunk[NONCE_LEN..NONCE_LEN + MIB];
+        let tag = key
+            .seal_in_place_separate_tag(next_nonce(&mut counter), Aad::from([0u8; AD_LEN]), body)
+            .expect("1 MiB is far below the ChaCha20 limit");
+        chunk[NONCE_LEN + MIB..].copy_from_slice(tag.as_ref());
+        black_box(blake3::hash(&chunk));
+    };
+    for _ in 0..WARMUP_ITERS {
+        step();
+    }
+    let iters = bytes / MIB as u64;
+    let start = Instant::now();
+    for _ in 0..iters {
+        step();
+    }
+    Ok(Measure {
+        bytes: iters * MIB as u64,
+        secs: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// A fresh nonce per call: reuse would be harmless here, but a benchmark of
+/// an AEAD should not model misuse.
+fn next_nonce(counter: &mut u64) -> Nonce {
+    let mut n = [0u8; 12];
+    n[..8].copy_from_slice(&counter.to_le_bytes());
+    *counter += 1;
+    Nonce::assume_unique_for_key(n)
+}
+
+/// Writing a new file in 1 MiB writes with no sync (the page-cache ceiling
+/// for receive's output), then the same plus a `syncfs`, which `receive`
+/// also does before it renames its output into place.
+fn fresh_write(dir: &Path, bytes: u64) -> BoxResult<(Measure, Measure)> {
+    sync_fs(dir)?;
+    let path = dir.join("plain-write.bin");
+    let buf = pseudo_random(MIB, 5);
+    let start = Instant::now();
+    let mut file = File::create(&path)?;
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(MIB as u64) as usize;
+        file.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    drop(file);
+    let no_sync = start.elapsed().as_secs_f64();
+    sync_fs(dir)?;
+    let with_sync = start.elapsed().as_secs_f64();
+    fs::remove_file(&path)?;
+    Ok((
+        Measure {
+            bytes,
+            secs: no_sync,
+        },
+        Measure {
+            bytes,
+            secs: with_sync,
+        },
+    ))
+}
+
+// ---------------------------------------------------------------------------
+// Inputs.
+
+/// splitmix64: incompressible-looking bytes at several GB/s, with no RNG
+/// dependency, and reproducible from `state`.
+fn fill_pseudo_random(buf: &mut [u8], state: &mut u64) {
+    for word in buf.chunks_mut(8) {
+        *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        word.copy_from_slice(&z.to_le_bytes()[..word.len()]);
+    }
+}
+
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    fill_pseudo_random(&mut buf, &mut { seed });
+    buf
+}
+
+fn write_pseudo_random(path: &Path, len: u64, seed: u64) -> io::Result<()> {
+    let mut file = File::create(path)?;
+    let mut buf = vec![0u8; MIB];
+    let mut state = seed;
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(MIB as u64) as usize;
+        fill_pseudo_random(&mut buf[..n], &mut state);
+        file.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    // Written back now, so that receive's syncfs does not flush it too.
+    file.sync_all()
+}
+
+/// Size of small file `i`: deterministic, 1 to 8 KiB inclusive.
+fn small_size(i: usize) -> u64 {
+    let mut state = 0x51ee_d000 ^ i as u64;
+    let mut word = [0u8; 8];
+    fill_pseudo_random(&mut word, &mut state);
+    SMALL_MIN + u64::from_le_bytes(word) % (SMALL_MAX - SMALL_MIN + 1)
+}
+
+/// Relative path of small file `i` under the folder being shared.
+fn small_path(i: usize) -> PathBuf {
+    PathBuf::from(format!("d{:03}", i / FILES_PER_DIR)).join(format!("f{i:05}.bin"))
+}
+
+fn small_files(root: &Path, n: usize) -> Vec<PathBuf> {
+    (0..n).map(|i| root.join(small_path(i))).collect()
+}
+
+/// Writes the small files under `root`; returns their total size.
+fn write_small_files(root: &Path, n: usize) -> io::Result<u64> {
+    let mut total = 0;
+    let mut buf = vec![0u8; SMALL_MAX as usize];
+    for i in 0..n {
+        let path = root.join(small_path(i));
+        if i % FILES_PER_DIR == 0 {
+            fs::create_dir_all(path.parent().expect("has a folder"))?;
+        }
+        let len = small_size(i) as usize;
+        fill_pseudo_random(&mut buf[..len], &mut (0xf11e_0000 + i as u64));
+        fs::write(&path, &buf[..len])?;
+        total += len as u64;
+    }
+    sync_fs(root)?;
+    Ok(total)
+}
+
+fn hash_file(path: &Path) -> io::Result<blake3::Hash> {
+    Ok(blake3::Hasher::new()
+        .update_reader(File::open(path)?)?
+        .finalize())
+}
+
+/// Flushes the file system holding `path`: before each timed transfer, so
+/// that receive's own syncfs writes back only its own output.
+fn sync_fs(path: &Path) -> io::Result<()> {
+    let d = File::open(path)?;
+    // SAFETY: syncfs on a file descriptor we own.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn count_files(dir: &Path) -> io::Result<usize> {
+    let mut n = 0;
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let t = e.file_type()?;
+        if t.is_dir() {
+            n += count_files(&e.path())?;
+        } else {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+// ---------------------------------------------------------------------------
+// Child processes.
+
+/// What the kernel reports for a child that exited.
+#[derive(Clone, Copy, Default)]
+struct Usage {
+    /// Wall time from the `start` given to [`Proc::wait_usage`].
+    secs: f64,
+    user: f64,
+    sys: f64,
+    maxrss_kib: u64,
+}
+
+impl Usage {
+    fn cpu(&self) -> f64 {
+        self.user + self.sys
+    }
+}
+
+/// CPU time and peak RSS of a running child, from /proc.
+#[derive(Clone, Copy, Default)]
+struct Snapshot {
+    user: f64,
+    sys: f64,
+    hwm_kib: u64,
+}
+
+/// A child process, killed (by its own PID) and reaped when dropped unless it
+/// was already reaped by [`Proc::wait_usage`].
+struct Proc {
+    name: &'static str,
+    child: Child,
+    reaped: bool,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> BoxResult<Proc> {
+        cmd.stdin(Stdio::null())
+            .stderr(Stdio::from(File::create(&log)?))
+            .env_remove("RUST_LOG");
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("starting {BIN} ({name}): {e}"))?;
+        Ok(Proc {
+            name,
+            child,
+            reaped: false,
+            log,
+        })
+    }
+
+    fn pid(&self) -> libc::pid_t {
+        self.child.id() as libc::pid_t
+    }
+
+    /// Waits (polling every 0.5 ms, so a deadline can be kept) for the child
+    /// to exit, reaps it with wait4 for its rusage, and fails unless it
+    /// exited with status 0.
+    fn wait_usage(&mut self, start: Instant, limit: Duration) -> BoxResult<Usage> {
+        let pid = self.pid();
+        loop {
+            let mut status = 0;
+            // SAFETY: rusage is plain old data; all-zero is a valid value.
+            let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: wait4 on our own child's PID, with valid out-pointers.
+            let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
+            if r == pid {
+                let secs = start.elapsed().as_secs_f64();
+                self.reaped = true;
+                if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+                    return Err(format!(
+                        "{} failed ({}); its stderr ends with:\n{}",
+                        self.name,
+                        describe_status(status),
+                        self.log_tail()
+                    )
+                    .into());
+                }
+                let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+                return Ok(Usage {
+                    secs,
+                    user: tv(ru.ru_utime),
+                    sys: tv(ru.ru_stime),
+                    maxrss_kib: ru.ru_maxrss as u64,
+                });
+            }
+            if r == -1 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(format!("wait4 on {} (pid {pid}): {e}", self.name).into());
+            }
+            if start.elapsed() > limit {
+                return Err(format!(
+                    "{} did not exit within {limit:?}; killing it. Its stderr ends with:\n{}",
+                    self.name,
+                    self.log_tail()
+                )
+                .into());
+            }
+            thread::sleep(Duration::from_micros(500));
+        }
+    }
+
+    /// CPU time and VmHWM so far, read from /proc while the child runs.
+    fn snapshot(&self) -> Snapshot {
+        let pid = self.pid();
+        let mut s = Snapshot::default();
+        if let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // Fields after the command name, which may hold spaces: state is
+            // field 3, utime 14, stime 15.
+            if let Some((_, rest)) = stat.rsplit_once(')') {
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                // SAFETY: sysconf has no preconditions.
+                let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+                let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+                s.user = tick(11).unwrap_or(0.0) / tck;
+                s.sys = tick(12).unwrap_or(0.0) / tck;
+            }
+        }
+        if let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) {
+            s.hwm_kib = status
+                .lines()
+                .find_map(|l| {
+                    let rest = l.strip_prefix("VmHWM:")?;
+                    rest.trim().strip_suffix("kB")?.trim().parse().ok()
+                })
+                .unwrap_or(0);
+        }
+        s
+    }
+
+    fn log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn describe_status(status: i32) -> String {
+    if libc::WIFEXITED(status) {
+        format!("exit status {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("wait status {status:#x}")
+    }
+}
+
+/// Reads the sender's first stdout line (the link) with a deadline. The
+/// pipe is handed back so it stays open while the sender runs.
+fn read_link(stdout: ChildStdout, limit: Duration) -> BoxResult<(String, BufReader<ChildStdout>)> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let r = reader.read_line(&mut line).map(|_| line);
+        let _ = tx.send((r, reader));
+    });
+    match rx.recv_timeout(limit) {
+        Ok((Ok(line), reader)) => Ok((line.trim().to_owned(), reader)),
+        Ok((Err(e), _)) => Err(format!("reading the sender's link: {e}").into()),
+        Err(_) => Err(format!("the sender printed no link within {limit:?}").into()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Transfers.
+
+enum Input<'a> {
+    File(&'a Path),
+    /// A folder and every file in it.
+    Dir(&'a Path, &'a [PathBuf]),
+}
+
+struct Case {
+    label: &'static str,
+    files: usize,
+    bytes: u64,
+    /// Sender spawn to its link on stdout: scanning and sealing everything
+    /// once, then starting the node.
+    link_secs: f64,
+    /// The sender at the moment it printed the link.
+    at_link: Snapshot,
+    send: Usage,
+    /// Receive spawn to its exit.
+    recv: Usage,
+}
+
+impl Case {
+    fn mbps(&self) -> f64 {
+        self.bytes as f64 / self.recv.secs / 1e6
+    }
+
+    /// Including the sender's sealing pass, which a user also waits for.
+    fn mbps_with_seal(&self) -> f64 {
+        self.bytes as f64 / (self.recv.secs + self.link_secs) / 1e6
+    }
+
+    fn serve_user(&self) -> f64 {
+        (self.send.user - self.at_link.user).max(0.0)
+    }
+
+    fn serve_sys(&self) -> f64 {
+        (self.send.sys - self.at_link.sys).max(0.0)
+    }
+}
+
+/// Runs one `send --once` / `receive` pair on `input` and verifies the
+/// output byte for byte (by BLAKE3).
+fn transfer(tmp: &Path, label: &'static str, input: Input<'_>, n: usize) -> BoxResult<Case> {
+    // Reading every input once fills the page cache, so the transfer measures
+    // CPU and network, not the disk, and gives the hashes the output must
+    // match.
+    let (share_path, expected): (&Path, Vec<(PathBuf, blake3::Hash)>) = match input {
+        Input::File(p) => (p, vec![(PathBuf::new(), hash_file(p)?)]),
+        Input::Dir(root, files) => (
+            root,
+            files
+                .iter()
+                .map(|f| {
+                    let rel = f.strip_prefix(root).expect("under root").to_owned();
+                    Ok((rel, hash_file(f)?))
+                })
+                .collect::<io::Result<_>>()?,
+        ),
+    };
+    let bytes: u64 = match input {
+        Input::File(p) => fs::metadata(p)?.len(),
+        Input::Dir(_, files) => files
+            .iter()
+            .map(|f| fs::metadata(f).map(|m| m.len()))
+            .sum::<io::Result<u64>>()?,
+    };
+    // Whatever earlier steps left dirty is written back now, not during
+    // receive's syncfs.
+    sync_fs(tmp)?;
+
+    let mut cmd = Command::new(BIN);
+    cmd.arg("send")
+        .arg("--once")
+        .args(["--listen", LISTEN])
+        .arg(share_path)
+        .stdout(Stdio::piped())
+        .env_remove("PEERDROP_LINK");
+    let send_start = Instant::now();
+    let mut sender = Proc::spawn("peerdrop send", cmd, tmp.join(format!("send-{n}.log")))?;
+    let stdout = sender.child.stdout.take().expect("stdout is piped");
+    let (link, _stdout) = read_link(stdout, LINK_LIMIT)?;
+    let link_secs = send_start.elapsed().as_secs_f64();
+    let at_link = sender.snapshot();
+    if !link.starts_with("peerdrop:1/") {
+        return Err(format!("the sender printed {link:?} instead of a link").into());
+    }
+    eprintln!("    sender sealed and printed its link in {link_secs:.2}s; receiving");
+
+    let dest = tmp.join(format!("out-{n}"));
+    let mut cmd = Command::new(BIN);
+    cmd.arg("receive")
+        .arg("-o")
+        .arg(&dest)
+        .env("PEERDROP_LINK", &link)
+        .stdout(Stdio::null());
+    let recv_start = Instant::now();
+    let mut receiver = Proc::spawn("peerdrop receive", cmd, tmp.join(format!("recv-{n}.log")))?;
+    let recv = receiver.wait_usage(recv_start, RECEIVE_LIMIT)?;
+    let send = sender.wait_usage(recv_start, RECEIVE_LIMIT + SENDER_EXIT_LIMIT)?;
+    if send.secs > recv.secs + SENDER_EXIT_LIMIT.as_secs_f64() {
+        return Err("the --once sender took too long to exit after the receiver".into());
+    }
+    eprintln!(
+        "    received in {:.2}s ({:.0} MB/s); verifying",
+        recv.secs,
+        bytes as f64 / recv.secs / 1e6
+    );
+
+    let out_root = dest.join(share_path.file_name().expect("inputs have names"));
+    for (rel, want) in &expected {
+        // An empty `rel` is the single-file case (join would add a slash).
+        let out = if rel.as_os_str().is_empty() {
+            out_root.clone()
+        } else {
+            out_root.join(rel)
+        };
+        let got = hash_file(&out).map_err(|e| format!("output {}: {e}", out.display()))?;
+        if got != *want {
+            return Err(format!(
+                "{label}: the output {} differs from its input: BLAKE3 {} vs {}",
+                out.display(),
+                got.to_hex(),
+                want.to_hex()
+            )
+            .into());
+        }
+    }
+    let found = if out_root.is_dir() {
+        count_files(&out_root)?
+    } else {
+        1
+    };
+    let top = fs::read_dir(&dest)?.count();
+    if found != expected.len() || top != 1 {
+        return Err(format!(
+            "{label}: the output holds {found} file(s) under {} entries at the top, expected {} under 1",
+            top,
+            expected.len()
+        )
+        .into());
+    }
+    fs::remove_dir_all(&dest)?;
+    Ok(Case {
+        label,
+        files: expected.len(),
+        bytes,
+        link_secs,
+        at_link,
+        send,
+        recv,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// The report.
+
+struct Report {
+    limits: Limits,
+    drift: Drift,
+    cases: Vec<Case>,
+    cores: usize,
+    large: u64,
+    n_small: usize,
+    small_total: u64,
+    load: [String; 2],
+    temp_path: PathBuf,
+    total_secs: f64,
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / MIB as f64
+}
+
+fn kib_mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn mark(ok: bool, miss: &str) -> String {
+    if ok {
+        "ok".into()
+    } else {
+        miss.into()
+    }
+}
+
+fn print_report(r: &Report) {
+    let l = &r.limits;
+    let limit = l.network_crypto();
+    println!();
+    println!(
+        "peerdrop transfer benchmark: send --once → receive over 127.0.0.1, {} core(s), large file {:.0} MiB, {} small files ({:.1} MiB)",
+        r.cores,
+        mib(r.large),
+        r.n_small,
+        mib(r.small_total)
+    );
+    println!(
+        "MB/s = 10^6 content bytes/s; MiB = 2^20 bytes; \"limit\" = min(plain TCP copy, 1-core AEAD+BLAKE3) = {limit:.0} MB/s"
+    );
+
+    println!();
+    println!("limits of this machine, measured in this run");
+    let header = format!(
+        "{:<52} {:>9} {:>8} {:>9}",
+        "measure", "MiB", "seconds", "MB/s"
+    );
+    println!("{header}");
+    println!("{}", "-".repeat(header.len()));
+    let lim = |label: &str, m: &Measure| {
+        println!(
+            "{label:<52} {:>9.1} {:>8.3} {:>9.0}",
+            mib(m.bytes),
+            m.secs,
+            m.mbps()
+        );
+    };
+    lim("(a) plain TCP copy, 127.0.0.1, 1 MiB writes", &l.tcp);
+    lim("(b) AEAD+BLAKE3, 1 core (ring seal, blake3::hash)", &l.aead);
+    lim("(c) write new file, 1 MiB writes, no sync", &l.write);
+    lim("(c') write new file, then syncfs", &l.write_sync);
+
+    println!();
+    println!("transfers (time = receive spawn to exit; seal = send spawn to link printed)");
+    let header = format!(
+        "{:<26} {:>6} {:>8} {:>7} {:>7} {:>6} {:>7} {:>6} {:>7} {:>7}",
+        "case", "files", "MiB", "seal s", "recv s", "MB/s", "/limit", "/(c)", "/(c')", "w/seal"
+    );
+    println!("{header}");
+    println!("{}", "-".repeat(header.len()));
+    for c in &r.cases {
+        let v = c.mbps();
+        println!(
+            "{:<26} {:>6} {:>8.1} {:>7.2} {:>7.2} {:>6.0} {:>7.3} {:>6.3} {:>7.3} {:>7.0}",
+            c.label,
+            c.files,
+            mib(c.bytes),
+            c.link_secs,
+            c.recv.secs,
+            v,
+            v / limit,
+            v / l.write.mbps(),
+            v / l.write_sync.mbps(),
+            c.mbps_with_seal()
+        );
+    }
+    println!("(w/seal = MB/s counting the sender's sealing pass as well)");
+
+    println!();
+    println!(
+        "resources per side (peak = ru_maxrss from wait4; CPU = user+sys seconds; cores = CPU / receive wall time)"
+    );
+    let header = format!(
+        "{:<26} {:>9} {:>9} {:>9} {:>11} {:>11} {:>11} {:>6} {:>6}",
+        "case", "send pk", "seal pk", "recv pk", "send seal", "send serve", "recv", "send", "recv"
+    );
+    println!("{header}");
+    let units = format!(
+        "{:<26} {:>9} {:>9} {:>9} {:>11} {:>11} {:>11} {:>6} {:>6}",
+        "", "MiB", "MiB", "MiB", "CPU u+s", "CPU u+s", "CPU u+s", "cores", "cores"
+    );
+    println!("{units}");
+    println!("{}", "-".repeat(header.len()));
+    for c in &r.cases {
+        let serve_cpu = c.serve_user() + c.serve_sys();
+        println!(
+            "{:<26} {:>9.1} {:>9.1} {:>9.1} {:>11} {:>11} {:>11} {:>6.2} {:>6.2}",
+            c.label,
+            kib_mib(c.send.maxrss_kib),
+            kib_mib(c.at_link.hwm_kib),
+            kib_mib(c.recv.maxrss_kib),
+            format!("{:.2}+{:.2}", c.at_link.user, c.at_link.sys),
+            format!("{:.2}+{:.2}", c.serve_user(), c.serve_sys()),
+            format!("{:.2}+{:.2}", c.recv.user, c.recv.sys),
+            serve_cpu / c.recv.secs,
+            c.recv.cpu() / c.recv.secs,
+        );
+    }
+    println!("(seal pk = sender's VmHWM when it printed the link; send serve = sender CPU after the link)");
+    println!("CPU seconds per GiB of content:");
+    for c in &r.cases {
+        let gib = c.bytes as f64 / (1u64 << 30) as f64;
+        println!(
+            "  {:<26} sender seal {:.2}, sender serve {:.2}, receiver {:.2}",
+            c.label,
+            (c.at_link.user + c.at_link.sys) / gib,
+            (c.serve_user() + c.serve_sys()) / gib,
+            c.recv.cpu() / gib
+        );
+    }
+
+    println!();
+    println!("targets");
+    let find = |prefix: &str| r.cases.iter().find(|c| c.label.starts_with(prefix));
+    if let Some(one) = find("(i)") {
+        let v = one.mbps();
+        println!(
+            "  (i) transfer {v:.0} MB/s / min(TCP {:.0}, AEAD+BLAKE3 {:.0}) = {:.3}   target >= {TARGET_RATIO:.2}: {}",
+            l.tcp.mbps(),
+            l.aead.mbps(),
+            v / limit,
+            mark(v / limit >= TARGET_RATIO, "BELOW")
+        );
+        println!(
+            "  (i) transfer / fresh-file write {:.0} MB/s = {:.3}; / write+syncfs {:.0} MB/s = {:.3}   (context: receive writes and syncfs's its output)",
+            l.write.mbps(),
+            v / l.write.mbps(),
+            l.write_sync.mbps(),
+            v / l.write_sync.mbps()
+        );
+    }
+    for c in &r.cases {
+        let s = kib_mib(c.send.maxrss_kib);
+        let rv = kib_mib(c.recv.maxrss_kib);
+        println!(
+            "  peak RSS {:<26} sender {s:.1} MiB, receiver {rv:.1} MiB   target <= {TARGET_RSS_MIB:.0} MiB: {}",
+            c.label,
+            mark(s.max(rv) <= TARGET_RSS_MIB, "OVER")
+        );
+    }
+    if let (Some(one), Some(four)) = (find("(i)"), find("(ii)")) {
+        let same = |a: u64, b: u64| {
+            let (a, b) = (kib_mib(a), kib_mib(b));
+            b <= a * (1.0 + SAME_RSS_SLACK.0) + SAME_RSS_SLACK.1
+        };
+        let (s1, s4) = (one.send.maxrss_kib, four.send.maxrss_kib);
+        let (r1, r4) = (one.recv.maxrss_kib, four.recv.maxrss_kib);
+        println!(
+            "  peak RSS 4x vs 1x size: sender {:.1} vs {:.1} MiB ({:.2}x), receiver {:.1} vs {:.1} MiB ({:.2}x)   target same (within {:.0}% + {:.0} MiB): {}",
+            kib_mib(s4),
+            kib_mib(s1),
+            s4 as f64 / s1.max(1) as f64,
+            kib_mib(r4),
+            kib_mib(r1),
+            r4 as f64 / r1.max(1) as f64,
+            SAME_RSS_SLACK.0 * 100.0,
+            SAME_RSS_SLACK.1,
+            mark(same(s1, s4) && same(r1, r4), "DIFFERS")
+        );
+    } else {
+        println!("  peak RSS 4x vs 1x size: not measured (PEERDROP_BENCH_BIG=0)");
+    }
+    if let (Some(small), Some(same)) = (find("(iii)"), find("(iv)")) {
+        let ratio = small.mbps() / same.mbps();
+        println!(
+            "  (iii) {} small files {:.1} MB/s ({:.0} files/s) / (iv) one file {:.1} MB/s = {ratio:.3}   target >= {TARGET_RATIO:.2}: {}",
+            small.files,
+            small.mbps(),
+            small.files as f64 / small.recv.secs,
+            same.mbps(),
+            mark(ratio >= TARGET_RATIO, "BELOW")
+        );
+    }
+
+    println!();
+    println!(
+        "drift over the run (end vs start): plain TCP {:.0} MB/s ({:+.1}%), AEAD+BLAKE3 {:.0} MB/s ({:+.1}%)",
+        r.drift.tcp.mbps(),
+        (r.drift.tcp.mbps() / l.tcp.mbps() - 1.0) * 100.0,
+        r.drift.aead.mbps(),
+        (r.drift.aead.mbps() / l.aead.mbps() - 1.0) * 100.0
+    );
+    println!("verified: every output file's BLAKE3 equals its input's; file counts match");
+    println!(
+        "load average (1/5/15 min) before: {}, after: {}; temp dir {} removed; total {:.1}s",
+        r.load[0],
+        r.load[1],
+        r.temp_path.display(),
+        r.total_secs
+    );
+}
