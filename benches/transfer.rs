@@ -80,6 +80,12 @@ fn main() -> BoxResult<()> {
         .prefix("peerdrop-bench-transfer-")
         .tempdir()?;
     eprintln!("temp dir {}", tmp.path().display());
+    // Others may rebuild target/release/peerdrop while this runs; a private
+    // copy keeps every case on the same binary. Copied before any thread
+    // exists, so no fork can inherit the write descriptor (ETXTBSY).
+    let bin = tmp.path().join("peerdrop");
+    fs::copy(BIN, &bin).map_err(|e| format!("copying {BIN}: {e}"))?;
+    let bin_built = built_at(Path::new(BIN));
 
     eprintln!(
         "limits: plain TCP copy over 127.0.0.1, {} MiB",
@@ -107,6 +113,7 @@ fn main() -> BoxResult<()> {
         "(i) one file",
         Input::File(&input),
         1,
+        &bin,
     )?);
     fs::remove_file(&input)?;
 
@@ -120,6 +127,7 @@ fn main() -> BoxResult<()> {
             "(ii) one file, 4x",
             Input::File(&input),
             2,
+            &bin,
         )?);
         fs::remove_file(&input)?;
     } else {
@@ -135,6 +143,7 @@ fn main() -> BoxResult<()> {
         "(iii) small files",
         Input::Dir(&small_dir, &files),
         3,
+        &bin,
     )?);
     fs::remove_dir_all(&small_dir)?;
 
@@ -146,6 +155,7 @@ fn main() -> BoxResult<()> {
         "(iv) one file, same total",
         Input::File(&input),
         4,
+        &bin,
     )?);
     fs::remove_file(&input)?;
 
@@ -167,6 +177,7 @@ fn main() -> BoxResult<()> {
         small_total,
         load: [load_before, loadavg()],
         temp_path,
+        bin_built,
         total_secs: run_start.elapsed().as_secs_f64(),
     });
     Ok(())
@@ -487,7 +498,7 @@ impl Proc {
             .env_remove("RUST_LOG");
         let child = cmd
             .spawn()
-            .map_err(|e| format!("starting {BIN} ({name}): {e}"))?;
+            .map_err(|e| format!("starting {:?} ({name}): {e}", cmd.get_program()))?;
         Ok(Proc {
             name,
             child,
@@ -665,7 +676,13 @@ impl Case {
 
 /// Runs one `send --once` / `receive` pair on `input` and verifies the
 /// output byte for byte (by BLAKE3).
-fn transfer(tmp: &Path, label: &'static str, input: Input<'_>, n: usize) -> BoxResult<Case> {
+fn transfer(
+    tmp: &Path,
+    label: &'static str,
+    input: Input<'_>,
+    n: usize,
+    bin: &Path,
+) -> BoxResult<Case> {
     // Reading every input once fills the page cache, so the transfer measures
     // CPU and network, not the disk, and gives the hashes the output must
     // match.
@@ -693,7 +710,7 @@ fn transfer(tmp: &Path, label: &'static str, input: Input<'_>, n: usize) -> BoxR
     // receive's syncfs.
     sync_fs(tmp)?;
 
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin);
     cmd.arg("send")
         .arg("--once")
         .args(["--listen", LISTEN])
@@ -712,7 +729,7 @@ fn transfer(tmp: &Path, label: &'static str, input: Input<'_>, n: usize) -> BoxR
     eprintln!("    sender sealed and printed its link in {link_secs:.2}s; receiving");
 
     let dest = tmp.join(format!("out-{n}"));
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin);
     cmd.arg("receive")
         .arg("-o")
         .arg(&dest)
@@ -789,6 +806,7 @@ struct Report {
     small_total: u64,
     load: [String; 2],
     temp_path: PathBuf,
+    bin_built: String,
     total_secs: f64,
 }
 
@@ -798,6 +816,34 @@ fn mib(bytes: u64) -> f64 {
 
 fn kib_mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
+}
+
+/// When `path` was last modified, as "YYYY-MM-DD HH:MM:SS" UTC.
+fn built_at(path: &Path) -> String {
+    let Ok(secs) = fs::metadata(path)
+        .and_then(|m| m.modified())
+        .map(|t| t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default())
+        .map(|d| d.as_secs() as i64)
+    else {
+        return "?".into();
+    };
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn loadavg() -> String {
@@ -824,6 +870,10 @@ fn print_report(r: &Report) {
         mib(r.large),
         r.n_small,
         mib(r.small_total)
+    );
+    println!(
+        "binary: a copy of {BIN} (modified {} UTC), the same file for every case",
+        r.bin_built
     );
     println!(
         "MB/s = 10^6 content bytes/s; MiB = 2^20 bytes; \"limit\" = min(plain TCP copy, 1-core AEAD+BLAKE3) = {limit:.0} MB/s"

@@ -32,6 +32,7 @@
 
 pub mod chunk;
 pub mod crypto;
+pub mod daemon;
 pub mod link;
 pub mod manifest;
 pub mod meta;

@@ -23,6 +23,14 @@ fn main() -> ExitCode {
         Command::Unseal(a) => (a.json, cli::local::run_unseal(a)),
         Command::Send(a) => (a.json, cli::send::run(a)),
         Command::Receive(a) => (a.json, cli::receive::run(a)),
+        Command::Daemon(a) => (false, cli::remote::run_daemon(a)),
+        Command::Share(a) => (a.json, cli::remote::share(a)),
+        Command::Fetch(a) => (a.json, cli::remote::fetch(a)),
+        Command::Pin(a) => (a.json, cli::remote::pin(a)),
+        Command::List(a) => (a.json, cli::remote::list(a)),
+        Command::Unshare(a) => (a.json, cli::remote::unshare(a)),
+        Command::Link(a) => (a.json, cli::remote::link(a)),
+        Command::Status(a) => (a.json, cli::remote::status(a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

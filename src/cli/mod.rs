@@ -8,6 +8,7 @@ pub mod inspect;
 pub mod local;
 pub mod output;
 pub mod receive;
+pub mod remote;
 pub mod send;
 
 use std::io::{IsTerminal, Read};
@@ -42,6 +43,150 @@ pub enum Command {
     Send(SendArgs),
     /// Fetch, verify and write out a share from a link.
     Receive(ReceiveArgs),
+    /// Run the node daemon in the foreground (shares stay online, fetches run in the background).
+    Daemon(DaemonArgs),
+    /// Share files and folders through the daemon; prints the read link.
+    Share(ShareArgs),
+    /// Have the daemon fetch a share; shows progress until done.
+    Fetch(FetchArgs),
+    /// Have the daemon host a share's ciphertext (it never gets the key).
+    Pin(PinArgs),
+    /// List the daemon's shares, pins and fetches.
+    List(JsonArgs),
+    /// Stop serving a share or pin.
+    Unshare(IdArgs),
+    /// Print a share's read link again (or its pin link).
+    Link(LinkArgs),
+    /// Show the daemon's peer id, addresses, peers and transfers.
+    Status(JsonArgs),
+}
+
+/// Where the daemon keeps its data (and its control socket).
+#[derive(Args, Debug, Clone)]
+pub struct DataDir {
+    /// Data dir [default: ~/.local/share/peerdrop].
+    #[arg(long, env = "PEERDROP_DATA_DIR", value_name = "DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl DataDir {
+    /// The data dir: the flag, else the environment, else the OS convention.
+    pub fn path(&self) -> anyhow::Result<PathBuf> {
+        if let Some(p) = &self.data_dir {
+            return Ok(std::path::absolute(p)?);
+        }
+        directories::ProjectDirs::from("", "", "peerdrop")
+            .map(|d| d.data_dir().to_owned())
+            .context("cannot find a home directory for the data dir; pass --data-dir")
+    }
+}
+
+/// `peerdrop daemon`.
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    /// Address to listen on (repeatable); overrides the configuration.
+    #[arg(long, value_name = "MULTIADDR")]
+    pub listen: Vec<libp2p::Multiaddr>,
+    /// Do not serve what this node fetches.
+    #[arg(long)]
+    pub no_reseed: bool,
+    /// More log output (-v, -vv); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// `peerdrop share`.
+#[derive(Args, Debug)]
+pub struct ShareArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    /// Files and folders to share.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `peerdrop fetch`.
+#[derive(Args, Debug)]
+pub struct FetchArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    /// The read link; `-` or nothing reads it from stdin (or PEERDROP_LINK).
+    pub link: Option<String>,
+    /// Destination folder.
+    #[arg(long, short = 'o', default_value = ".")]
+    pub out: PathBuf,
+    /// Another source, as a multiaddr ending in /p2p/PEER_ID (repeatable).
+    #[arg(long, value_name = "MULTIADDR")]
+    pub peer: Vec<libp2p::Multiaddr>,
+    /// Replace existing files (folders are never replaced).
+    #[arg(long)]
+    pub force: bool,
+    /// Return at once; the daemon fetches in the background (see `peerdrop list`).
+    #[arg(long)]
+    pub detach: bool,
+    /// Print JSON lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `peerdrop pin`.
+#[derive(Args, Debug)]
+pub struct PinArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    /// A pin link, or a read link (its key is removed here, before anything reaches the daemon).
+    pub link: Option<String>,
+    /// Another source, as a multiaddr ending in /p2p/PEER_ID (repeatable).
+    #[arg(long, value_name = "MULTIADDR")]
+    pub peer: Vec<libp2p::Multiaddr>,
+    /// Return at once.
+    #[arg(long)]
+    pub detach: bool,
+    /// Print JSON lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Commands that take only `--json`.
+#[derive(Args, Debug)]
+pub struct JsonArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `peerdrop unshare`.
+#[derive(Args, Debug)]
+pub struct IdArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    /// Share or pin id (or a unique prefix of 8+ hex digits).
+    pub id: String,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `peerdrop link`.
+#[derive(Args, Debug)]
+pub struct LinkArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    /// Share id (or a unique prefix of 8+ hex digits).
+    pub id: String,
+    /// Print the pin link (no key) instead of the read link.
+    #[arg(long)]
+    pub pin: bool,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `peerdrop send`.
@@ -128,6 +273,7 @@ pub fn init_logging(verbose: u8) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();

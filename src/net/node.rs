@@ -97,6 +97,7 @@ enum Command {
     ),
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     Disconnect(PeerId),
+    Connected(oneshot::Sender<Vec<(PeerId, Multiaddr)>>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -148,6 +149,11 @@ impl Client {
     /// connected. Noise authenticates the peer id.
     pub async fn dial(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<(), NetError> {
         self.call(|tx| Command::Dial(peer, addrs, tx)).await?
+    }
+
+    /// Connected peers, each with the remote address of one connection.
+    pub async fn connected(&self) -> Result<Vec<(PeerId, Multiaddr)>, NetError> {
+        self.call(Command::Connected).await
     }
 
     /// Closes every connection to `peer` (for one that misbehaved).
@@ -217,6 +223,8 @@ struct EventLoop {
     >,
     /// Dials waiting for their connection, with the addresses not yet tried.
     pending_dial: HashMap<ConnectionId, PendingDial>,
+    /// One remote address per connected peer, for status.
+    connected: HashMap<PeerId, Multiaddr>,
     /// Set while shutting down: the reply to send once all connections closed.
     shutdown: Option<oneshot::Sender<()>>,
 }
@@ -228,6 +236,7 @@ impl EventLoop {
             listeners: Vec::new(),
             pending_listen: HashMap::new(),
             pending_dial: HashMap::new(),
+            connected: HashMap::new(),
             shutdown: None,
         }
     }
@@ -283,6 +292,9 @@ impl EventLoop {
                 }
                 addrs.reverse();
                 self.dial_next(peer, addrs, reply, String::from("no address to try"));
+            }
+            Command::Connected(reply) => {
+                let _ = reply.send(self.connected.iter().map(|(p, a)| (*p, a.clone())).collect());
             }
             Command::Disconnect(peer) => {
                 let _ = self.swarm.disconnect_peer_id(peer);
@@ -386,6 +398,7 @@ impl EventLoop {
                 ..
             } => {
                 tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                self.connected.insert(peer_id, endpoint.get_remote_address().clone());
                 if let Some((_, _, reply)) = self.pending_dial.remove(&connection_id) {
                     let _ = reply.send(Ok(()));
                 }
@@ -399,8 +412,11 @@ impl EventLoop {
                     self.dial_next(peer, rest, reply, error.to_string());
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, cause, .. } => {
+            SwarmEvent::ConnectionClosed { peer_id, cause, num_established, .. } => {
                 tracing::debug!(peer = %peer_id, ?cause, "connection closed");
+                if num_established == 0 {
+                    self.connected.remove(&peer_id);
+                }
                 if self.shutdown.is_some() && self.swarm.connected_peers().next().is_none() {
                     if let Some(reply) = self.shutdown.take() {
                         let _ = reply.send(());

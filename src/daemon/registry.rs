@@ -1,0 +1,130 @@
+//! What the daemon serves: its own and re-seeded shares (re-encrypted from
+//! files on demand) and pins (ciphertext from the chunk store).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use libp2p::PeerId;
+
+use crate::chunk::{ChunkId, Stream};
+use crate::manifest::{Manifest, ManifestId};
+use crate::net::serve::{LocalProvider, Provider, Refusal};
+use crate::store::chunks::ChunkDir;
+use crate::store::share::LocalShare;
+use crate::wire::Have;
+
+/// A pinned share: its manifest, and where its chunks are.
+pub struct Pinned {
+    manifest: Manifest,
+    bytes: Arc<[u8]>,
+    index: HashMap<ChunkId, (Stream, u64)>,
+    store: ChunkDir,
+}
+
+impl Pinned {
+    /// A pin whose chunks are all in `store`.
+    pub fn new(manifest: Manifest, store: ChunkDir) -> Pinned {
+        let mut index = HashMap::with_capacity(manifest.chunk_count());
+        for stream in [Stream::Metadata, Stream::Content] {
+            for (i, c) in manifest.chunks(stream).iter().enumerate() {
+                index.insert(*c, (stream, i as u64));
+            }
+        }
+        Pinned {
+            bytes: manifest.encode().into(),
+            manifest,
+            index,
+            store,
+        }
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+}
+
+/// One served share.
+pub enum Served {
+    /// Re-encrypted from files.
+    Local(LocalProvider),
+    /// Ciphertext from the chunk store.
+    Pinned(Pinned),
+}
+
+/// Every share the daemon serves, by manifest id.
+#[derive(Default)]
+pub struct Registry {
+    shares: RwLock<HashMap<ManifestId, Arc<Served>>>,
+    uploaded: AtomicU64,
+}
+
+impl Registry {
+    /// Serves `share`.
+    pub fn add_local(&self, share: LocalShare) {
+        let id = share.id();
+        self.insert(id, Served::Local(LocalProvider::new(share, None)));
+    }
+
+    /// Serves a pin.
+    pub fn add_pinned(&self, id: ManifestId, pinned: Pinned) {
+        self.insert(id, Served::Pinned(pinned));
+    }
+
+    fn insert(&self, id: ManifestId, s: Served) {
+        self.shares.write().expect("never poisoned").insert(id, Arc::new(s));
+    }
+
+    /// Stops serving `id`.
+    pub fn remove(&self, id: &ManifestId) -> bool {
+        self.shares.write().expect("never poisoned").remove(id).is_some()
+    }
+
+    /// The served share `id`.
+    pub fn get(&self, id: &ManifestId) -> Option<Arc<Served>> {
+        self.shares.read().expect("never poisoned").get(id).cloned()
+    }
+
+    /// Chunk bytes sent so far.
+    pub fn uploaded(&self) -> u64 {
+        self.uploaded.load(Ordering::Relaxed)
+    }
+}
+
+impl Provider for Registry {
+    fn manifest(&self, share: &ManifestId) -> Option<Arc<[u8]>> {
+        match &*self.get(share)? {
+            Served::Local(p) => p.manifest(share),
+            Served::Pinned(p) => Some(p.bytes.clone()),
+        }
+    }
+
+    fn have(&self, share: &ManifestId) -> Option<Have> {
+        self.get(share).map(|_| Have::All)
+    }
+
+    fn chunk(&self, share: &ManifestId, chunk: &ChunkId) -> Result<Vec<u8>, Refusal> {
+        let served = self.get(share).ok_or(Refusal::NotFound)?;
+        let bytes = match &*served {
+            Served::Local(p) => p.chunk(share, chunk)?,
+            Served::Pinned(p) => {
+                let &(stream, index) = p.index.get(chunk).ok_or(Refusal::NotFound)?;
+                let len = p.manifest.sealed_len(stream, index);
+                let bytes = p.store.get(chunk, len).map_err(|_| Refusal::NotFound)?;
+                // A damaged store must not make us serve wrong bytes.
+                if crate::open::check_chunk(&p.manifest, stream, index, &bytes).is_err() {
+                    tracing::warn!(%chunk, "a stored chunk is damaged; not serving it");
+                    return Err(Refusal::NotFound);
+                }
+                bytes
+            }
+        };
+        self.uploaded.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(bytes)
+    }
+
+    fn done(&self, share: &ManifestId, peer: PeerId) {
+        tracing::info!(%peer, share = %share, "a peer completed a fetch");
+    }
+}

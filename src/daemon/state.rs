@@ -1,0 +1,165 @@
+//! The daemon's persistent state: `state.json` in the data dir (mode 0600),
+//! plus a folder per served share under `shares/<id>/` holding its manifest
+//! and file list. Written atomically (temporary file, fsync, rename), so a
+//! crash leaves the old or the new state, never half of one.
+//!
+//! Keys are stored only for shares this node made or fetched with a read
+//! link (it needs them to re-encrypt what it serves); pins have no key field.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::daemon::DaemonError;
+
+/// Where a served share came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// `peerdrop share`: files of this machine.
+    Shared,
+    /// Re-seeded after a fetch, from where it was written.
+    Fetched,
+}
+
+/// A share this node serves from files.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ShareRecord {
+    /// Manifest id, hex.
+    pub id: String,
+    /// Share key, hex.
+    pub key: String,
+    /// Top-level name → where it is on disk.
+    pub roots: BTreeMap<String, PathBuf>,
+    /// Shared here or fetched.
+    pub origin: Origin,
+    /// Content bytes.
+    pub bytes: u64,
+    /// Regular files.
+    pub files: usize,
+}
+
+/// How a background job stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum JobStatus {
+    /// Running (or interrupted: resumed on the next start).
+    Running,
+    /// Complete.
+    Done,
+    /// Stopped with an error; progress is kept.
+    Failed {
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// A fetch into a folder of this machine.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FetchRecord {
+    /// Manifest id, hex.
+    pub id: String,
+    /// Share key, hex (a fetch is made with a read link).
+    pub key: String,
+    /// Destination folder.
+    pub out: PathBuf,
+    /// Sources: multiaddrs ending in /p2p/PEER.
+    pub sources: Vec<String>,
+    /// Replace existing files.
+    pub force: bool,
+    /// Where it stands.
+    pub status: JobStatus,
+    /// Content bytes, once known.
+    pub bytes: u64,
+    /// Top-level paths written, once done.
+    pub paths: Vec<PathBuf>,
+}
+
+/// A pin: ciphertext hosted in the chunk store, no key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PinRecord {
+    /// Manifest id, hex.
+    pub id: String,
+    /// Sources: multiaddrs ending in /p2p/PEER.
+    pub sources: Vec<String>,
+    /// Where it stands.
+    pub status: JobStatus,
+    /// Sealed bytes, once known.
+    pub bytes: u64,
+}
+
+/// Ports picked on the first start, reused afterwards.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Ports {
+    /// TCP port.
+    pub tcp: Option<u16>,
+    /// UDP (QUIC) port.
+    pub udp: Option<u16>,
+}
+
+/// Everything the daemon remembers.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    /// Format version of this file.
+    pub version: u32,
+    /// Listen ports to keep.
+    pub ports: Ports,
+    /// Served shares.
+    pub shares: Vec<ShareRecord>,
+    /// Fetches.
+    pub fetches: Vec<FetchRecord>,
+    /// Pins.
+    pub pins: Vec<PinRecord>,
+}
+
+/// Largest state file read (a bound before allocating).
+const MAX_STATE_LEN: u64 = 64 << 20;
+
+impl State {
+    /// Reads the state; a missing file is an empty state.
+    pub fn load(path: &Path) -> Result<State, DaemonError> {
+        let bad = |e: String| DaemonError::State(format!("{}: {e}", path.display()));
+        match fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State { version: 1, ..State::default() }),
+            Err(e) => return Err(bad(e.to_string())),
+            Ok(m) if m.len() > MAX_STATE_LEN => return Err(bad("too large".into())),
+            Ok(_) => {}
+        }
+        let text = fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let state: State = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        if state.version != 1 {
+            return Err(bad(format!("unknown version {}", state.version)));
+        }
+        Ok(state)
+    }
+
+    /// Writes the state atomically.
+    pub fn save(&self, path: &Path) -> Result<(), DaemonError> {
+        let text = serde_json::to_vec_pretty(self).expect("state serializes");
+        write_private(path, &text).map_err(|e| DaemonError::State(format!("{}: {e}", path.display())))
+    }
+}
+
+/// Writes `bytes` to `path` atomically, readable by the owner only.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::options()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
