@@ -85,7 +85,12 @@ impl OpenError {
 
 /// Checks what can be checked without the key: that chunk `index` of
 /// `stream` exists, has exactly the listed length, and hashes to its id.
-pub fn check_chunk(manifest: &Manifest, stream: Stream, index: u64, chunk: &[u8]) -> Result<(), OpenError> {
+pub fn check_chunk(
+    manifest: &Manifest,
+    stream: Stream,
+    index: u64,
+    chunk: &[u8],
+) -> Result<(), OpenError> {
     let id = manifest
         .chunks(stream)
         .get(index as usize)

@@ -16,7 +16,8 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<()> {
     let data_dir = args.dir.path()?;
     let rt = crate::cli::runtime()?;
     rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
         let shutdown = async move {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
@@ -38,7 +39,12 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<()> {
 }
 
 /// Sends `req`, printing progress lines; fails with the daemon's error.
-fn call(dir: &Path, req: &Request, json: bool, mut progress: impl FnMut(&Value)) -> anyhow::Result<Value> {
+fn call(
+    dir: &Path,
+    req: &Request,
+    json: bool,
+    mut progress: impl FnMut(&Value),
+) -> anyhow::Result<Value> {
     let last = request(dir, req, |v| {
         if v.get("event").is_some() {
             if json {
@@ -51,7 +57,12 @@ fn call(dir: &Path, req: &Request, json: bool, mut progress: impl FnMut(&Value))
         if json {
             output::json_line(&last);
         }
-        bail!("{}", last["error"].as_str().unwrap_or("the daemon reported an error"));
+        bail!(
+            "{}",
+            last["error"]
+                .as_str()
+                .unwrap_or("the daemon reported an error")
+        );
     }
     if json {
         output::json_line(&last);
@@ -113,9 +124,17 @@ pub fn fetch(a: &FetchArgs) -> anyhow::Result<()> {
     let v = v?;
     if !a.json {
         if a.detach {
-            eprintln!("fetching in the background into {} (id {}); see `peerdrop list`", out.display(), v["id"].as_str().unwrap_or_default());
+            eprintln!(
+                "fetching in the background into {} (id {}); see `peerdrop list`",
+                out.display(),
+                v["id"].as_str().unwrap_or_default()
+            );
         } else {
-            eprintln!("fetched into {}: {}", out.display(), output::summary(v["bytes"].as_u64().unwrap_or(0), start.elapsed()));
+            eprintln!(
+                "fetched into {}: {}",
+                out.display(),
+                output::summary(v["bytes"].as_u64().unwrap_or(0), start.elapsed())
+            );
         }
     }
     Ok(())
@@ -137,7 +156,11 @@ pub fn pin(a: &PinArgs) -> anyhow::Result<()> {
     if !a.json {
         eprintln!(
             "{} {}",
-            if a.detach { "pinning in the background:" } else { "pinned" },
+            if a.detach {
+                "pinning in the background:"
+            } else {
+                "pinned"
+            },
             v["id"].as_str().unwrap_or_default()
         );
     }
@@ -150,26 +173,66 @@ pub fn list(a: &JsonArgs) -> anyhow::Result<()> {
     if a.json {
         return Ok(());
     }
-    let short = |v: &Value| v.as_str().unwrap_or_default().chars().take(16).collect::<String>();
+    let short = |v: &Value| {
+        v.as_str()
+            .unwrap_or_default()
+            .chars()
+            .take(16)
+            .collect::<String>()
+    };
     let size = |v: &Value| output::human_bytes(v.as_u64().unwrap_or(0));
     println!("SHARES");
     for s in v["shares"].as_array().into_iter().flatten() {
-        println!("  {}  {:<8} {:<8} {:>10}  {} file(s)  {}", short(&s["id"]), s["state"].as_str().unwrap_or(""), s["origin"].as_str().unwrap_or(""), size(&s["bytes"]), s["files"], s["names"]);
+        println!(
+            "  {}  {:<8} {:<8} {:>10}  {} file(s)  {}",
+            short(&s["id"]),
+            s["state"].as_str().unwrap_or(""),
+            s["origin"].as_str().unwrap_or(""),
+            size(&s["bytes"]),
+            s["files"],
+            s["names"]
+        );
     }
     println!("FETCHES");
     for f in v["fetches"].as_array().into_iter().flatten() {
-        println!("  {}  {:<8} {:>10} / {:<10} -> {}{}", short(&f["id"]), f["status"]["state"].as_str().unwrap_or(""), size(&f["bytes"]), size(&f["total"]), f["out"].as_str().unwrap_or(""), f["status"]["error"].as_str().map(|e| format!("  ({e})")).unwrap_or_default());
+        println!(
+            "  {}  {:<8} {:>10} / {:<10} -> {}{}",
+            short(&f["id"]),
+            f["status"]["state"].as_str().unwrap_or(""),
+            size(&f["bytes"]),
+            size(&f["total"]),
+            f["out"].as_str().unwrap_or(""),
+            f["status"]["error"]
+                .as_str()
+                .map(|e| format!("  ({e})"))
+                .unwrap_or_default()
+        );
     }
     println!("PINS");
     for p in v["pins"].as_array().into_iter().flatten() {
-        println!("  {}  {:<8} {:>10} / {:<10}{}", short(&p["id"]), p["status"]["state"].as_str().unwrap_or(""), size(&p["bytes"]), size(&p["total"]), p["status"]["error"].as_str().map(|e| format!("  ({e})")).unwrap_or_default());
+        println!(
+            "  {}  {:<8} {:>10} / {:<10}{}",
+            short(&p["id"]),
+            p["status"]["state"].as_str().unwrap_or(""),
+            size(&p["bytes"]),
+            size(&p["total"]),
+            p["status"]["error"]
+                .as_str()
+                .map(|e| format!("  ({e})"))
+                .unwrap_or_default()
+        );
     }
     Ok(())
 }
 
 /// `peerdrop unshare`.
 pub fn unshare(a: &IdArgs) -> anyhow::Result<()> {
-    let v = call(&a.dir.path()?, &Request::Unshare { id: a.id.clone() }, a.json, |_| {})?;
+    let v = call(
+        &a.dir.path()?,
+        &Request::Unshare { id: a.id.clone() },
+        a.json,
+        |_| {},
+    )?;
     if !a.json {
         eprintln!("no longer serving {}", v["id"].as_str().unwrap_or_default());
     }
@@ -178,7 +241,15 @@ pub fn unshare(a: &IdArgs) -> anyhow::Result<()> {
 
 /// `peerdrop link`.
 pub fn link(a: &LinkArgs) -> anyhow::Result<()> {
-    let v = call(&a.dir.path()?, &Request::Link { id: a.id.clone(), pin: a.pin }, a.json, |_| {})?;
+    let v = call(
+        &a.dir.path()?,
+        &Request::Link {
+            id: a.id.clone(),
+            pin: a.pin,
+        },
+        a.json,
+        |_| {},
+    )?;
     if !a.json {
         println!("{}", v["link"].as_str().unwrap_or_default());
     }
@@ -195,8 +266,14 @@ pub fn status(a: &JsonArgs) -> anyhow::Result<()> {
     for l in v["listen"].as_array().into_iter().flatten() {
         println!("listening: {}", l.as_str().unwrap_or_default());
     }
-    println!("re-seeding: {}", if v["reseed"] == true { "on" } else { "off" });
-    println!("uploaded:  {}", output::human_bytes(v["uploaded_bytes"].as_u64().unwrap_or(0)));
+    println!(
+        "re-seeding: {}",
+        if v["reseed"] == true { "on" } else { "off" }
+    );
+    println!(
+        "uploaded:  {}",
+        output::human_bytes(v["uploaded_bytes"].as_u64().unwrap_or(0))
+    );
     let peers = v["connected"].as_array().cloned().unwrap_or_default();
     println!("peers:     {}", peers.len());
     for p in peers {
@@ -204,7 +281,11 @@ pub fn status(a: &JsonArgs) -> anyhow::Result<()> {
             "  {} {} ({})",
             p["peer"].as_str().unwrap_or_default(),
             p["addr"].as_str().unwrap_or_default(),
-            if p["relayed"] == true { "relayed" } else { "direct" }
+            if p["relayed"] == true {
+                "relayed"
+            } else {
+                "direct"
+            }
         );
     }
     let transfers = v["transfers"].as_array().cloned().unwrap_or_default();

@@ -31,7 +31,10 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: vec!["/ip4/0.0.0.0/tcp/0".into(), "/ip4/0.0.0.0/udp/0/quic-v1".into()],
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/0".into(),
+                "/ip4/0.0.0.0/udp/0/quic-v1".into(),
+            ],
             reseed: true,
             max_upload_rate: None,
             request_timeout_secs: 30,
@@ -45,7 +48,8 @@ impl Config {
     /// Reads `path`; a missing file means the defaults.
     pub fn load(path: &Path) -> Result<Config, DaemonError> {
         match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| DaemonError::Config(format!("{}: {e}", path.display()))),
+            Ok(text) => toml::from_str(&text)
+                .map_err(|e| DaemonError::Config(format!("{}: {e}", path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
             Err(e) => Err(DaemonError::Config(format!("{}: {e}", path.display()))),
         }

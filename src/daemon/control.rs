@@ -84,13 +84,27 @@ pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     loop {
-        let Ok((conn, _)) = listener.accept().await else { continue };
+        let Ok((conn, _)) = listener.accept().await else {
+            continue;
+        };
         match conn.peer_cred() {
             Ok(c) if c.uid() == me => {}
             other => {
                 tracing::warn!(uid = ?other.map(|c| c.uid()).ok(), "refused a control connection from another user");
-                let mut conn = conn;
-                let _ = conn.write_all(b"{\"ok\":false,\"error\":\"permission denied: this daemon belongs to another user\"}\n").await;
+                tokio::spawn(async move {
+                    // Read (and ignore) the request first, so closing does
+                    // not reset the connection before the client reads why.
+                    let (rd, mut wr) = conn.into_split();
+                    let mut line = String::new();
+                    let _ = TokioBufReader::new(rd.take(MAX_REQUEST))
+                        .read_line(&mut line)
+                        .await;
+                    let _ = write_line(
+                        &mut wr,
+                        &fail("permission denied: this daemon belongs to another user"),
+                    )
+                    .await;
+                });
                 continue;
             }
         }
@@ -116,7 +130,9 @@ fn fail(e: impl ToString) -> Value {
 async fn handle(conn: UnixStream, daemon: Arc<Daemon>) -> std::io::Result<()> {
     let (rd, mut wr) = conn.into_split();
     let mut line = String::new();
-    TokioBufReader::new(rd.take(MAX_REQUEST)).read_line(&mut line).await?;
+    TokioBufReader::new(rd.take(MAX_REQUEST))
+        .read_line(&mut line)
+        .await?;
     let req: Request = match serde_json::from_str(line.trim()) {
         Ok(r) => r,
         Err(e) => return write_line(&mut wr, &fail(format!("bad request: {e}"))).await,
@@ -127,11 +143,21 @@ async fn handle(conn: UnixStream, daemon: Arc<Daemon>) -> std::io::Result<()> {
         Request::Status => daemon.status().await,
         Request::Unshare { id } => daemon.unshare(&id).unwrap_or_else(fail),
         Request::Link { id, pin } => daemon.link(&id, pin).unwrap_or_else(fail),
-        Request::Fetch { link, out, force, peers, detach } => match daemon.fetch(&link, out, force, peers) {
+        Request::Fetch {
+            link,
+            out,
+            force,
+            peers,
+            detach,
+        } => match daemon.fetch(&link, out, force, peers) {
             Ok(id) => return follow(&mut wr, &daemon, id, detach).await,
             Err(e) => fail(e),
         },
-        Request::Pin { link, peers, detach } => match daemon.pin(&link, peers) {
+        Request::Pin {
+            link,
+            peers,
+            detach,
+        } => match daemon.pin(&link, peers) {
             Ok(id) => return follow(&mut wr, &daemon, id, detach).await,
             Err(e) => fail(e),
         },
@@ -141,7 +167,12 @@ async fn handle(conn: UnixStream, daemon: Arc<Daemon>) -> std::io::Result<()> {
 
 /// Streams a job's progress until it ends (or answers at once if detached).
 /// A client that goes away does not stop the job.
-async fn follow(wr: &mut (impl AsyncWriteExt + Unpin), daemon: &Daemon, id: crate::manifest::ManifestId, detach: bool) -> std::io::Result<()> {
+async fn follow(
+    wr: &mut (impl AsyncWriteExt + Unpin),
+    daemon: &Daemon,
+    id: crate::manifest::ManifestId,
+    detach: bool,
+) -> std::io::Result<()> {
     let idh = id.to_string();
     let Some(mut rx) = daemon.watch(&id) else {
         return write_line(wr, &fail("the job vanished")).await;
@@ -153,13 +184,23 @@ async fn follow(wr: &mut (impl AsyncWriteExt + Unpin), daemon: &Daemon, id: crat
         let p = rx.borrow_and_update().clone();
         match p.status {
             JobStatus::Running => {
-                write_line(wr, &json!({"event": "progress", "id": idh, "bytes": p.bytes, "total": p.total})).await?;
+                write_line(
+                    wr,
+                    &json!({"event": "progress", "id": idh, "bytes": p.bytes, "total": p.total}),
+                )
+                .await?;
             }
-            JobStatus::Done => return write_line(wr, &json!({"ok": true, "id": idh, "bytes": p.total})).await,
+            JobStatus::Done => {
+                return write_line(wr, &json!({"ok": true, "id": idh, "bytes": p.total})).await
+            }
             JobStatus::Failed { error } => return write_line(wr, &fail(error)).await,
         }
         if rx.changed().await.is_err() {
-            return write_line(wr, &fail("the daemon stopped the job; it resumes when the daemon starts again")).await;
+            return write_line(
+                wr,
+                &fail("the daemon stopped the job; it resumes when the daemon starts again"),
+            )
+            .await;
         }
         // Progress lines at most four times a second.
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
@@ -185,15 +226,26 @@ pub enum ClientError {
 
 /// Sends one request and calls `on_line` for every line of the answer; the
 /// last line is returned.
-pub fn request(data_dir: &Path, req: &Request, mut on_line: impl FnMut(&Value)) -> Result<Value, ClientError> {
+pub fn request(
+    data_dir: &Path,
+    req: &Request,
+    mut on_line: impl FnMut(&Value),
+) -> Result<Value, ClientError> {
     let sock = data_dir.join("control.sock");
     let shown = data_dir.display().to_string();
     let mut s = match StdUnixStream::connect(&sock) {
         Ok(s) => s,
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
             return Err(ClientError::NotRunning(shown));
         }
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Err(ClientError::Denied(shown)),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(ClientError::Denied(shown))
+        }
         Err(e) => return Err(e.into()),
     };
     let mut line = serde_json::to_string(req).expect("requests serialize");
@@ -201,7 +253,8 @@ pub fn request(data_dir: &Path, req: &Request, mut on_line: impl FnMut(&Value)) 
     s.write_all(line.as_bytes())?;
     let mut last = None;
     for l in BufReader::new(s).lines() {
-        let v: Value = serde_json::from_str(&l?).map_err(|e| ClientError::Invalid(e.to_string()))?;
+        let v: Value =
+            serde_json::from_str(&l?).map_err(|e| ClientError::Invalid(e.to_string()))?;
         on_line(&v);
         last = Some(v);
     }

@@ -1,10 +1,10 @@
 //! The node daemon: persistent shares, background fetches and pins,
 //! re-seeding, and a local control API.
 //!
-//! - [`config`]: `peerdrop.toml`;
-//! - [`state`]: what survives a restart (shares, fetches, pins, ports);
-//! - [`registry`]: what the node serves;
-//! - [`control`]: the control socket's protocol, server and client.
+//! - [`config`] holds `peerdrop.toml`;
+//! - [`state`] holds what survives a restart (shares, fetches, pins, ports);
+//! - [`registry`] is what the node serves;
+//! - [`control`] is the control socket's protocol, server and client.
 //!
 //! The data dir (mode 0700) holds `identity.key`, `peerdrop.toml`,
 //! `state.json`, `shares/<id>/{manifest,metadata}`, the pin chunk store
@@ -123,7 +123,8 @@ fn dir_err(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
 fn identity(data_dir: &Path) -> Result<Keypair, DaemonError> {
     let path = data_dir.join("identity.key");
     match fs::read(&path) {
-        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| DaemonError::State(format!("{}: {e}", path.display()))),
+        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes)
+            .map_err(|e| DaemonError::State(format!("{}: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let k = Keypair::generate_ed25519();
             let bytes = k.to_protobuf_encoding().expect("ed25519 keys encode");
@@ -168,7 +169,9 @@ fn find_id<'a>(ids: impl Iterator<Item = &'a String>, given: &str) -> Result<Str
     let found: Vec<&String> = ids.filter(|id| id.starts_with(&given)).collect();
     match found.as_slice() {
         [one] => Ok((*one).clone()),
-        [] => Err(format!("no share, fetch or pin has an id starting with {given}")),
+        [] => Err(format!(
+            "no share, fetch or pin has an id starting with {given}"
+        )),
         _ => Err(format!("{given} matches several ids; give more digits")),
     }
 }
@@ -182,13 +185,26 @@ fn key_from_hex(h: &str) -> Option<ShareKey> {
 }
 
 /// Starts the daemon and runs it until `shutdown` resolves.
-pub async fn run(opts: DaemonOptions, shutdown: impl std::future::Future<Output = ()>) -> Result<(), DaemonError> {
+pub async fn run(
+    opts: DaemonOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), DaemonError> {
     let data_dir = opts.data_dir.clone();
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(&data_dir).map_err(dir_err(&data_dir))?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&data_dir)
+        .map_err(dir_err(&data_dir))?;
     // The data dir holds keys and the control socket: owner only.
-    fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o700)).map_err(dir_err(&data_dir))?;
+    fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o700))
+        .map_err(dir_err(&data_dir))?;
     let lock_path = data_dir.join("daemon.lock");
-    let lock = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(dir_err(&lock_path))?;
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(dir_err(&lock_path))?;
     // SAFETY: flock on a file descriptor we own; held until the process ends.
     if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         return Err(DaemonError::Locked(data_dir));
@@ -210,7 +226,10 @@ pub async fn run(opts: DaemonOptions, shutdown: impl std::future::Future<Output 
         config
             .listen
             .iter()
-            .map(|a| a.parse().map_err(|e| DaemonError::Config(format!("listen address {a:?}: {e}"))))
+            .map(|a| {
+                a.parse()
+                    .map_err(|e| DaemonError::Config(format!("listen address {a:?}: {e}")))
+            })
             .collect::<Result<_, _>>()?
     } else {
         opts.listen.clone()
@@ -295,8 +314,12 @@ impl Daemon {
                         .and_then(|id| Some((id, self.store.get_manifest(&id).ok()?)))
                         .and_then(|(id, b)| Some((id, Manifest::decode_verified(&id, &b).ok()?)));
                     match r {
-                        Some((id, m)) => self.registry.add_pinned(id, Pinned::new(m, self.store.clone())),
-                        None => tracing::warn!(id = %pin.id, "a pinned manifest is missing from the store"),
+                        Some((id, m)) => self
+                            .registry
+                            .add_pinned(id, Pinned::new(m, self.store.clone())),
+                        None => {
+                            tracing::warn!(id = %pin.id, "a pinned manifest is missing from the store")
+                        }
                     }
                 }
                 JobStatus::Running => self.start_pin(pin.clone()),
@@ -318,22 +341,34 @@ impl Daemon {
         let key = key_from_hex(&rec.key).ok_or("bad key")?;
         let mbytes = fs::read(dir.join("manifest")).map_err(|e| e.to_string())?;
         let manifest = Manifest::decode_verified(&id, &mbytes).map_err(|e| e.to_string())?;
-        let metadata = Metadata::decode(&fs::read(dir.join("metadata")).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        let metadata =
+            Metadata::decode(&fs::read(dir.join("metadata")).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
         let roots: HashMap<String, PathBuf> = rec.roots.clone().into_iter().collect();
         let source = Source::from_metadata(metadata, &roots).map_err(|e| e.to_string())?;
-        let share = LocalShare::open(source, &key, manifest).ok_or("the key does not open the manifest")?;
+        let share =
+            LocalShare::open(source, &key, manifest).ok_or("the key does not open the manifest")?;
         self.registry.add_local(share);
         Ok(())
     }
 
     /// Persists and serves a share (its manifest and file list go to
     /// `shares/<id>/`).
-    fn keep_share(&self, key: &ShareKey, manifest: &Manifest, metadata: &Metadata, roots: BTreeMap<String, PathBuf>, origin: Origin) -> Result<String, String> {
+    fn keep_share(
+        &self,
+        key: &ShareKey,
+        manifest: &Manifest,
+        metadata: &Metadata,
+        roots: BTreeMap<String, PathBuf>,
+        origin: Origin,
+    ) -> Result<String, String> {
         let id = hex(&manifest.id().0);
         let dir = self.share_dir(&id);
         fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        state::write_private(&dir.join("manifest"), &manifest.encode()).map_err(|e| e.to_string())?;
-        state::write_private(&dir.join("metadata"), &metadata.encode()).map_err(|e| e.to_string())?;
+        state::write_private(&dir.join("manifest"), &manifest.encode())
+            .map_err(|e| e.to_string())?;
+        state::write_private(&dir.join("metadata"), &metadata.encode())
+            .map_err(|e| e.to_string())?;
         let rec = ShareRecord {
             id: id.clone(),
             key: hex(key.expose_secret()),
@@ -358,7 +393,9 @@ impl Daemon {
             addrs: self.listen.clone(),
         }
         .to_hint();
-        Link::new(id, vec![hint], key).expect("one hint is within the caps").to_uri_string()
+        Link::new(id, vec![hint], key)
+            .expect("one hint is within the caps")
+            .to_uri_string()
     }
 
     fn sources_of(link: &Link, extra: &[String]) -> Vec<String> {
@@ -368,8 +405,14 @@ impl Daemon {
             .filter_map(PeerAddr::from_hint)
             .flat_map(|p| {
                 let peer = p.peer;
-                let addrs = if p.addrs.is_empty() { vec![Multiaddr::empty()] } else { p.addrs };
-                addrs.into_iter().map(move |a| a.with(Protocol::P2p(peer)).to_string())
+                let addrs = if p.addrs.is_empty() {
+                    vec![Multiaddr::empty()]
+                } else {
+                    p.addrs
+                };
+                addrs
+                    .into_iter()
+                    .map(move |a| a.with(Protocol::P2p(peer)).to_string())
             })
             .collect();
         v.extend(extra.iter().cloned());
@@ -379,7 +422,9 @@ impl Daemon {
     fn parse_sources(sources: &[String]) -> Vec<PeerAddr> {
         let mut out: Vec<PeerAddr> = Vec::new();
         for s in sources {
-            let Some(p) = s.parse().ok().and_then(PeerAddr::from_multiaddr) else { continue };
+            let Some(p) = s.parse().ok().and_then(PeerAddr::from_multiaddr) else {
+                continue;
+            };
             match out.iter_mut().find(|o| o.peer == p.peer) {
                 Some(o) => o.addrs.extend(p.addrs),
                 None => out.push(p),
@@ -416,7 +461,12 @@ impl Daemon {
     }
 
     /// Forwards fetch progress to a job's watchers.
-    fn watch_progress(tx: watch::Sender<JobProgress>) -> (mpsc::UnboundedSender<Progress>, tokio::task::JoinHandle<watch::Sender<JobProgress>>) {
+    fn watch_progress(
+        tx: watch::Sender<JobProgress>,
+    ) -> (
+        mpsc::UnboundedSender<Progress>,
+        tokio::task::JoinHandle<watch::Sender<JobProgress>>,
+    ) {
         let (ptx, mut prx) = mpsc::unbounded_channel();
         let h = tokio::spawn(async move {
             while let Some(p) = prx.recv().await {
@@ -436,11 +486,21 @@ impl Daemon {
         let tx = self.new_job(id, "fetch");
         let me = self.clone();
         tokio::spawn(async move {
-            let Some(key) = key_from_hex(&rec.key) else { return };
+            let Some(key) = key_from_hex(&rec.key) else {
+                return;
+            };
             let link = Link::new(id, Vec::new(), Some(key)).expect("no hints");
             let (ptx, forward) = Daemon::watch_progress(tx);
             let sources = Daemon::parse_sources(&rec.sources);
-            let r = fetch(&me.client, &link, sources, &rec.out, &me.fetch_options(rec.force), ptx).await;
+            let r = fetch(
+                &me.client,
+                &link,
+                sources,
+                &rec.out,
+                &me.fetch_options(rec.force),
+                ptx,
+            )
+            .await;
             let tx = forward.await.expect("the forwarder does not panic");
             let status = match r {
                 Ok(done) => {
@@ -451,7 +511,13 @@ impl Daemon {
                             .filter_map(|p| Some((p.file_name()?.to_str()?.to_owned(), p.clone())))
                             .collect();
                         let key = link.key().expect("a read link");
-                        if let Err(e) = me.keep_share(key, &done.manifest, &done.metadata, roots, Origin::Fetched) {
+                        if let Err(e) = me.keep_share(
+                            key,
+                            &done.manifest,
+                            &done.metadata,
+                            roots,
+                            Origin::Fetched,
+                        ) {
                             tracing::warn!("cannot re-seed {}: {e}", rec.id);
                         }
                     }
@@ -465,7 +531,11 @@ impl Daemon {
                 Err(e) => {
                     let error = e.to_string();
                     tracing::warn!(id = %rec.id, "fetch failed: {error}");
-                    me.update_fetch(&rec.id, |f| f.status = JobStatus::Failed { error: error.clone() });
+                    me.update_fetch(&rec.id, |f| {
+                        f.status = JobStatus::Failed {
+                            error: error.clone(),
+                        }
+                    });
                     JobStatus::Failed { error }
                 }
             };
@@ -488,7 +558,15 @@ impl Daemon {
         tokio::spawn(async move {
             let (ptx, forward) = Daemon::watch_progress(tx);
             let sources = Daemon::parse_sources(&rec.sources);
-            let r = fetch_ciphertext(&me.client, id, sources, &me.store, &me.fetch_options(false), ptx).await;
+            let r = fetch_ciphertext(
+                &me.client,
+                id,
+                sources,
+                &me.store,
+                &me.fetch_options(false),
+                ptx,
+            )
+            .await;
             let tx = forward.await.expect("the forwarder does not panic");
             let status = match r {
                 Ok(m) => {
@@ -502,7 +580,11 @@ impl Daemon {
                 }
                 Err(e) => {
                     let error = e.to_string();
-                    me.update_pin(&rec.id, |p| p.status = JobStatus::Failed { error: error.clone() });
+                    me.update_pin(&rec.id, |p| {
+                        p.status = JobStatus::Failed {
+                            error: error.clone(),
+                        }
+                    });
                     JobStatus::Failed { error }
                 }
             };
@@ -526,11 +608,18 @@ impl Daemon {
         let key = ShareKey::generate().map_err(|e| e.to_string())?;
         let k2 = key.duplicate();
         let p2 = paths.clone();
-        let share = tokio::task::spawn_blocking(move || LocalShare::create(&p2, &k2, &SealOptions::default(), |_| {}))
-            .await
-            .expect("sealing does not panic")
-            .map_err(|e| e.to_string())?;
-        let skipped: Vec<String> = share.source().skipped().iter().map(|s| format!("{}: {}", s.path.display(), s.reason)).collect();
+        let share = tokio::task::spawn_blocking(move || {
+            LocalShare::create(&p2, &k2, &SealOptions::default(), |_| {})
+        })
+        .await
+        .expect("sealing does not panic")
+        .map_err(|e| e.to_string())?;
+        let skipped: Vec<String> = share
+            .source()
+            .skipped()
+            .iter()
+            .map(|s| format!("{}: {}", s.path.display(), s.reason))
+            .collect();
         let roots: BTreeMap<String, PathBuf> = share
             .source()
             .metadata()
@@ -538,7 +627,9 @@ impl Daemon {
             .iter()
             .filter(|e| e.path.parent().is_none())
             .filter_map(|e| {
-                let p = paths.iter().find(|p| p.file_name().and_then(|n| n.to_str()) == Some(e.path.as_str()))?;
+                let p = paths
+                    .iter()
+                    .find(|p| p.file_name().and_then(|n| n.to_str()) == Some(e.path.as_str()))?;
                 Some((e.path.as_str().to_owned(), p.clone()))
             })
             .collect();
@@ -552,7 +643,13 @@ impl Daemon {
     }
 
     /// `fetch`: starts (or joins) a background fetch; returns its id.
-    pub fn fetch(self: &Arc<Self>, link: &str, out: PathBuf, force: bool, peers: Vec<String>) -> Result<ManifestId, String> {
+    pub fn fetch(
+        self: &Arc<Self>,
+        link: &str,
+        out: PathBuf,
+        force: bool,
+        peers: Vec<String>,
+    ) -> Result<ManifestId, String> {
         let link = Link::parse_read_link(link).map_err(|e| e.to_string())?;
         if !out.is_absolute() {
             return Err(format!("{} is not an absolute path", out.display()));
@@ -563,7 +660,10 @@ impl Daemon {
         }
         let rec = FetchRecord {
             id: hex(&id.0),
-            key: hex(link.require_key().map_err(|e| e.to_string())?.expose_secret()),
+            key: hex(link
+                .require_key()
+                .map_err(|e| e.to_string())?
+                .expose_secret()),
             out,
             sources: Daemon::sources_of(&link, &peers),
             force,
@@ -584,9 +684,14 @@ impl Daemon {
     /// `pin`: starts (or joins) a background pin; refuses read links, so
     /// the key can never be stored here.
     pub fn pin(self: &Arc<Self>, link: &str, peers: Vec<String>) -> Result<ManifestId, String> {
-        let link: Link = link.parse().map_err(|e: crate::link::ParseError| e.to_string())?;
+        let link: Link = link
+            .parse()
+            .map_err(|e: crate::link::ParseError| e.to_string())?;
         if link.key().is_some() {
-            return Err("refusing a read link for a pin: send the pin link (without the part after '#')".into());
+            return Err(
+                "refusing a read link for a pin: send the pin link (without the part after '#')"
+                    .into(),
+            );
         }
         let id = *link.manifest_id();
         if self.running(&id) {
@@ -618,14 +723,22 @@ impl Daemon {
 
     /// A watcher on a job's progress.
     pub fn watch(&self, id: &ManifestId) -> Option<watch::Receiver<JobProgress>> {
-        self.jobs.lock().expect("never poisoned").get(id).map(|j| j.progress.clone())
+        self.jobs
+            .lock()
+            .expect("never poisoned")
+            .get(id)
+            .map(|j| j.progress.clone())
     }
 
     /// `list`: shares, pins and fetches.
     pub fn list(&self) -> Value {
         let st = self.state.lock().expect("never poisoned").clone();
         let jobs = self.jobs.lock().expect("never poisoned");
-        let progress = |id: &str| parse_id(id).and_then(|i| jobs.get(&i)).map(|j| j.progress.borrow().clone());
+        let progress = |id: &str| {
+            parse_id(id)
+                .and_then(|i| jobs.get(&i))
+                .map(|j| j.progress.borrow().clone())
+        };
         let shares: Vec<Value> = st
             .shares
             .iter()
@@ -673,7 +786,12 @@ impl Daemon {
     /// or fetched stay where they are; a pin's chunks stay in the store).
     pub fn unshare(&self, given: &str) -> Result<Value, String> {
         let mut st = self.state.lock().expect("never poisoned");
-        let ids: Vec<String> = st.shares.iter().map(|s| s.id.clone()).chain(st.pins.iter().map(|p| p.id.clone())).collect();
+        let ids: Vec<String> = st
+            .shares
+            .iter()
+            .map(|s| s.id.clone())
+            .chain(st.pins.iter().map(|p| p.id.clone()))
+            .collect();
         let id = find_id(ids.iter(), given)?;
         st.shares.retain(|s| s.id != id);
         st.pins.retain(|p| p.id != id);
@@ -689,7 +807,12 @@ impl Daemon {
     /// `link`: a share's read link again, or its pin link.
     pub fn link(&self, given: &str, pin: bool) -> Result<Value, String> {
         let st = self.state.lock().expect("never poisoned");
-        let ids: Vec<String> = st.shares.iter().map(|s| s.id.clone()).chain(st.pins.iter().map(|p| p.id.clone())).collect();
+        let ids: Vec<String> = st
+            .shares
+            .iter()
+            .map(|s| s.id.clone())
+            .chain(st.pins.iter().map(|p| p.id.clone()))
+            .collect();
         let id = find_id(ids.iter(), given)?;
         let mid = parse_id(&id).ok_or("bad id")?;
         let key = match st.shares.iter().find(|s| s.id == id) {

@@ -48,7 +48,7 @@ impl Pinned {
 /// One served share.
 pub enum Served {
     /// Re-encrypted from files.
-    Local(LocalProvider),
+    Local(Box<LocalProvider>),
     /// Ciphertext from the chunk store.
     Pinned(Pinned),
 }
@@ -64,7 +64,7 @@ impl Registry {
     /// Serves `share`.
     pub fn add_local(&self, share: LocalShare) {
         let id = share.id();
-        self.insert(id, Served::Local(LocalProvider::new(share, None)));
+        self.insert(id, Served::Local(Box::new(LocalProvider::new(share, None))));
     }
 
     /// Serves a pin.
@@ -73,12 +73,19 @@ impl Registry {
     }
 
     fn insert(&self, id: ManifestId, s: Served) {
-        self.shares.write().expect("never poisoned").insert(id, Arc::new(s));
+        self.shares
+            .write()
+            .expect("never poisoned")
+            .insert(id, Arc::new(s));
     }
 
     /// Stops serving `id`.
     pub fn remove(&self, id: &ManifestId) -> bool {
-        self.shares.write().expect("never poisoned").remove(id).is_some()
+        self.shares
+            .write()
+            .expect("never poisoned")
+            .remove(id)
+            .is_some()
     }
 
     /// The served share `id`.
@@ -120,7 +127,8 @@ impl Provider for Registry {
                 bytes
             }
         };
-        self.uploaded.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.uploaded
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         Ok(bytes)
     }
 

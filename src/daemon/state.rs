@@ -124,7 +124,12 @@ impl State {
     pub fn load(path: &Path) -> Result<State, DaemonError> {
         let bad = |e: String| DaemonError::State(format!("{}: {e}", path.display()));
         match fs::metadata(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State { version: 1, ..State::default() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(State {
+                    version: 1,
+                    ..State::default()
+                })
+            }
             Err(e) => return Err(bad(e.to_string())),
             Ok(m) if m.len() > MAX_STATE_LEN => return Err(bad("too large".into())),
             Ok(_) => {}
@@ -140,7 +145,8 @@ impl State {
     /// Writes the state atomically.
     pub fn save(&self, path: &Path) -> Result<(), DaemonError> {
         let text = serde_json::to_vec_pretty(self).expect("state serializes");
-        write_private(path, &text).map_err(|e| DaemonError::State(format!("{}: {e}", path.display())))
+        write_private(path, &text)
+            .map_err(|e| DaemonError::State(format!("{}: {e}", path.display())))
     }
 }
 

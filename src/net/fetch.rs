@@ -10,7 +10,7 @@
 //! again; what it had in flight goes back to the queue. Verified plaintext
 //! goes to one writer thread that owns the [`Output`].
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,14 +24,17 @@ use crate::chunk::{ChunkId, Stream};
 use crate::link::Link;
 use crate::manifest::{Manifest, ManifestId, MAX_MANIFEST_LEN};
 use crate::meta::Metadata;
-use crate::store::chunks::ChunkDir;
 use crate::net::frame::{read_msg, read_payload, write_msg};
 use crate::net::node::{Client, XFER};
 use crate::net::{is_quic, PeerAddr};
 use crate::open::{OpenError, Opener, Plaintext};
 use crate::seal::Resealer;
+use crate::store::chunks::ChunkDir;
 use crate::store::output::{Output, OutputError, OutputOptions};
 use crate::wire::{Have, Request, Response};
+
+/// Lost sessions (failed connections, stalls) before a source is dropped.
+pub const MAX_STRIKES: u32 = 3;
 
 /// How to fetch.
 #[derive(Clone, Debug)]
@@ -180,8 +183,11 @@ impl Verify for IdCheck {
 enum SessionEnd {
     /// Nothing left to take.
     Finished,
-    /// The peer is not to be asked again.
+    /// The peer misbehaved: not to be asked again.
     Dropped(String),
+    /// The connection or stream failed, or the peer stalled: it may be
+    /// tried again, a few times.
+    Lost(String),
     /// The peer does not hold (all of) the share.
     NotFound,
     /// The peer's files changed.
@@ -230,6 +236,7 @@ pub async fn fetch(
         share: share.0,
         banned: HashSet::new(),
         not_found: HashSet::new(),
+        strikes: HashMap::new(),
         stale: false,
         progress,
         opts: opts.clone(),
@@ -349,6 +356,7 @@ pub async fn fetch_ciphertext(
         share: share.0,
         banned: HashSet::new(),
         not_found: HashSet::new(),
+        strikes: HashMap::new(),
         stale: false,
         progress,
         opts: opts.clone(),
@@ -374,7 +382,9 @@ pub async fn fetch_ciphertext(
             for (i, id) in m.chunks(stream).iter().enumerate() {
                 let len = m.sealed_len(stream, i as u64);
                 match dir.get(id, len) {
-                    Ok(b) if crate::open::check_chunk(&m, stream, i as u64, &b).is_ok() => kept += len as u64,
+                    Ok(b) if crate::open::check_chunk(&m, stream, i as u64, &b).is_ok() => {
+                        kept += len as u64
+                    }
                     _ => todo.push(i as u64),
                 }
             }
@@ -385,18 +395,26 @@ pub async fn fetch_ciphertext(
         if kept > 0 {
             let _ = f.progress.send(Progress::Resumed { bytes: now });
         }
-        let (dir, m, done, progress) = (store.clone(), manifest.clone(), done.clone(), f.progress.clone());
+        let (dir, m, done, progress) = (
+            store.clone(),
+            manifest.clone(),
+            done.clone(),
+            f.progress.clone(),
+        );
         let sink = move |index: u64, bytes: Vec<u8>| {
             dir.put(&m.chunks(stream)[index as usize], &bytes)
                 .map_err(|e| FetchError::Store(e.to_string()))?;
-            let n = done.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed) + bytes.len() as u64;
+            let n = done.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed)
+                + bytes.len() as u64;
             let _ = progress.send(Progress::Bytes(n));
             Ok(())
         };
         peers = f.run_queue(&check, stream, todo, peers, sink).await?;
     }
     let dir = store.clone();
-    blocking(move || dir.sync()).await.map_err(|e| FetchError::Store(e.to_string()))?;
+    blocking(move || dir.sync())
+        .await
+        .map_err(|e| FetchError::Store(e.to_string()))?;
     Ok(manifest)
 }
 
@@ -425,10 +443,16 @@ fn verify_staged(output: Output, resealer: &Resealer) -> Result<(Output, Vec<u64
             let i = next;
             next += 1;
             let mut buf = vec![0; m.plaintext_len(Stream::Content, i)];
-            output.read_content(i * m.chunk_size.bytes(), &mut buf)?;
-            Ok(Some((i, buf)))
+            // A file not written yet (or cut short) just means "fetch it".
+            let present = output
+                .read_content(i * m.chunk_size.bytes(), &mut buf)
+                .is_ok();
+            Ok(Some((i, present.then_some(buf))))
         },
-        |(i, buf)| Ok::<_, OutputError>((i, resealer.reseal(Stream::Content, i, &buf).is_ok())),
+        |(i, buf): (u64, Option<Vec<u8>>)| {
+            let ok = buf.is_some_and(|b| resealer.reseal(Stream::Content, i, &b).is_ok());
+            Ok::<_, OutputError>((i, ok))
+        },
         |(i, ok)| {
             if ok {
                 good.push(i);
@@ -459,6 +483,8 @@ struct Fetcher {
     banned: HashSet<PeerId>,
     /// Sources that answered they do not hold the share.
     not_found: HashSet<PeerId>,
+    /// Lost sessions per source.
+    strikes: HashMap<PeerId, u32>,
     /// Whether a source refused because its files changed.
     stale: bool,
     progress: mpsc::UnboundedSender<Progress>,
@@ -467,6 +493,19 @@ struct Fetcher {
 }
 
 impl Fetcher {
+    /// Counts a lost session against `peer`; after [`MAX_STRIKES`] it is
+    /// dropped. Between strikes it is reconnected, after a short pause.
+    async fn strike(&mut self, peer: PeerId, reason: String) {
+        let n = self.strikes.entry(peer).or_default();
+        *n += 1;
+        tracing::debug!(%peer, %reason, strikes = *n, "lost a source");
+        if *n >= MAX_STRIKES {
+            self.drop_peer(peer, reason).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(100 << *n)).await;
+        }
+    }
+
     /// Stops using `peer` for this fetch and closes its connections.
     async fn drop_peer(&mut self, peer: PeerId, reason: String) {
         tracing::info!(%peer, %reason, "dropping source");
@@ -556,47 +595,58 @@ impl Fetcher {
                     Ok(None) => {
                         self.not_found.insert(peer);
                     }
-                    Err(reason) => self.drop_peer(peer, reason).await,
+                    Err(SessionEnd::Lost(reason)) => self.strike(peer, reason).await,
+                    Err(SessionEnd::Dropped(reason)) => self.drop_peer(peer, reason).await,
+                    Err(_) => unreachable!("try_manifest returns only Lost or Dropped"),
                 }
             }
             peers = self.connect().await?;
         }
     }
 
-    async fn try_manifest(&self, peer: PeerId) -> Result<Option<Manifest>, String> {
+    /// Asks `peer` for the manifest: `Ok(None)` if it does not hold it;
+    /// `Err(Dropped)` if it misbehaved, `Err(Lost)` if the stream failed.
+    async fn try_manifest(&self, peer: PeerId) -> Result<Option<Manifest>, SessionEnd> {
         let t = self.opts.request_timeout;
+        let io = |e: std::io::Error| {
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                SessionEnd::Dropped(e.to_string())
+            } else {
+                SessionEnd::Lost(e.to_string())
+            }
+        };
         let work = async {
             let mut s = self
                 .client
                 .control()
                 .open_stream(peer, XFER)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| SessionEnd::Lost(e.to_string()))?;
             write_msg(&mut s, &Request::Manifest { share: self.share })
                 .await
-                .map_err(|e| e.to_string())?;
-            s.flush().await.map_err(|e| e.to_string())?;
-            match read_msg::<_, Response>(&mut s)
-                .await
-                .map_err(|e| e.to_string())?
-            {
+                .map_err(io)?;
+            s.flush().await.map_err(io)?;
+            match read_msg::<_, Response>(&mut s).await.map_err(io)? {
                 Some(Response::Manifest { len }) if len as usize <= MAX_MANIFEST_LEN => {
-                    let bytes = read_payload(&mut s, len as usize)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let bytes = read_payload(&mut s, len as usize).await.map_err(io)?;
                     let _ = s.close().await;
                     Manifest::decode_verified(&crate::manifest::ManifestId(self.share), &bytes)
                         .map(Some)
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| SessionEnd::Dropped(e.to_string()))
                 }
                 Some(Response::NotFound) => Ok(None),
-                Some(other) => Err(format!("answered a manifest request with {other:?}")),
-                None => Err("closed the stream".into()),
+                Some(other) => Err(SessionEnd::Dropped(format!(
+                    "answered a manifest request with {other:?}"
+                ))),
+                None => Err(SessionEnd::Lost("closed the stream".into())),
             }
         };
         match tokio::time::timeout(t, work).await {
             Ok(r) => r,
-            Err(_) => Err(format!("did not answer within {}s", t.as_secs())),
+            Err(_) => Err(SessionEnd::Lost(format!(
+                "did not answer within {}s",
+                t.as_secs()
+            ))),
         }
     }
 
@@ -652,6 +702,7 @@ impl Fetcher {
                 match end {
                     Ok(SessionEnd::Finished) => {}
                     Ok(SessionEnd::Dropped(reason)) => self.drop_peer(peer, reason).await,
+                    Ok(SessionEnd::Lost(reason)) => self.strike(peer, reason).await,
                     Ok(SessionEnd::NotFound) => {
                         self.not_found.insert(peer);
                     }
@@ -751,16 +802,24 @@ async fn run_session<V: Verify>(
     verifying: &mut VecDeque<(u64, Verification<V::Out>)>,
 ) -> Result<SessionEnd, FetchError> {
     let t = opts.request_timeout;
-    let io = |e: std::io::Error| Ok(SessionEnd::Dropped(e.to_string()));
+    // Malformed frames are misbehaviour; other I/O errors are a lost
+    // connection (or an inbound stream the peer's node dropped under load).
+    let io = |e: std::io::Error| {
+        Ok(if e.kind() == std::io::ErrorKind::InvalidData {
+            SessionEnd::Dropped(e.to_string())
+        } else {
+            SessionEnd::Lost(e.to_string())
+        })
+    };
     let timed_out = || {
-        Ok(SessionEnd::Dropped(format!(
+        Ok(SessionEnd::Lost(format!(
             "stalled: no answer within {}s",
             t.as_secs()
         )))
     };
     let mut s = match tokio::time::timeout(t, client.control().open_stream(peer, XFER)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Ok(SessionEnd::Dropped(e.to_string())),
+        Ok(Err(e)) => return Ok(SessionEnd::Lost(e.to_string())),
         Err(_) => return timed_out(),
     };
     // Ask what the peer holds.

@@ -294,7 +294,12 @@ impl EventLoop {
                 self.dial_next(peer, addrs, reply, String::from("no address to try"));
             }
             Command::Connected(reply) => {
-                let _ = reply.send(self.connected.iter().map(|(p, a)| (*p, a.clone())).collect());
+                let _ = reply.send(
+                    self.connected
+                        .iter()
+                        .map(|(p, a)| (*p, a.clone()))
+                        .collect(),
+                );
             }
             Command::Disconnect(peer) => {
                 let _ = self.swarm.disconnect_peer_id(peer);
@@ -398,7 +403,8 @@ impl EventLoop {
                 ..
             } => {
                 tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
-                self.connected.insert(peer_id, endpoint.get_remote_address().clone());
+                self.connected
+                    .insert(peer_id, endpoint.get_remote_address().clone());
                 if let Some((_, _, reply)) = self.pending_dial.remove(&connection_id) {
                     let _ = reply.send(Ok(()));
                 }
@@ -412,7 +418,12 @@ impl EventLoop {
                     self.dial_next(peer, rest, reply, error.to_string());
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, cause, num_established, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                cause,
+                num_established,
+                ..
+            } => {
                 tracing::debug!(peer = %peer_id, ?cause, "connection closed");
                 if num_established == 0 {
                     self.connected.remove(&peer_id);

@@ -174,7 +174,9 @@ pub async fn serve(
     let shared = Arc::new(Shared {
         provider,
         cpu: Semaphore::new(config.cpu_jobs.max(1)),
-        buffered: Arc::new(Semaphore::new((config.max_buffered >> 10).max(MAX_CHUNK_KIB))),
+        buffered: Arc::new(Semaphore::new(
+            (config.max_buffered >> 10).max(MAX_CHUNK_KIB),
+        )),
         rate: config.max_rate.map(|r| RateLimit {
             bytes_per_sec: r.max(1),
             next_free: Mutex::new(Instant::now()),
@@ -311,7 +313,12 @@ async fn answer(peer: PeerId, req: Request, shared: Arc<Shared>) -> Reply {
                     // permit, so at most `cpu_jobs` produced chunks wait
                     // here: memory stays within the budget plus those.
                     let kib = (bytes.len() >> 10) + 1;
-                    let Ok(budget) = shared.buffered.clone().acquire_many_owned(kib.min(MAX_CHUNK_KIB) as u32).await else {
+                    let Ok(budget) = shared
+                        .buffered
+                        .clone()
+                        .acquire_many_owned(kib.min(MAX_CHUNK_KIB) as u32)
+                        .await
+                    else {
                         return Reply::Msg(Response::NotFound);
                     };
                     drop(cpu);

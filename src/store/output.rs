@@ -18,7 +18,6 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::chunk::hex;
 use crate::manifest::ManifestId;
@@ -176,15 +175,9 @@ impl Output {
                     Err(err) => return Err(at(&path)(err).into()),
                 },
                 EntryKind::File => {
-                    let f = File::options()
-                        .create(true)
-                        .truncate(false)
-                        .write(true)
-                        .mode(if e.executable { 0o777 } else { 0o666 })
-                        .custom_flags(libc::O_NOFOLLOW)
-                        .open(&path)
-                        .map_err(at(&path))?;
-                    f.set_len(e.size).map_err(at(&path))?;
+                    // Files are created when first written (or, if empty,
+                    // at the end): one open per file matters with 20,000
+                    // small ones.
                     files.push((offset, i));
                     offset += e.size;
                 }
@@ -257,25 +250,12 @@ impl Output {
     pub fn write_content(&mut self, mut offset: u64, mut data: &[u8]) -> Result<(), OutputError> {
         while !data.is_empty() {
             // Files of size zero take no bytes; find the one holding `offset`.
-            let k = self
-                .files
-                .partition_point(|&(o, i)| o + self.metadata.entries()[i].size <= offset);
-            let (start, idx) = *self.files.get(k).ok_or_else(|| {
-                at(&self.staging)(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "write past the end of the share",
-                ))
-            })?;
+            let (start, idx) = self.file_at(offset)?;
             let entry = &self.metadata.entries()[idx];
             let n = ((start + entry.size - offset) as usize).min(data.len());
             let path = self.tree.join(entry.path.as_str());
             if self.open.as_ref().map(|(i, _)| *i) != Some(idx) {
-                let f = File::options()
-                    .write(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&path)
-                    .map_err(at(&path))?;
-                self.open = Some((idx, f));
+                self.open = Some((idx, create_staged(&path, entry.executable)?));
             }
             let (_, f) = self.open.as_ref().expect("opened above");
             f.write_all_at(&data[..n], offset - start)
@@ -294,15 +274,10 @@ impl Output {
         // Deepest first, so setting a folder's time comes after its children.
         for e in entries.iter().rev() {
             let path = self.tree.join(e.path.as_str());
-            if let Some(t) = system_time(e.mtime) {
-                let f = File::options()
-                    .read(e.kind == EntryKind::Dir)
-                    .write(e.kind == EntryKind::File)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&path)
-                    .map_err(at(&path))?;
-                f.set_modified(t).map_err(at(&path))?;
+            if e.kind == EntryKind::File && e.size == 0 {
+                create_staged(&path, e.executable)?;
             }
+            set_mtime(&path, e.mtime).map_err(at(&path))?;
         }
         sync_fs(&self.staging).map_err(at(&self.staging))?;
         let mut touched = HashSet::new();
@@ -385,13 +360,44 @@ fn staged_bytes(staging: &Path, metadata: &Metadata) -> u64 {
         .sum()
 }
 
-fn system_time(t: Timestamp) -> Option<SystemTime> {
-    if t.secs >= 0 {
-        UNIX_EPOCH.checked_add(Duration::new(t.secs as u64, t.nanos))
+/// Opens (creating if needed) a staged file for writing, never through a link.
+fn create_staged(path: &Path, executable: bool) -> Result<File, OutputError> {
+    File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(if executable { 0o777 } else { 0o666 })
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| at(path)(e).into())
+}
+
+/// Sets a path's modification time without opening it or following a link.
+fn set_mtime(path: &Path, t: Timestamp) -> io::Result<()> {
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: t.secs as libc::time_t,
+            tv_nsec: t.nanos as libc::c_long,
+        },
+    ];
+    let c = cstr(path)?;
+    // SAFETY: a valid NUL-terminated path and a two-element timespec array.
+    if unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    } == 0
+    {
+        Ok(())
     } else {
-        UNIX_EPOCH
-            .checked_sub(Duration::from_secs(t.secs.unsigned_abs()))?
-            .checked_add(Duration::from_nanos(t.nanos as u64))
+        Err(io::Error::last_os_error())
     }
 }
 

@@ -80,7 +80,8 @@ impl LocalShare {
     /// A share sealed earlier, served again from `source` (see
     /// [`Source::from_metadata`]); `None` if `key` does not open `manifest`.
     pub fn open(source: Source, key: &ShareKey, manifest: Manifest) -> Option<LocalShare> {
-        (key.commitment() == manifest.key_commitment).then(|| LocalShare::from_parts(source, key, manifest))
+        (key.commitment() == manifest.key_commitment)
+            .then(|| LocalShare::from_parts(source, key, manifest))
     }
 
     fn from_parts(source: Source, key: &ShareKey, manifest: Manifest) -> LocalShare {

@@ -170,13 +170,22 @@ impl Source {
     /// mapping each top-level name to where it is on disk now (for a share
     /// served across restarts, or re-seeded from where a fetch wrote it).
     /// Nothing is read: files that changed are caught when serving.
-    pub fn from_metadata(metadata: Metadata, roots: &HashMap<String, PathBuf>) -> Result<Source, SourceError> {
+    pub fn from_metadata(
+        metadata: Metadata,
+        roots: &HashMap<String, PathBuf>,
+    ) -> Result<Source, SourceError> {
         let mut files = Vec::new();
         let mut offset = 0;
-        for e in metadata.entries().iter().filter(|e| e.kind == EntryKind::File) {
+        for e in metadata
+            .entries()
+            .iter()
+            .filter(|e| e.kind == EntryKind::File)
+        {
             let mut parts = e.path.components();
             let top = parts.next().expect("paths have a component");
-            let root = roots.get(top).ok_or_else(|| SourceError::NoName(PathBuf::from(top)))?;
+            let root = roots
+                .get(top)
+                .ok_or_else(|| SourceError::NoName(PathBuf::from(top)))?;
             let abs = parts.fold(root.clone(), |p, c| p.join(c));
             files.push(SourceFile {
                 abs,
@@ -197,11 +206,19 @@ impl Source {
     /// Whether every file still has the size and modification time it was
     /// sealed with (a cheap check; serving verifies every chunk anyway).
     pub fn unchanged(&self) -> bool {
-        let entries = self.metadata.entries().iter().filter(|e| e.kind == EntryKind::File);
-        entries.zip(&self.files).all(|(e, f)| match fs::metadata(&f.abs) {
-            Ok(m) => m.is_file() && m.len() == e.size && timestamp(m.modified().ok()) == e.mtime,
-            Err(_) => false,
-        })
+        let entries = self
+            .metadata
+            .entries()
+            .iter()
+            .filter(|e| e.kind == EntryKind::File);
+        entries
+            .zip(&self.files)
+            .all(|(e, f)| match fs::metadata(&f.abs) {
+                Ok(m) => {
+                    m.is_file() && m.len() == e.size && timestamp(m.modified().ok()) == e.mtime
+                }
+                Err(_) => false,
+            })
     }
 
     /// The file list.

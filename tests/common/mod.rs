@@ -169,7 +169,7 @@ pub fn read_tree(root: &Path) -> Tree {
             if m.is_dir() {
                 out.insert(rel, (true, false, Vec::new()));
                 stack.push(p);
-            } else {
+            } else if m.is_file() {
                 out.insert(
                     rel,
                     (

@@ -1,0 +1,399 @@
+//! Daemons as real processes, each with its own data dir, on loopback only
+//! (mDNS is not part of the daemon yet and never runs in the default
+//! namespace in tests).
+
+mod common;
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_peerdrop");
+
+/// A daemon process, stopped (by its own PID) when dropped.
+struct Daemon {
+    child: Option<Child>,
+    dir: PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &Path) -> Daemon {
+        let child = Command::new(BIN)
+            .args(["daemon", "--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir"])
+            .arg(dir)
+            .env_remove("PEERDROP_DATA_DIR")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            child: Some(child),
+            dir: dir.to_owned(),
+        };
+        // Ready when it answers on its socket.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while cli(dir, &["status", "--json"]).status.code() != Some(0) {
+            assert!(Instant::now() < deadline, "daemon did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child's PID.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            assert!(c.wait().unwrap().success(), "daemon exited uncleanly");
+        }
+    }
+
+    /// kill -9.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let out = cli(&self.dir, &a);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        serde_json::from_str(text.lines().last().unwrap()).unwrap()
+    }
+
+    /// This daemon's address for --peer.
+    fn addr(&self) -> String {
+        let s = self.json(&["status"]);
+        format!(
+            "{}/p2p/{}",
+            s["listen"][0].as_str().unwrap(),
+            s["peer_id"].as_str().unwrap()
+        )
+    }
+
+    fn share(&self, path: &Path) -> String {
+        self.json(&["share", path.to_str().unwrap()])["link"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs a CLI command against a data dir, bounded in time.
+fn cli(dir: &Path, args: &[&str]) -> Output {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env_remove("PEERDROP_LINK");
+    bounded(c)
+}
+
+fn bounded(mut c: Command) -> Output {
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(o) => o.unwrap(),
+        Err(_) => {
+            // SAFETY: kill(2) on our own child's PID.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("command did not finish in time");
+        }
+    }
+}
+
+fn fetch(dir: &Path, link: &str, out: &Path, extra: &[&str]) -> Output {
+    let mut c = Command::new(BIN);
+    c.arg("fetch")
+        .arg("-o")
+        .arg(out)
+        .args(extra)
+        .arg("--data-dir")
+        .arg(dir)
+        .env("PEERDROP_LINK", link);
+    bounded(c)
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn tree_fixture(root: &Path) -> Tree {
+    let mut t = Tree::new();
+    t.insert("big.bin".into(), (false, false, bytes(1, 3 << 20)));
+    t.insert("docs".into(), (true, false, vec![]));
+    t.insert("docs/a.txt".into(), (false, true, b"hello".to_vec()));
+    t.insert("docs/empty".into(), (false, false, vec![]));
+    write_tree(root, &t);
+    t
+}
+
+/// Polls `list` until the fetch or pin `kind` reaches `state`.
+fn wait_for(d: &Daemon, kind: &str, state: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let l = d.json(&["list"]);
+        if let Some(j) = l[kind].as_array().and_then(|a| a.first()) {
+            if j["status"]["state"] == state {
+                return j.clone();
+            }
+            assert_ne!(j["status"]["state"], "failed", "{j}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{kind} never reached {state}: {l}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn share_fetch_restart_and_fetch_again_with_the_same_link() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = sub(&tmp, "album");
+    tree_fixture(&root);
+    let mut a = Daemon::start(&sub(&tmp, "A"));
+    let b = Daemon::start(&sub(&tmp, "B"));
+    let link = a.share(&root);
+    let out1 = sub(&tmp, "out1");
+    let o = fetch(&b.dir, &link, &out1, &[]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(read_tree(&root), read_tree(&out1.join("album")));
+    let peer_before = a.json(&["status"])["peer_id"].clone();
+
+    a.stop();
+    let a = Daemon::start(&a.dir.clone());
+    assert_eq!(
+        a.json(&["status"])["peer_id"],
+        peer_before,
+        "same identity after a restart"
+    );
+    // B also holds the share now (re-seeding); use a fresh fetcher so the
+    // restarted A, reached through the old link's hint, is the only source.
+    let c = Daemon::start(&sub(&tmp, "C"));
+    let out2 = sub(&tmp, "out2");
+    let o = fetch(&c.dir, &link, &out2, &[]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(read_tree(&root), read_tree(&out2.join("album")));
+    drop(b);
+}
+
+#[test]
+fn a_fetch_killed_with_the_daemon_resumes_when_it_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let adir = sub(&tmp, "A");
+    fs::create_dir_all(&adir).unwrap();
+    // Slow the sharer down so that "the middle" lasts long enough to hit.
+    fs::write(adir.join("peerdrop.toml"), "max_upload_rate = 6291456\n").unwrap();
+    let a = Daemon::start(&adir);
+    let f = sub(&tmp, "movie.bin");
+    fs::write(&f, bytes(2, 24 << 20)).unwrap();
+    let link = a.share(&f);
+    let mut b = Daemon::start(&sub(&tmp, "B"));
+    let out = sub(&tmp, "out");
+    let o = fetch(&b.dir, &link, &out, &["--detach"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let l = b.json(&["list"]);
+        if l["fetches"][0]["bytes"].as_u64().unwrap_or(0) >= 4 << 20 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress: {l}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    b.kill();
+    assert!(!out.join("movie.bin").exists());
+    let b = Daemon::start(&b.dir.clone());
+    wait_for(&b, "fetches", "done");
+    assert_eq!(
+        fs::read(out.join("movie.bin")).unwrap(),
+        fs::read(&f).unwrap()
+    );
+    assert_eq!(names_in(&out), ["movie.bin"]);
+}
+
+#[test]
+fn a_pinning_node_serves_the_share_without_ever_holding_its_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = sub(&tmp, "album");
+    tree_fixture(&root);
+    let mut a = Daemon::start(&sub(&tmp, "A"));
+    let link = a.share(&root);
+    let id = a.json(&["list"])["shares"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pin_link = a.json(&["link", &id[..12], "--pin"])["link"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!pin_link.contains('#'));
+    let c = Daemon::start(&sub(&tmp, "C"));
+    // Given the read link, the CLI strips the key before the daemon sees it.
+    let o = cli(&c.dir, &["pin", &link]);
+    assert!(o.status.success(), "{}", err(&o));
+    wait_for(&c, "pins", "done");
+    let c_addr = c.addr();
+    a.stop();
+
+    let d = Daemon::start(&sub(&tmp, "D"));
+    let out = sub(&tmp, "out");
+    let o = fetch(&d.dir, &link, &out, &["--peer", &c_addr]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(read_tree(&root), read_tree(&out.join("album")));
+
+    // Canary: the key, in any spelling, is nowhere in C's data dir.
+    let key_b32 = link.split_once('#').unwrap().1;
+    let key = peerdrop::link::base32::decode(key_b32).unwrap();
+    let key_hex = peerdrop::chunk::hex(&key);
+    let mut checked = 0;
+    for (path, (is_dir, _, data)) in read_tree(&c.dir) {
+        if is_dir {
+            continue;
+        }
+        checked += 1;
+        for needle in [key.as_slice(), key_b32.as_bytes(), key_hex.as_bytes()] {
+            assert!(
+                !data.windows(needle.len()).any(|w| w == needle),
+                "key found in {path}"
+            );
+        }
+    }
+    assert!(checked > 5, "the pin's files were checked");
+    // And the pinning node cannot make a read link.
+    let o = cli(&c.dir, &["link", &id[..12]]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("only pins"), "{}", err(&o));
+}
+
+#[test]
+fn a_changed_shared_file_is_never_served_and_the_share_is_listed_stale() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = sub(&tmp, "report.bin");
+    fs::write(&f, bytes(3, 2 << 20)).unwrap();
+    let a = Daemon::start(&sub(&tmp, "A"));
+    let link = a.share(&f);
+    assert_eq!(a.json(&["list"])["shares"][0]["state"], "serving");
+    let mut data = fs::read(&f).unwrap();
+    data[1 << 20] ^= 1;
+    fs::write(&f, &data).unwrap();
+    assert_eq!(a.json(&["list"])["shares"][0]["state"], "stale");
+    let b = Daemon::start(&sub(&tmp, "B"));
+    let out = sub(&tmp, "out");
+    let o = fetch(&b.dir, &link, &out, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err(&o).contains("files changed since the link was made"),
+        "{}",
+        err(&o)
+    );
+    assert!(!out.join("report.bin").exists());
+}
+
+#[test]
+fn another_local_user_is_refused() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to run a client as another user");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Daemon::start(&sub(&tmp, "A"));
+    let as_nobody = || {
+        let mut c = Command::new(BIN);
+        c.args(["status", "--data-dir"])
+            .arg(&a.dir)
+            .uid(65534)
+            .gid(65534);
+        bounded(c)
+    };
+    // tempdir is 0700 too; let nobody reach the data dir's parent.
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o711)).unwrap();
+    let o = as_nobody();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("permission denied"), "{}", err(&o));
+    // Even with the directory and socket opened up, the daemon checks the
+    // peer's uid itself.
+    fs::set_permissions(&a.dir, fs::Permissions::from_mode(0o711)).unwrap();
+    fs::set_permissions(
+        a.dir.join("control.sock"),
+        fs::Permissions::from_mode(0o666),
+    )
+    .unwrap();
+    let o = as_nobody();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("belongs to another user"), "{}", err(&o));
+    // The owner still gets in.
+    assert_eq!(a.json(&["status"])["ok"], true);
+}
+
+#[test]
+fn twenty_fetches_at_once_from_one_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = sub(&tmp, "popular.bin");
+    fs::write(&f, bytes(4, 6 << 20)).unwrap();
+    let a = Daemon::start(&sub(&tmp, "A"));
+    let link = a.share(&f);
+    let children: Vec<(PathBuf, Child)> = (0..20)
+        .map(|i| {
+            let out = sub(&tmp, &format!("out{i}"));
+            let c = Command::new(BIN)
+                .arg("receive")
+                .arg("-o")
+                .arg(&out)
+                .env("PEERDROP_LINK", &link)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            (out, c)
+        })
+        .collect();
+    let want = fs::read(&f).unwrap();
+    for (out, c) in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", err(&o));
+        assert_eq!(fs::read(out.join("popular.bin")).unwrap(), want);
+    }
+    assert!(a.json(&["status"])["uploaded_bytes"].as_u64().unwrap() >= 20 * (6 << 20));
+}
+
+#[test]
+fn without_a_daemon_the_cli_says_how_to_start_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = cli(&sub(&tmp, "none"), &["list"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err(&o).contains("start one with `peerdrop daemon --data-dir"),
+        "{}",
+        err(&o)
+    );
+}
