@@ -397,3 +397,49 @@ fn without_a_daemon_the_cli_says_how_to_start_one() {
         err(&o)
     );
 }
+
+#[test]
+fn a_full_disk_fails_that_fetch_only_and_the_daemon_stays_up() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to mount a small tmpfs");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let small = sub(&tmp, "small");
+    fs::create_dir_all(&small).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !mounted {
+        eprintln!("skipped: could not mount a tmpfs");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(small.clone());
+    let f = sub(&tmp, "big.bin");
+    fs::write(&f, bytes(9, 8 << 20)).unwrap();
+    let a = Daemon::start(&sub(&tmp, "A"));
+    let link = a.share(&f);
+    let b = Daemon::start(&sub(&tmp, "B"));
+    let o = fetch(&b.dir, &link, &small, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("not enough free space"), "{}", err(&o));
+    // The daemon is still up, and another job is unaffected.
+    let out = sub(&tmp, "roomy");
+    let o = fetch(&b.dir, &link, &out, &[]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(
+        fs::read(out.join("big.bin")).unwrap(),
+        fs::read(&f).unwrap()
+    );
+    assert_eq!(b.json(&["status"])["ok"], true);
+}
