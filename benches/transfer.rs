@@ -711,7 +711,9 @@ fn transfer(
     sync_fs(tmp)?;
 
     let mut cmd = Command::new(bin);
+    // mDNS off: benchmarks never multicast on the host's interfaces.
     cmd.arg("send")
+        .arg("--no-mdns")
         .arg("--once")
         .args(["--listen", LISTEN])
         .arg(share_path)
@@ -731,6 +733,7 @@ fn transfer(
     let dest = tmp.join(format!("out-{n}"));
     let mut cmd = Command::new(bin);
     cmd.arg("receive")
+        .arg("--no-mdns")
         .arg("-o")
         .arg(&dest)
         .env("PEERDROP_LINK", &link)

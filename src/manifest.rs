@@ -34,6 +34,13 @@ impl ManifestId {
     pub fn of(bytes: &[u8]) -> ManifestId {
         ManifestId(*blake3::hash(bytes).as_bytes())
     }
+
+    /// The DHT key under which providers of this share announce themselves:
+    /// derived from the id, so watching the DHT does not hand out manifest
+    /// ids, while anyone holding a pin link can still compute it.
+    pub fn locator(&self) -> [u8; 32] {
+        blake3::derive_key("peerdrop 2026-11-29 v1 dht locator", &self.0)
+    }
 }
 
 impl fmt::Display for ManifestId {

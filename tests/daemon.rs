@@ -24,7 +24,14 @@ struct Daemon {
 impl Daemon {
     fn start(dir: &Path) -> Daemon {
         let child = Command::new(BIN)
-            .args(["daemon", "--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir"])
+            // mDNS off: tests never multicast on the host's interfaces.
+            .args([
+                "daemon",
+                "--no-mdns",
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--data-dir",
+            ])
             .arg(dir)
             .env_remove("PEERDROP_DATA_DIR")
             .stdout(Stdio::null())
@@ -366,8 +373,7 @@ fn twenty_fetches_at_once_from_one_daemon() {
         .map(|i| {
             let out = sub(&tmp, &format!("out{i}"));
             let c = Command::new(BIN)
-                .arg("receive")
-                .arg("-o")
+                .args(["receive", "--no-mdns", "-o"])
                 .arg(&out)
                 .env("PEERDROP_LINK", &link)
                 .stdout(Stdio::null())

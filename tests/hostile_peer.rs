@@ -246,7 +246,15 @@ async fn a_stalling_peer_times_out() {
 fn receive_measured(link: &str, dest: &std::path::Path) -> (i32, i64, String) {
     use std::io::Read;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_peerdrop"))
-        .args(["receive", "--timeout", "2", "--wait", "2", "-o"])
+        .args([
+            "receive",
+            "--no-mdns",
+            "--timeout",
+            "2",
+            "--wait",
+            "2",
+            "-o",
+        ])
         .arg(dest)
         .env("PEERDROP_LINK", link)
         .stdout(std::process::Stdio::null())

@@ -32,7 +32,7 @@ fn send(paths: &[&Path], extra: &[&str]) -> (Proc, String, BufReader<ChildStdout
     let mut c = Command::new(BIN);
     c.arg("send")
         .args(paths)
-        .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(["--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"])
         .args(extra);
     c.stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -52,6 +52,7 @@ fn send(paths: &[&Path], extra: &[&str]) -> (Proc, String, BufReader<ChildStdout
 fn receive(link: &str, dest: &Path, extra: &[&str]) -> Output {
     let mut c = Command::new(BIN);
     c.arg("receive")
+        .arg("--no-mdns")
         .arg("-o")
         .arg(dest)
         .args(extra)
@@ -142,6 +143,7 @@ fn wait_for_progress(out: &mut BufReader<ChildStdout>, min: u64) {
 fn spawn_receive(link: &str, dest: &Path) -> (Proc, BufReader<ChildStdout>) {
     let mut c = Command::new(BIN);
     c.arg("receive")
+        .arg("--no-mdns")
         .arg("--json")
         .arg("-o")
         .arg(dest)
@@ -250,7 +252,7 @@ fn a_wrong_key_and_a_malformed_link_fail_clearly() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("pin link"), "{}", stderr(&out));
     let mut c = Command::new(BIN);
-    c.args(["receive", "--no-such-flag"]);
+    c.args(["receive", "--no-mdns", "--no-such-flag"]);
     assert_eq!(
         run_bounded(c, Duration::from_secs(30)).status.code(),
         Some(2)

@@ -92,6 +92,14 @@ pub struct DaemonArgs {
     /// Do not serve what this node fetches.
     #[arg(long)]
     pub no_reseed: bool,
+    #[command(flatten)]
+    pub discovery: Discovery,
+    /// Relay circuits for other peers (for peers behind NAT).
+    #[arg(long)]
+    pub relay_server: bool,
+    /// Also be reachable through this relay (multiaddr ending in /p2p/RELAY_ID; repeatable).
+    #[arg(long, value_name = "MULTIADDR")]
+    pub relay: Vec<libp2p::Multiaddr>,
     /// More log output (-v, -vv); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -105,6 +113,9 @@ pub struct ShareArgs {
     /// Files and folders to share.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
+    /// Make a link without peer hints (found on the LAN or in the DHT instead).
+    #[arg(long)]
+    pub no_hints: bool,
     /// Print the answer as JSON.
     #[arg(long)]
     pub json: bool,
@@ -201,6 +212,14 @@ pub struct SendArgs {
     /// Exit 0 as soon as the first receiver has everything.
     #[arg(long)]
     pub once: bool,
+    /// Make a link without peer hints (receivers find this node on the LAN or in the DHT).
+    #[arg(long)]
+    pub no_hints: bool,
+    #[command(flatten)]
+    pub discovery: Discovery,
+    /// Also be reachable through this relay (multiaddr ending in /p2p/RELAY_ID; repeatable).
+    #[arg(long, value_name = "MULTIADDR")]
+    pub relay: Vec<libp2p::Multiaddr>,
     /// Also draw the link as a QR code on stderr.
     #[arg(long)]
     pub qr: bool,
@@ -235,12 +254,25 @@ pub struct ReceiveArgs {
     /// Seconds a source may take to answer one request before it is dropped.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub timeout: u64,
+    #[command(flatten)]
+    pub discovery: Discovery,
     /// Print JSON lines (progress, done, error) on stdout.
     #[arg(long)]
     pub json: bool,
     /// More log output on stderr (-v, -vv); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+}
+
+/// How a node finds peers beyond the ones it is told about.
+#[derive(Args, Debug, Clone)]
+pub struct Discovery {
+    /// Do not look for peers on the LAN with mDNS (multicast).
+    #[arg(long)]
+    pub no_mdns: bool,
+    /// A DHT bootstrap peer, as a multiaddr ending in /p2p/PEER_ID (repeatable).
+    #[arg(long, value_name = "MULTIADDR")]
+    pub bootstrap: Vec<libp2p::Multiaddr>,
 }
 
 /// Parses "10M", "512K", "1G" or a plain number of bytes.

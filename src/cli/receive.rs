@@ -40,8 +40,13 @@ pub fn run(args: &ReceiveArgs) -> anyhow::Result<()> {
 
 async fn run_async(args: &ReceiveArgs, link: Link, sources: Vec<PeerAddr>) -> anyhow::Result<()> {
     let start = Instant::now();
-    let client = node::spawn(NodeConfig::default())?;
+    let client = node::spawn(NodeConfig {
+        mdns: !args.discovery.no_mdns,
+        bootstrap: args.discovery.bootstrap.clone(),
+        ..NodeConfig::default()
+    })?;
     let opts = FetchOptions {
+        discover: !args.discovery.no_mdns || !args.discovery.bootstrap.is_empty(),
         request_timeout: Duration::from_secs(args.timeout.max(1)),
         wait: Duration::from_secs(args.wait),
         output: OutputOptions { force: args.force },

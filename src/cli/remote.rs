@@ -30,6 +30,10 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<()> {
                 data_dir,
                 listen: args.listen.clone(),
                 no_reseed: args.no_reseed,
+                no_mdns: args.discovery.no_mdns,
+                bootstrap: args.discovery.bootstrap.clone(),
+                relay_server: args.relay_server,
+                relays: args.relay.clone(),
             },
             shutdown,
         )
@@ -77,7 +81,15 @@ pub fn share(a: &ShareArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| std::path::absolute(p).with_context(|| format!("resolving {}", p.display())))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let v = call(&a.dir.path()?, &Request::Share { paths }, a.json, |_| {})?;
+    let v = call(
+        &a.dir.path()?,
+        &Request::Share {
+            paths,
+            hints: !a.no_hints,
+        },
+        a.json,
+        |_| {},
+    )?;
     if !a.json {
         for s in v["skipped"].as_array().into_iter().flatten() {
             eprintln!("peerdrop: skipped {}", s.as_str().unwrap_or_default());

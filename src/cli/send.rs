@@ -59,7 +59,11 @@ async fn run_async(args: &SendArgs) -> anyhow::Result<()> {
     let total = share.manifest().content_len;
     let files = share.source().metadata().file_count();
 
-    let client = node::spawn(NodeConfig::default())?;
+    let client = node::spawn(NodeConfig {
+        mdns: !args.discovery.no_mdns,
+        bootstrap: args.discovery.bootstrap.clone(),
+        ..NodeConfig::default()
+    })?;
     let listen: Vec<Multiaddr> = if args.listen.is_empty() {
         ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"]
             .iter()
@@ -71,13 +75,27 @@ async fn run_async(args: &SendArgs) -> anyhow::Result<()> {
     for a in listen {
         client.listen(a).await?;
     }
-    let addrs = hint_addrs(client.listen_addrs().await?);
-    let hint = PeerAddr {
-        peer: client.peer_id(),
-        addrs: addrs.clone(),
+    for r in &args.relay {
+        // A reservation on the relay: peers that cannot reach us directly
+        // reach us through it (and try to upgrade to a direct connection).
+        client
+            .listen(r.clone().with(libp2p::multiaddr::Protocol::P2pCircuit))
+            .await?;
     }
-    .to_hint();
-    let link = Link::new(id, vec![hint], Some(key))?.to_uri_string();
+    if !args.discovery.bootstrap.is_empty() {
+        client.provide(id.locator().to_vec()).await;
+    }
+    let addrs = hint_addrs(client.listen_addrs().await?);
+    let hints = if args.no_hints {
+        Vec::new()
+    } else {
+        vec![PeerAddr {
+            peer: client.peer_id(),
+            addrs: addrs.clone(),
+        }
+        .to_hint()]
+    };
+    let link = Link::new(id, hints, Some(key))?.to_uri_string();
 
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let provider = Arc::new(LocalProvider::new(share, Some(done_tx)));

@@ -26,6 +26,18 @@ pub struct Config {
     pub fetch_wait_secs: u64,
     /// Most established connections.
     pub max_connections: u32,
+    /// Find peers on the LAN with mDNS.
+    pub mdns: bool,
+    /// DHT bootstrap peers (multiaddrs ending in /p2p/PEER_ID).
+    pub bootstrap: Vec<String>,
+    /// Answer DHT queries and keep provider records for others.
+    pub dht_server: bool,
+    /// Relay circuits for peers behind NAT.
+    pub relay_server: bool,
+    /// Bytes one relayed circuit may carry.
+    pub relay_max_circuit_bytes: u64,
+    /// Relays to be reachable through (multiaddrs ending in /p2p/RELAY_ID).
+    pub relays: Vec<String>,
 }
 
 impl Default for Config {
@@ -40,6 +52,12 @@ impl Default for Config {
             request_timeout_secs: 30,
             fetch_wait_secs: 300,
             max_connections: 256,
+            mdns: true,
+            bootstrap: Vec::new(),
+            dht_server: true,
+            relay_server: false,
+            relay_max_circuit_bytes: 1 << 30,
+            relays: Vec::new(),
         }
     }
 }

@@ -32,6 +32,9 @@ pub enum Request {
     Share {
         /// What to share.
         paths: Vec<PathBuf>,
+        /// Put this node's addresses in the link (default true).
+        #[serde(default = "yes")]
+        hints: bool,
     },
     /// Fetch a share into a folder.
     Fetch {
@@ -77,6 +80,10 @@ pub enum Request {
     },
     /// Node status.
     Status,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Accepts control connections until the task is aborted.
@@ -138,7 +145,7 @@ async fn handle(conn: UnixStream, daemon: Arc<Daemon>) -> std::io::Result<()> {
         Err(e) => return write_line(&mut wr, &fail(format!("bad request: {e}"))).await,
     };
     let reply = match req {
-        Request::Share { paths } => daemon.share(paths).await.unwrap_or_else(fail),
+        Request::Share { paths, hints } => daemon.share(paths, hints).await.unwrap_or_else(fail),
         Request::List => daemon.list(),
         Request::Status => daemon.status().await,
         Request::Unshare { id } => daemon.unshare(&id).unwrap_or_else(fail),
@@ -150,7 +157,7 @@ async fn handle(conn: UnixStream, daemon: Arc<Daemon>) -> std::io::Result<()> {
             peers,
             detach,
         } => match daemon.fetch(&link, out, force, peers) {
-            Ok(id) => return follow(&mut wr, &daemon, id, detach).await,
+            Ok(id) => return follow(&mut wr, &daemon, "fetch", id, detach).await,
             Err(e) => fail(e),
         },
         Request::Pin {
@@ -158,7 +165,7 @@ async fn handle(conn: UnixStream, daemon: Arc<Daemon>) -> std::io::Result<()> {
             peers,
             detach,
         } => match daemon.pin(&link, peers) {
-            Ok(id) => return follow(&mut wr, &daemon, id, detach).await,
+            Ok(id) => return follow(&mut wr, &daemon, "pin", id, detach).await,
             Err(e) => fail(e),
         },
     };
@@ -170,11 +177,12 @@ async fn handle(conn: UnixStream, daemon: Arc<Daemon>) -> std::io::Result<()> {
 async fn follow(
     wr: &mut (impl AsyncWriteExt + Unpin),
     daemon: &Daemon,
+    kind: &'static str,
     id: crate::manifest::ManifestId,
     detach: bool,
 ) -> std::io::Result<()> {
     let idh = id.to_string();
-    let Some(mut rx) = daemon.watch(&id) else {
+    let Some(mut rx) = daemon.watch(kind, &id) else {
         return write_line(wr, &fail("the job vanished")).await;
     };
     if detach {

@@ -81,6 +81,14 @@ pub struct DaemonOptions {
     pub listen: Vec<Multiaddr>,
     /// Turn re-seeding off whatever the configuration says.
     pub no_reseed: bool,
+    /// Turn mDNS off whatever the configuration says.
+    pub no_mdns: bool,
+    /// Bootstrap peers in addition to the configuration's.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Be a relay server whatever the configuration says.
+    pub relay_server: bool,
+    /// Relays to listen through, in addition to the configuration's.
+    pub relays: Vec<Multiaddr>,
 }
 
 /// Where a background job stands, as watchers see it.
@@ -107,7 +115,8 @@ pub struct Daemon {
     client: Client,
     registry: Arc<Registry>,
     state: Mutex<State>,
-    jobs: Mutex<HashMap<ManifestId, Job>>,
+    /// Running and finished jobs this run, by kind ("fetch" or "pin") and id.
+    jobs: Mutex<HashMap<(&'static str, ManifestId), Job>>,
     listen: Vec<Multiaddr>,
     store: ChunkDir,
 }
@@ -213,6 +222,22 @@ pub async fn run(
     if opts.no_reseed {
         config.reseed = false;
     }
+    if opts.no_mdns {
+        config.mdns = false;
+    }
+    config.relay_server |= opts.relay_server;
+    let parse = |list: &[String], what: &str| -> Result<Vec<Multiaddr>, DaemonError> {
+        list.iter()
+            .map(|a| {
+                a.parse()
+                    .map_err(|e| DaemonError::Config(format!("{what} {a:?}: {e}")))
+            })
+            .collect()
+    };
+    let mut bootstrap = parse(&config.bootstrap, "bootstrap address")?;
+    bootstrap.extend(opts.bootstrap.iter().cloned());
+    let mut relays = parse(&config.relays, "relay address")?;
+    relays.extend(opts.relays.iter().cloned());
     let keypair = identity(&data_dir)?;
     let mut state = State::load(&data_dir.join("state.json"))?;
     let store = ChunkDir::create(&data_dir.join("store")).map_err(dir_err(&data_dir))?;
@@ -220,6 +245,11 @@ pub async fn run(
     let client = node::spawn(NodeConfig {
         keypair: Some(keypair),
         max_connections: config.max_connections,
+        mdns: config.mdns,
+        dht_server: config.dht_server,
+        bootstrap,
+        relay_server: config.relay_server,
+        relay_max_circuit_bytes: config.relay_max_circuit_bytes,
         ..NodeConfig::default()
     })?;
     let wanted: Vec<Multiaddr> = if opts.listen.is_empty() {
@@ -242,6 +272,11 @@ pub async fn run(
             }
             tracing::warn!("cannot listen on {kept} as before ({e}); picking another port, so older links' addresses no longer work");
             client.listen(a.clone()).await?;
+        }
+    }
+    for r in &relays {
+        if let Err(e) = client.listen(r.clone().with(Protocol::P2pCircuit)).await {
+            tracing::warn!("cannot reserve a circuit on relay {r}: {e}");
         }
     }
     let listen = hint_addrs(client.listen_addrs().await?);
@@ -293,6 +328,12 @@ impl Daemon {
         if let Err(e) = state.save(&self.data_dir.join("state.json")) {
             tracing::error!("{e}");
         }
+    }
+
+    /// Announces in the DHT that this node serves `id` (under its locator).
+    fn announce(&self, id: ManifestId) {
+        let client = self.client.clone();
+        tokio::spawn(async move { client.provide(id.locator().to_vec()).await });
     }
 
     fn share_dir(&self, id: &str) -> PathBuf {
@@ -438,6 +479,7 @@ impl Daemon {
             request_timeout: Duration::from_secs(self.config.request_timeout_secs.max(1)),
             wait: Duration::from_secs(self.config.fetch_wait_secs),
             output: OutputOptions { force },
+            discover: true,
             ..FetchOptions::default()
         }
     }
@@ -450,7 +492,7 @@ impl Daemon {
             status: JobStatus::Running,
         });
         self.jobs.lock().expect("never poisoned").insert(
-            id,
+            (kind, id),
             Job {
                 progress: rx,
                 started: Instant::now(),
@@ -525,6 +567,9 @@ impl Daemon {
                         f.status = JobStatus::Done;
                         f.bytes = done.bytes;
                         f.paths = done.paths.clone();
+                        // Kept only while needed to resume (a re-seeded
+                        // share keeps its own copy in its share record).
+                        f.key.clear();
                     });
                     JobStatus::Done
                 }
@@ -572,6 +617,7 @@ impl Daemon {
                 Ok(m) => {
                     let bytes = m.sealed_size();
                     me.registry.add_pinned(id, Pinned::new(m, me.store.clone()));
+                    me.announce(id);
                     me.update_pin(&rec.id, |p| {
                         p.status = JobStatus::Done;
                         p.bytes = bytes;
@@ -601,7 +647,11 @@ impl Daemon {
     }
 
     /// `share`: seals the paths (reading them once) and serves them.
-    pub async fn share(self: &Arc<Self>, paths: Vec<PathBuf>) -> Result<Value, String> {
+    pub async fn share(
+        self: &Arc<Self>,
+        paths: Vec<PathBuf>,
+        hints: bool,
+    ) -> Result<Value, String> {
         if let Some(p) = paths.iter().find(|p| !p.is_absolute()) {
             return Err(format!("{} is not an absolute path", p.display()));
         }
@@ -637,7 +687,9 @@ impl Daemon {
         let manifest = share.manifest().clone();
         let id = self.keep_share(&key, &manifest, &metadata, roots, Origin::Shared)?;
         Ok(json!({
-            "ok": true, "id": id, "link": self.link_for(manifest.id(), Some(key)),
+            "ok": true, "id": id, "link": if hints { self.link_for(manifest.id(), Some(key)) } else {
+                Link::new(manifest.id(), Vec::new(), Some(key)).expect("no hints").to_uri_string()
+            },
             "files": metadata.file_count(), "bytes": metadata.content_len(), "skipped": skipped,
         }))
     }
@@ -655,7 +707,17 @@ impl Daemon {
             return Err(format!("{} is not an absolute path", out.display()));
         }
         let id = *link.manifest_id();
-        if self.running(&id) {
+        if self.running("fetch", &id) {
+            // Join it, but only if it is the same request.
+            let st = self.state.lock().expect("never poisoned");
+            if let Some(r) = st.fetches.iter().find(|f| f.id == hex(&id.0)) {
+                if r.out != out {
+                    return Err(format!(
+                        "this share is already being fetched into {}; wait for that fetch (see `peerdrop list`)",
+                        r.out.display()
+                    ));
+                }
+            }
             return Ok(id);
         }
         let rec = FetchRecord {
@@ -694,7 +756,7 @@ impl Daemon {
             );
         }
         let id = *link.manifest_id();
-        if self.running(&id) {
+        if self.running("pin", &id) {
             return Ok(id);
         }
         let rec = PinRecord {
@@ -713,20 +775,24 @@ impl Daemon {
         Ok(id)
     }
 
-    fn running(&self, id: &ManifestId) -> bool {
+    fn running(&self, kind: &'static str, id: &ManifestId) -> bool {
         self.jobs
             .lock()
             .expect("never poisoned")
-            .get(id)
+            .get(&(kind, *id))
             .is_some_and(|j| j.progress.borrow().status == JobStatus::Running)
     }
 
-    /// A watcher on a job's progress.
-    pub fn watch(&self, id: &ManifestId) -> Option<watch::Receiver<JobProgress>> {
+    /// A watcher on a job's progress (`kind` is "fetch" or "pin").
+    pub fn watch(
+        &self,
+        kind: &'static str,
+        id: &ManifestId,
+    ) -> Option<watch::Receiver<JobProgress>> {
         self.jobs
             .lock()
             .expect("never poisoned")
-            .get(id)
+            .get(&(kind, *id))
             .map(|j| j.progress.clone())
     }
 
@@ -734,9 +800,9 @@ impl Daemon {
     pub fn list(&self) -> Value {
         let st = self.state.lock().expect("never poisoned").clone();
         let jobs = self.jobs.lock().expect("never poisoned");
-        let progress = |id: &str| {
+        let progress = |kind: &'static str, id: &str| {
             parse_id(id)
-                .and_then(|i| jobs.get(&i))
+                .and_then(|i| jobs.get(&(kind, i)))
                 .map(|j| j.progress.borrow().clone())
         };
         let shares: Vec<Value> = st
@@ -757,7 +823,7 @@ impl Daemon {
             .fetches
             .iter()
             .map(|f| {
-                let p = progress(&f.id);
+                let p = progress("fetch", &f.id);
                 json!({
                     "id": f.id, "out": f.out, "status": f.status,
                     "bytes": p.as_ref().map_or(f.bytes, |p| p.bytes),
@@ -770,7 +836,7 @@ impl Daemon {
             .pins
             .iter()
             .map(|p| {
-                let pr = progress(&p.id);
+                let pr = progress("pin", &p.id);
                 json!({
                     "id": p.id, "status": p.status,
                     "bytes": pr.as_ref().map_or(p.bytes, |x| x.bytes),
@@ -833,7 +899,7 @@ impl Daemon {
             .expect("never poisoned")
             .iter()
             .filter(|(_, j)| j.progress.borrow().status == JobStatus::Running)
-            .map(|(id, j)| {
+            .map(|((_, id), j)| {
                 let p = j.progress.borrow().clone();
                 let secs = j.started.elapsed().as_secs_f64().max(1e-3);
                 json!({"id": id.to_string(), "kind": j.kind, "bytes": p.bytes, "total": p.total, "rate": (p.bytes as f64 / secs) as u64})

@@ -49,6 +49,10 @@ pub struct FetchOptions {
     pub max_peers: usize,
     /// How to treat the destination.
     pub output: OutputOptions,
+    /// Also look for sources beyond the given ones: peers found on the LAN
+    /// (mDNS) and providers in the DHT. With it, a link without hints can
+    /// work, and an empty source list is not an error until `wait` runs out.
+    pub discover: bool,
 }
 
 impl Default for FetchOptions {
@@ -59,6 +63,7 @@ impl Default for FetchOptions {
             wait: Duration::from_secs(60),
             max_peers: 8,
             output: OutputOptions::default(),
+            discover: false,
         }
     }
 }
@@ -232,7 +237,7 @@ pub async fn fetch(
     let share = *link.manifest_id();
     let mut f = Fetcher {
         client: client.clone(),
-        sources,
+        sources: merge(sources),
         share: share.0,
         banned: HashSet::new(),
         not_found: HashSet::new(),
@@ -317,11 +322,16 @@ pub async fn fetch(
         tx.blocking_send((index, p))
             .map_err(|_| FetchError::Unreachable("the writer stopped".into()))
     };
+    let manifest_peers = peers.clone();
     let run = f
         .run_queue(&opener, Stream::Content, todo, peers, sink)
         .await;
     let output = writer.await.expect("the writer does not panic")?;
-    let peers = run?;
+    let mut peers = run?;
+    if peers.is_empty() {
+        // Everything was already here (a resumed fetch): still tell them.
+        peers = manifest_peers;
+    }
     let paths = blocking(move || output.finish()).await?;
     // Tell the sources; a one-shot sender stops on this. Best effort.
     for peer in peers {
@@ -352,7 +362,7 @@ pub async fn fetch_ciphertext(
 ) -> Result<Manifest, FetchError> {
     let mut f = Fetcher {
         client: client.clone(),
-        sources,
+        sources: merge(sources),
         share: share.0,
         banned: HashSet::new(),
         not_found: HashSet::new(),
@@ -416,6 +426,25 @@ pub async fn fetch_ciphertext(
         .await
         .map_err(|e| FetchError::Store(e.to_string()))?;
     Ok(manifest)
+}
+
+/// One entry per peer, with the addresses of all its entries (a hint and a
+/// `--peer` for the same node must not become two competing dials).
+fn merge(sources: Vec<PeerAddr>) -> Vec<PeerAddr> {
+    let mut out: Vec<PeerAddr> = Vec::new();
+    for s in sources {
+        match out.iter_mut().find(|o| o.peer == s.peer) {
+            Some(o) => {
+                for a in s.addrs {
+                    if !o.addrs.contains(&a) {
+                        o.addrs.push(a);
+                    }
+                }
+            }
+            None => out.push(s),
+        }
+    }
+    out
 }
 
 async fn blocking<T: Send + 'static, E: Send + 'static>(
@@ -514,18 +543,71 @@ impl Fetcher {
         let _ = self.progress.send(Progress::PeerDropped { peer, reason });
     }
 
-    /// Connects to every source not dropped, retrying with backoff until at
-    /// least one answers or the deadline passes.
+    /// Sources found beyond the given ones: LAN peers, and with `dht`, DHT
+    /// providers.
+    async fn discover(&mut self, dht: bool) -> Vec<PeerAddr> {
+        if !self.opts.discover {
+            return Vec::new();
+        }
+        let mut found: Vec<PeerAddr> = self
+            .client
+            .discovered()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(peer, addrs)| PeerAddr { peer, addrs })
+            .collect();
+        let locator = ManifestId(self.share).locator().to_vec();
+        if !dht {
+            return found;
+        }
+        if let Ok(Ok(providers)) =
+            tokio::time::timeout(Duration::from_secs(15), self.client.providers(locator)).await
+        {
+            for peer in providers {
+                if !found.iter().any(|f| f.peer == peer) {
+                    found.push(PeerAddr {
+                        peer,
+                        addrs: Vec::new(),
+                    });
+                }
+            }
+        }
+        // LAN announcements are unauthenticated hints: bound how many are tried.
+        found.truncate(32);
+        found
+    }
+
+    /// Connects to every source not dropped (and, with discovery, to peers
+    /// found on the LAN or in the DHT), retrying with backoff until at least
+    /// one answers or the deadline passes.
     async fn connect(&mut self) -> Result<Vec<PeerId>, FetchError> {
         let mut backoff = Duration::from_millis(500);
+        // The DHT is asked only when the cheaper sources did not answer.
+        let mut dht = false;
         loop {
-            let candidates: Vec<PeerAddr> = self
+            let usable = |s: &PeerAddr, f: &Fetcher| {
+                !f.banned.contains(&s.peer) && !f.not_found.contains(&s.peer)
+            };
+            let mut candidates: Vec<PeerAddr> = self
                 .sources
                 .iter()
-                .filter(|s| !self.banned.contains(&s.peer) && !self.not_found.contains(&s.peer))
+                .filter(|s| usable(s, self))
                 .cloned()
                 .collect();
-            if candidates.is_empty() {
+            for d in self.discover(dht).await {
+                if usable(&d, self)
+                    && !candidates.iter().any(|c| c.peer == d.peer)
+                    && d.peer != self.client.peer_id()
+                {
+                    candidates.push(d);
+                }
+            }
+            // Nothing left to try, and the known sources gave definite
+            // answers (stale, or not holding it): say so now rather than
+            // wait for discovery to turn up another copy.
+            let definite = self.stale || !self.not_found.is_empty();
+            if candidates.is_empty() && (!self.opts.discover || definite) {
                 return Err(if self.sources.is_empty() {
                     FetchError::Unreachable("the link has no peer hints; pass --peer".into())
                 } else if self.stale {
@@ -565,11 +647,25 @@ impl Fetcher {
                 return Ok(connected);
             }
             let now = Instant::now();
+            if candidates.is_empty() {
+                last_error = "no source found yet on the LAN or in the DHT".into();
+            }
             if now >= self.deadline {
-                return Err(FetchError::Unreachable(format!(
-                    "gave up after {}s: {last_error}",
-                    self.opts.wait.as_secs()
-                )));
+                return Err(if self.stale {
+                    FetchError::Stale
+                } else if !self.not_found.is_empty() && candidates.is_empty() {
+                    FetchError::NotFound
+                } else {
+                    FetchError::Unreachable(format!(
+                        "gave up after {}s: {last_error}",
+                        self.opts.wait.as_secs()
+                    ))
+                });
+            }
+            if !dht && self.opts.discover {
+                // Try the DHT straight away, before waiting.
+                dht = true;
+                continue;
             }
             let _ = self.progress.send(Progress::Waiting {
                 reason: last_error,
@@ -586,10 +682,14 @@ impl Fetcher {
         mut peers: Vec<PeerId>,
     ) -> Result<(Manifest, Vec<PeerId>), FetchError> {
         loop {
-            for peer in std::mem::take(&mut peers) {
+            let all = std::mem::take(&mut peers);
+            for (k, &peer) in all.iter().enumerate() {
                 match self.try_manifest(peer).await {
                     Ok(Some(m)) => {
+                        // This peer and every one not yet asked: the
+                        // sessions find out whether the others hold it.
                         peers.push(peer);
+                        peers.extend_from_slice(&all[k + 1..]);
                         return Ok((m, peers));
                     }
                     Ok(None) => {
@@ -672,8 +772,10 @@ impl Fetcher {
         }));
         let sink: Arc<Sink<V::Out>> = Arc::new(sink);
         let mut used = Vec::new();
+        let mut idle_rounds = 0;
         loop {
-            if queue.lock().expect("never poisoned").left == 0 {
+            let left = queue.lock().expect("never poisoned").left;
+            if left == 0 {
                 return Ok(used);
             }
             peers.retain(|p| !self.banned.contains(p) && !self.not_found.contains(p));
@@ -697,8 +799,13 @@ impl Fetcher {
                     self.opts.clone(),
                 ));
             }
+            // Whether every session ended for want of anything to take.
+            let mut all_idle = true;
             while let Some(joined) = sessions.join_next().await {
                 let (peer, end) = joined.expect("sessions do not panic");
+                if !matches!(end, Ok(SessionEnd::Finished)) {
+                    all_idle = false;
+                }
                 match end {
                     Ok(SessionEnd::Finished) => {}
                     Ok(SessionEnd::Dropped(reason)) => self.drop_peer(peer, reason).await,
@@ -716,6 +823,17 @@ impl Fetcher {
                 }
             }
             peers.clear();
+            // Sources that hold none of what is left (by their Have) end at
+            // once; do not spin on them.
+            if all_idle && queue.lock().expect("never poisoned").left == left {
+                idle_rounds += 1;
+                if idle_rounds >= MAX_STRIKES {
+                    return Err(FetchError::NotFound);
+                }
+                tokio::time::sleep(Duration::from_millis(200 << idle_rounds)).await;
+            } else {
+                idle_rounds = 0;
+            }
         }
     }
 }
@@ -834,7 +952,12 @@ async fn run_session<V: Verify>(
         Ok(Err(e)) => return io(e),
         Ok(Ok(Some(Response::Have(h)))) => h,
         Ok(Ok(Some(Response::NotFound))) => return Ok(SessionEnd::NotFound),
-        Ok(Ok(other)) => return Ok(SessionEnd::Dropped(format!("answered Have with {other:?}"))),
+        // The stream closed before any answer: the peer's node may have
+        // dropped it under load (libp2p-stream does with bursts).
+        Ok(Ok(None)) => return Ok(SessionEnd::Lost("closed the stream".into())),
+        Ok(Ok(Some(other))) => {
+            return Ok(SessionEnd::Dropped(format!("answered Have with {other:?}")))
+        }
     };
     let m = opener.manifest();
     let n_meta = m.metadata_chunks.len();

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    connection_limits, identify, identity, noise, ping, tcp, yamux, Multiaddr, PeerId,
-    StreamProtocol, Swarm, SwarmBuilder,
+    autonat, connection_limits, dcutr, identify, identity, kad, mdns, noise, ping, relay, tcp,
+    yamux, Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -18,6 +19,8 @@ use crate::wire;
 
 /// The data protocol's name as a libp2p protocol.
 pub const XFER: StreamProtocol = StreamProtocol::new(wire::PROTOCOL);
+/// peerdrop's own Kademlia protocol: a private DHT, never the public IPFS one.
+pub const KAD: StreamProtocol = StreamProtocol::new("/peerdrop/kad/1.0.0");
 
 /// Why a network operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +60,18 @@ pub struct NodeConfig {
     pub max_connections: u32,
     /// Most established connections per peer.
     pub max_connections_per_peer: u32,
+    /// Discover peers on the LAN with mDNS. Off by default: it multicasts on
+    /// every interface, which the binary turns on deliberately.
+    pub mdns: bool,
+    /// Answer DHT queries and store provider records (daemons); otherwise
+    /// the node only asks.
+    pub dht_server: bool,
+    /// DHT bootstrap peers (multiaddrs ending in /p2p/PEER).
+    pub bootstrap: Vec<Multiaddr>,
+    /// Relay circuits for other peers (relay v2 server).
+    pub relay_server: bool,
+    /// Bytes one relayed circuit may carry (relay servers only).
+    pub relay_max_circuit_bytes: u64,
 }
 
 impl Default for NodeConfig {
@@ -66,6 +81,11 @@ impl Default for NodeConfig {
             idle_timeout: Duration::from_secs(60),
             max_connections: 256,
             max_connections_per_peer: 4,
+            mdns: false,
+            dht_server: false,
+            bootstrap: Vec::new(),
+            relay_server: false,
+            relay_max_circuit_bytes: 1 << 30,
         }
     }
 }
@@ -78,6 +98,13 @@ struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     stream: libp2p_stream::Behaviour,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+    relay_client: relay::client::Behaviour,
+    relay: Toggle<relay::Behaviour>,
+    dcutr: dcutr::Behaviour,
+    autonat: autonat::v2::client::Behaviour,
+    autonat_server: Toggle<autonat::v2::server::Behaviour>,
 }
 
 /// A dial waiting for its connection: the peer, the addresses not yet
@@ -98,6 +125,9 @@ enum Command {
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     Disconnect(PeerId),
     Connected(oneshot::Sender<Vec<(PeerId, Multiaddr)>>),
+    Discovered(oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>),
+    Provide(Vec<u8>),
+    Providers(Vec<u8>, oneshot::Sender<Vec<PeerId>>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -156,6 +186,23 @@ impl Client {
         self.call(Command::Connected).await
     }
 
+    /// Peers found on the LAN by mDNS, with their addresses.
+    pub async fn discovered(&self) -> Result<Vec<(PeerId, Vec<Multiaddr>)>, NetError> {
+        self.call(Command::Discovered).await
+    }
+
+    /// Announces in the DHT that this node provides `key` (kept up by
+    /// re-publishing while the node runs).
+    pub async fn provide(&self, key: Vec<u8>) {
+        let _ = self.commands.send(Command::Provide(key)).await;
+    }
+
+    /// Looks `key` up in the DHT; returns the providers found (already being
+    /// dialled, since the DHT only knows their addresses during the query).
+    pub async fn providers(&self, key: Vec<u8>) -> Result<Vec<PeerId>, NetError> {
+        self.call(|tx| Command::Providers(key, tx)).await
+    }
+
     /// Closes every connection to `peer` (for one that misbehaved).
     pub async fn disconnect(&self, peer: PeerId) {
         let _ = self.commands.send(Command::Disconnect(peer)).await;
@@ -188,20 +235,84 @@ pub fn spawn(config: NodeConfig) -> Result<Client, NetError> {
         )
         .map_err(|e| start(&e))?
         .with_quic()
-        .with_behaviour(|key| Behaviour {
-            limits: connection_limits::Behaviour::new(limits),
-            identify: identify::Behaviour::new(identify::Config::new(
-                "/peerdrop/1.0.0".into(),
-                key.public(),
-            )),
-            ping: ping::Behaviour::default(),
-            stream: libp2p_stream::Behaviour::new(),
-        })
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| start(&e))?
+        .with_behaviour(
+            |key, relay_client| -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
+                let me = key.public().to_peer_id();
+                let mdns = if config.mdns {
+                    Some(mdns::tokio::Behaviour::new(mdns::Config::default(), me)?)
+                } else {
+                    None
+                };
+                let mut kad_config = kad::Config::new(KAD);
+                kad_config.disjoint_query_paths(true);
+                kad_config.set_query_timeout(Duration::from_secs(30));
+                // Provider records are re-published hourly and expire after a day
+                // without one, so a node that went away drops out.
+                kad_config.set_provider_publication_interval(Some(Duration::from_secs(3600)));
+                kad_config.set_provider_record_ttl(Some(Duration::from_secs(24 * 3600)));
+                let store = kad::store::MemoryStore::with_config(
+                    me,
+                    kad::store::MemoryStoreConfig {
+                        max_provided_keys: 100_000,
+                        ..Default::default()
+                    },
+                );
+                let mut kad = kad::Behaviour::with_config(me, store, kad_config);
+                kad.set_mode(config.dht_server.then_some(kad::Mode::Server));
+                let relay = config.relay_server.then(|| {
+                    relay::Behaviour::new(
+                        me,
+                        relay::Config {
+                            max_circuit_bytes: config.relay_max_circuit_bytes,
+                            max_circuit_duration: Duration::from_secs(3600),
+                            ..Default::default()
+                        },
+                    )
+                });
+                Ok(Behaviour {
+                    limits: connection_limits::Behaviour::new(limits),
+                    identify: identify::Behaviour::new(
+                        identify::Config::new("/peerdrop/1.0.0".into(), key.public())
+                            .with_push_listen_addr_updates(true),
+                    ),
+                    ping: ping::Behaviour::default(),
+                    stream: libp2p_stream::Behaviour::new(),
+                    mdns: mdns.into(),
+                    kad,
+                    relay_client,
+                    relay: relay.into(),
+                    dcutr: dcutr::Behaviour::new(me),
+                    autonat: autonat::v2::client::Behaviour::default(),
+                    autonat_server: config
+                        .dht_server
+                        .then(autonat::v2::server::Behaviour::default)
+                        .into(),
+                })
+            },
+        )
         .map_err(|e| start(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
         .build();
+    let mut swarm = swarm;
     let peer_id = *swarm.local_peer_id();
     let control = swarm.behaviour().stream.new_control();
+    for addr in &config.bootstrap {
+        match split_p2p(addr) {
+            Some((peer, a)) => {
+                swarm.behaviour_mut().kad.add_address(&peer, a);
+            }
+            None => {
+                tracing::warn!(%addr, "a bootstrap address must end in /p2p/PEER_ID; ignoring it")
+            }
+        }
+    }
+    if !config.bootstrap.is_empty() {
+        if let Err(e) = swarm.behaviour_mut().kad.bootstrap() {
+            tracing::warn!("DHT bootstrap: {e}");
+        }
+    }
     let (commands, rx) = mpsc::channel(64);
     tokio::spawn(EventLoop::new(swarm).run(rx));
     Ok(Client {
@@ -225,6 +336,13 @@ struct EventLoop {
     pending_dial: HashMap<ConnectionId, PendingDial>,
     /// One remote address per connected peer, for status.
     connected: HashMap<PeerId, Multiaddr>,
+    /// Dials that found another dial to the same peer under way, waiting
+    /// for its outcome.
+    dial_waiters: HashMap<PeerId, Vec<oneshot::Sender<Result<(), NetError>>>>,
+    /// Peers on the LAN, from mDNS (hints only: Noise authenticates them).
+    discovered: HashMap<PeerId, Vec<Multiaddr>>,
+    /// DHT provider lookups in progress: who to tell, and what was found.
+    pending_providers: HashMap<kad::QueryId, (oneshot::Sender<Vec<PeerId>>, Vec<PeerId>)>,
     /// Set while shutting down: the reply to send once all connections closed.
     shutdown: Option<oneshot::Sender<()>>,
 }
@@ -237,6 +355,9 @@ impl EventLoop {
             pending_listen: HashMap::new(),
             pending_dial: HashMap::new(),
             connected: HashMap::new(),
+            dial_waiters: HashMap::new(),
+            discovered: HashMap::new(),
+            pending_providers: HashMap::new(),
             shutdown: None,
         }
     }
@@ -290,8 +411,54 @@ impl EventLoop {
                     let _ = reply.send(Ok(()));
                     return false;
                 }
+                if addrs.is_empty() {
+                    // Let the behaviours (mDNS, the DHT) supply addresses.
+                    let opts = DialOpts::peer_id(peer)
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build();
+                    let id = opts.connection_id();
+                    match self.swarm.dial(opts) {
+                        Ok(()) => {
+                            self.pending_dial.insert(id, (peer, Vec::new(), reply));
+                        }
+                        Err(DialError::DialPeerConditionFalse(_)) => self.wait_for(peer, reply),
+                        Err(e) => {
+                            let _ = reply.send(Err(NetError::Dial {
+                                peer,
+                                reason: e.to_string(),
+                            }));
+                        }
+                    }
+                    return false;
+                }
                 addrs.reverse();
                 self.dial_next(peer, addrs, reply, String::from("no address to try"));
+            }
+            Command::Discovered(reply) => {
+                let _ = reply.send(
+                    self.discovered
+                        .iter()
+                        .map(|(p, a)| (*p, a.clone()))
+                        .collect(),
+                );
+            }
+            Command::Provide(key) => {
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .start_providing(kad::RecordKey::new(&key))
+                {
+                    tracing::warn!("cannot announce a share in the DHT: {e}");
+                }
+            }
+            Command::Providers(key, reply) => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_providers(kad::RecordKey::new(&key));
+                self.pending_providers.insert(id, (reply, Vec::new()));
             }
             Command::Connected(reply) => {
                 let _ = reply.send(
@@ -320,6 +487,16 @@ impl EventLoop {
             }
         }
         false
+    }
+
+    /// Answers `reply` when the dial already under way to `peer` ends (or at
+    /// once if connected).
+    fn wait_for(&mut self, peer: PeerId, reply: oneshot::Sender<Result<(), NetError>>) {
+        if self.swarm.is_connected(&peer) {
+            let _ = reply.send(Ok(()));
+        } else {
+            self.dial_waiters.entry(peer).or_default().push(reply);
+        }
     }
 
     /// Dials the last address of `rest` (they are stored reversed), one at a
@@ -351,7 +528,7 @@ impl EventLoop {
                 }
                 Err(DialError::DialPeerConditionFalse(_)) => {
                     // Already connected or being dialled: wait for that one.
-                    let _ = reply.send(Ok(()));
+                    self.wait_for(peer, reply);
                     return;
                 }
                 Err(e) => {
@@ -408,12 +585,23 @@ impl EventLoop {
                 if let Some((_, _, reply)) = self.pending_dial.remove(&connection_id) {
                     let _ = reply.send(Ok(()));
                 }
+                for w in self.dial_waiters.remove(&peer_id).unwrap_or_default() {
+                    let _ = w.send(Ok(()));
+                }
             }
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
+                peer_id,
                 error,
-                ..
             } => {
+                if let Some(waiters) = peer_id.and_then(|p| self.dial_waiters.remove(&p)) {
+                    for w in waiters {
+                        let _ = w.send(Err(NetError::Dial {
+                            peer: peer_id.expect("checked above"),
+                            reason: error.to_string(),
+                        }));
+                    }
+                }
                 if let Some((peer, rest, reply)) = self.pending_dial.remove(&connection_id) {
                     self.dial_next(peer, rest, reply, error.to_string());
                 }
@@ -438,5 +626,14 @@ impl EventLoop {
             _ => {}
         }
         false
+    }
+}
+
+/// Splits `/…/p2p/PEER` into the peer and the address before it.
+pub fn split_p2p(addr: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
+    let mut a = addr.clone();
+    match a.pop() {
+        Some(Protocol::P2p(peer)) => Some((peer, a)),
+        _ => None,
     }
 }

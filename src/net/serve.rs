@@ -103,7 +103,8 @@ impl Provider for LocalProvider {
 pub struct ServeConfig {
     /// Most concurrent streams from one peer.
     pub max_streams_per_peer: usize,
-    /// Most requests worked on at once per stream.
+    /// Most answers worked on or waiting to be sent at once per stream (the
+    /// fetcher may have more requests in flight; they wait, unread).
     pub depth: usize,
     /// A stream with no request for this long is closed.
     pub idle_timeout: Duration,
@@ -111,20 +112,21 @@ pub struct ServeConfig {
     pub cpu_jobs: usize,
     /// Upload limit in bytes per second, for the whole node.
     pub max_rate: Option<u64>,
-    /// Most chunk bytes produced but not yet sent, for the whole node: with
-    /// many fetchers at once, this (not their number) bounds memory.
-    pub max_buffered: usize,
+    /// Most streams answered at once, for the whole node; more wait their
+    /// turn. With `depth`, this bounds the chunks in memory: at most
+    /// `max_active × depth` (plus `cpu_jobs` being produced).
+    pub max_active: usize,
 }
 
 impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
             max_streams_per_peer: 8,
-            depth: 8,
+            depth: 2,
             idle_timeout: Duration::from_secs(120),
             cpu_jobs: crate::pipeline::default_threads(),
             max_rate: None,
-            max_buffered: 64 << 20,
+            max_active: 32,
         }
     }
 }
@@ -154,8 +156,8 @@ struct Shared {
     provider: Arc<dyn Provider>,
     config: ServeConfig,
     cpu: Semaphore,
-    /// Permits of 1 KiB of produced-but-unsent chunk bytes.
-    buffered: Arc<Semaphore>,
+    /// One permit per stream being answered.
+    active: Semaphore,
     rate: Option<RateLimit>,
     streams: Mutex<HashMap<PeerId, usize>>,
 }
@@ -174,9 +176,7 @@ pub async fn serve(
     let shared = Arc::new(Shared {
         provider,
         cpu: Semaphore::new(config.cpu_jobs.max(1)),
-        buffered: Arc::new(Semaphore::new(
-            (config.max_buffered >> 10).max(MAX_CHUNK_KIB),
-        )),
+        active: Semaphore::new(config.max_active.max(1)),
         rate: config.max_rate.map(|r| RateLimit {
             bytes_per_sec: r.max(1),
             next_free: Mutex::new(Instant::now()),
@@ -214,18 +214,19 @@ pub async fn serve(
     }
 }
 
-/// The largest sealed chunk, in KiB (64 MiB plus overhead, rounded up).
-const MAX_CHUNK_KIB: usize = (64 << 10) + 1;
-
 /// One answer, ready to write.
 enum Reply {
     Msg(Response),
     Manifest(Arc<[u8]>),
-    /// A chunk, holding its share of the node's buffer budget until sent.
-    Chunk(Vec<u8>, tokio::sync::OwnedSemaphorePermit),
+    Chunk(Vec<u8>),
 }
 
 async fn handle(peer: PeerId, stream: libp2p::Stream, shared: &Arc<Shared>) -> std::io::Result<()> {
+    // Wait for a turn: memory is bounded per active stream. A waiting
+    // fetcher sees a slow first answer, not an error.
+    let Ok(_turn) = shared.active.acquire().await else {
+        return Ok(());
+    };
     let (mut rd, mut wr) = stream.split();
     let depth = shared.config.depth.max(1);
     let (tx, mut requests) = mpsc::channel::<Request>(depth);
@@ -266,7 +267,7 @@ async fn handle(peer: PeerId, stream: libp2p::Stream, shared: &Arc<Shared>) -> s
                         write_msg(&mut wr, &Response::Manifest { len: bytes.len() as u32 }).await?;
                         wr.write_all(&bytes).await?;
                     }
-                    Reply::Chunk(bytes, _permit) => {
+                    Reply::Chunk(bytes) => {
                         if let Some(rate) = &shared.rate {
                             rate.take(bytes.len()).await;
                         }
@@ -306,24 +307,9 @@ async fn answer(peer: PeerId, req: Request, shared: Arc<Shared>) -> Reply {
                 provider.chunk(&ManifestId(share), &ChunkId(chunk))
             });
             let result = job.await;
+            drop(cpu);
             match result {
-                Ok(Ok(bytes)) => {
-                    // Wait for room in the node's buffer budget (held until
-                    // the chunk is written out) while still holding the CPU
-                    // permit, so at most `cpu_jobs` produced chunks wait
-                    // here: memory stays within the budget plus those.
-                    let kib = (bytes.len() >> 10) + 1;
-                    let Ok(budget) = shared
-                        .buffered
-                        .clone()
-                        .acquire_many_owned(kib.min(MAX_CHUNK_KIB) as u32)
-                        .await
-                    else {
-                        return Reply::Msg(Response::NotFound);
-                    };
-                    drop(cpu);
-                    Reply::Chunk(bytes, budget)
-                }
+                Ok(Ok(bytes)) => Reply::Chunk(bytes),
                 Ok(Err(Refusal::Stale)) => Reply::Msg(Response::Stale),
                 Ok(Err(Refusal::NotFound)) | Err(_) => Reply::Msg(Response::NotFound),
             }

@@ -160,6 +160,9 @@ impl Output {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(at(&tree)(e).into()),
             _ => {}
         }
+        if !fs::symlink_metadata(&tree).map_err(at(&tree))?.is_dir() {
+            return Err(OutputError::Blocked(tree));
+        }
         let mut files = Vec::new();
         let mut offset = 0;
         for (i, e) in metadata.entries().iter().enumerate() {
