@@ -9,6 +9,12 @@ use cli::{Cli, Command};
 use serde_json::json;
 
 fn main() -> ExitCode {
+    // A closed pipe (`peerdrop list | head`) ends the process quietly, as
+    // for other command-line tools, instead of a panic on the next print.
+    // SAFETY: restoring the default disposition of SIGPIPE at start-up.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

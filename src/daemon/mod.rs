@@ -355,9 +355,11 @@ impl Daemon {
                         .and_then(|id| Some((id, self.store.get_manifest(&id).ok()?)))
                         .and_then(|(id, b)| Some((id, Manifest::decode_verified(&id, &b).ok()?)));
                     match r {
-                        Some((id, m)) => self
-                            .registry
-                            .add_pinned(id, Pinned::new(m, self.store.clone())),
+                        Some((id, m)) => {
+                            self.registry
+                                .add_pinned(id, Pinned::new(m, self.store.clone()));
+                            self.announce(id);
+                        }
                         None => {
                             tracing::warn!(id = %pin.id, "a pinned manifest is missing from the store")
                         }
@@ -390,6 +392,7 @@ impl Daemon {
         let share =
             LocalShare::open(source, &key, manifest).ok_or("the key does not open the manifest")?;
         self.registry.add_local(share);
+        self.announce(id);
         Ok(())
     }
 
@@ -579,7 +582,9 @@ impl Daemon {
                     me.update_fetch(&rec.id, |f| {
                         f.status = JobStatus::Failed {
                             error: error.clone(),
-                        }
+                        };
+                        // Fetching again takes the link (and its key) again.
+                        f.key.clear();
                     });
                     JobStatus::Failed { error }
                 }
@@ -852,12 +857,15 @@ impl Daemon {
     /// or fetched stay where they are; a pin's chunks stay in the store).
     pub fn unshare(&self, given: &str) -> Result<Value, String> {
         let mut st = self.state.lock().expect("never poisoned");
-        let ids: Vec<String> = st
+        let mut ids: Vec<String> = st
             .shares
             .iter()
             .map(|s| s.id.clone())
             .chain(st.pins.iter().map(|p| p.id.clone()))
             .collect();
+        // A re-seeded share can also be pinned here: one id, listed once.
+        ids.sort();
+        ids.dedup();
         let id = find_id(ids.iter(), given)?;
         st.shares.retain(|s| s.id != id);
         st.pins.retain(|p| p.id != id);
@@ -873,12 +881,15 @@ impl Daemon {
     /// `link`: a share's read link again, or its pin link.
     pub fn link(&self, given: &str, pin: bool) -> Result<Value, String> {
         let st = self.state.lock().expect("never poisoned");
-        let ids: Vec<String> = st
+        let mut ids: Vec<String> = st
             .shares
             .iter()
             .map(|s| s.id.clone())
             .chain(st.pins.iter().map(|p| p.id.clone()))
             .collect();
+        // A re-seeded share can also be pinned here: one id, listed once.
+        ids.sort();
+        ids.dedup();
         let id = find_id(ids.iter(), given)?;
         let mid = parse_id(&id).ok_or("bad id")?;
         let key = match st.shares.iter().find(|s| s.id == id) {

@@ -561,9 +561,9 @@ impl Fetcher {
         if !dht {
             return found;
         }
-        if let Ok(Ok(providers)) =
-            tokio::time::timeout(Duration::from_secs(15), self.client.providers(locator)).await
-        {
+        let lookup = tokio::time::timeout(Duration::from_secs(15), self.client.providers(locator));
+        if let Ok(Ok(providers)) = lookup.await {
+            tracing::debug!(found = providers.len(), "DHT lookup for providers");
             for peer in providers {
                 if !found.iter().any(|f| f.peer == peer) {
                     found.push(PeerAddr {
@@ -595,6 +595,7 @@ impl Fetcher {
                 .filter(|s| usable(s, self))
                 .cloned()
                 .collect();
+            tracing::debug!(dht, sources = self.sources.len(), "looking for sources");
             for d in self.discover(dht).await {
                 if usable(&d, self)
                     && !candidates.iter().any(|c| c.peer == d.peer)

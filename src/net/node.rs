@@ -241,7 +241,13 @@ pub fn spawn(config: NodeConfig) -> Result<Client, NetError> {
             |key, relay_client| -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
                 let me = key.public().to_peer_id();
                 let mdns = if config.mdns {
-                    Some(mdns::tokio::Behaviour::new(mdns::Config::default(), me)?)
+                    // Re-query every minute (default: 5), so a machine that
+                    // joins the LAN later is found soon.
+                    let c = mdns::Config {
+                        query_interval: Duration::from_secs(60),
+                        ..Default::default()
+                    };
+                    Some(mdns::tokio::Behaviour::new(c, me)?)
                 } else {
                     None
                 };
@@ -443,13 +449,14 @@ impl EventLoop {
                 );
             }
             Command::Provide(key) => {
-                if let Err(e) = self
+                match self
                     .swarm
                     .behaviour_mut()
                     .kad
                     .start_providing(kad::RecordKey::new(&key))
                 {
-                    tracing::warn!("cannot announce a share in the DHT: {e}");
+                    Ok(_) => tracing::debug!("announcing a share in the DHT"),
+                    Err(e) => tracing::warn!("cannot announce a share in the DHT: {e}"),
                 }
             }
             Command::Providers(key, reply) => {
@@ -605,6 +612,98 @@ impl EventLoop {
                 if let Some((peer, rest, reply)) = self.pending_dial.remove(&connection_id) {
                     self.dial_next(peer, rest, reply, error.to_string());
                 }
+            }
+            // Peers that speak our DHT protocol join the routing table with
+            // the addresses they listen on (inbound peers would not be added
+            // otherwise).
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) if info.protocols.contains(&KAD) => {
+                for a in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, a);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (peer, addr) in found {
+                    tracing::debug!(%peer, %addr, "found on the LAN");
+                    let addrs = self.discovered.entry(peer).or_default();
+                    // Bounded: spoofed announcements cannot grow this forever.
+                    if addrs.len() < 16 && !addrs.contains(&addr) {
+                        addrs.push(addr);
+                    }
+                }
+                if self.discovered.len() > 1024 {
+                    let extra: Vec<PeerId> = self.discovered.keys().skip(1024).copied().collect();
+                    for p in extra {
+                        self.discovered.remove(&p);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Expired(gone))) => {
+                for (peer, addr) in gone {
+                    if let Some(a) = self.discovered.get_mut(&peer) {
+                        a.retain(|x| *x != addr);
+                        if a.is_empty() {
+                            self.discovered.remove(&peer);
+                        }
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetProviders(r),
+                step,
+                ..
+            })) => {
+                let me = *self.swarm.local_peer_id();
+                let mut finished = step.last;
+                match r {
+                    Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => {
+                        for p in providers.into_iter().filter(|p| *p != me) {
+                            // Dial now, while the query still knows the
+                            // provider's addresses.
+                            let _ = self.swarm.dial(
+                                DialOpts::peer_id(p)
+                                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                                    .build(),
+                            );
+                            if let Some((_, found)) = self.pending_providers.get_mut(&id) {
+                                if !found.contains(&p) {
+                                    found.push(p);
+                                }
+                            }
+                        }
+                        // The first answer is enough to start fetching; the
+                        // query goes on and more providers are dialled.
+                        if self
+                            .pending_providers
+                            .get(&id)
+                            .is_some_and(|(_, f)| !f.is_empty())
+                        {
+                            finished = true;
+                        }
+                    }
+                    Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) => {
+                        finished = true
+                    }
+                    Err(e) => {
+                        tracing::debug!("DHT lookup: {e}");
+                        finished = true;
+                    }
+                }
+                if finished {
+                    if let Some((reply, found)) = self.pending_providers.remove(&id) {
+                        let _ = reply.send(found);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => tracing::debug!(?e, "dht"),
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => tracing::info!(?e, "hole punching"),
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(e)) => tracing::info!(?e, "relay"),
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(e)) => {
+                tracing::debug!(?e, "reachability test")
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
