@@ -5,6 +5,7 @@
 
 pub mod daemon;
 pub mod net;
+pub mod netns;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
