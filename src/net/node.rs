@@ -111,7 +111,7 @@ struct Behaviour {
 /// tried, and who to tell.
 type PendingDial = (
     PeerId,
-    Vec<Multiaddr>,
+    Vec<Vec<Multiaddr>>,
     oneshot::Sender<Result<(), NetError>>,
 );
 
@@ -320,7 +320,7 @@ pub fn spawn(config: NodeConfig) -> Result<Client, NetError> {
         }
     }
     let (commands, rx) = mpsc::channel(64);
-    tokio::spawn(EventLoop::new(swarm).run(rx));
+    tokio::spawn(EventLoop::new(swarm, config.relay_server).run(rx));
     Ok(Client {
         peer_id,
         commands,
@@ -331,6 +331,9 @@ pub fn spawn(config: NodeConfig) -> Result<Client, NetError> {
 /// State of the swarm task. Owned by that task alone.
 struct EventLoop {
     swarm: Swarm<Behaviour>,
+    /// Whether this node relays for others (it then declares its listen
+    /// addresses as external).
+    relay_server: bool,
     /// Every listener added, for shutdown.
     listeners: Vec<libp2p::core::transport::ListenerId>,
     /// Listen requests waiting for their first address.
@@ -354,9 +357,10 @@ struct EventLoop {
 }
 
 impl EventLoop {
-    fn new(swarm: Swarm<Behaviour>) -> EventLoop {
+    fn new(swarm: Swarm<Behaviour>, relay_server: bool) -> EventLoop {
         EventLoop {
             swarm,
+            relay_server,
             listeners: Vec::new(),
             pending_listen: HashMap::new(),
             pending_dial: HashMap::new(),
@@ -412,7 +416,7 @@ impl EventLoop {
                         .collect(),
                 );
             }
-            Command::Dial(peer, mut addrs, reply) => {
+            Command::Dial(peer, addrs, reply) => {
                 if self.swarm.is_connected(&peer) {
                     let _ = reply.send(Ok(()));
                     return false;
@@ -437,8 +441,15 @@ impl EventLoop {
                     }
                     return false;
                 }
-                addrs.reverse();
-                self.dial_next(peer, addrs, reply, String::from("no address to try"));
+                // Two rounds: TCP-like addresses (including relay circuits)
+                // together, then QUIC, which rust-libp2p runs at about half
+                // the speed for bulk. Within a round every address is tried
+                // at once, so an unreachable private address cannot hold up
+                // a working one.
+                let (tcp, quic): (Vec<_>, Vec<_>) =
+                    addrs.into_iter().partition(|a| !crate::net::is_quic(a));
+                let rounds = [quic, tcp].into_iter().filter(|g| !g.is_empty()).collect();
+                self.dial_next(peer, rounds, reply, String::from("no address to try"));
             }
             Command::Discovered(reply) => {
                 let _ = reply.send(
@@ -506,17 +517,17 @@ impl EventLoop {
         }
     }
 
-    /// Dials the last address of `rest` (they are stored reversed), one at a
-    /// time, so the caller's order (TCP first) is respected.
+    /// Dials the last round of addresses in `rest` (stored reversed), moving
+    /// to the next round when it fails.
     fn dial_next(
         &mut self,
         peer: PeerId,
-        mut rest: Vec<Multiaddr>,
+        mut rest: Vec<Vec<Multiaddr>>,
         reply: oneshot::Sender<Result<(), NetError>>,
         last_error: String,
     ) {
         loop {
-            let Some(addr) = rest.pop() else {
+            let Some(round) = rest.pop() else {
                 let _ = reply.send(Err(NetError::Dial {
                     peer,
                     reason: last_error,
@@ -525,7 +536,7 @@ impl EventLoop {
             };
             let opts = DialOpts::peer_id(peer)
                 .condition(PeerCondition::DisconnectedAndNotDialing)
-                .addresses(vec![addr])
+                .addresses(round)
                 .build();
             let id = opts.connection_id();
             match self.swarm.dial(opts) {
@@ -554,6 +565,15 @@ impl EventLoop {
                 address,
             } => {
                 tracing::info!(%address, "listening");
+                // A relay must announce where it can be reached, or it turns
+                // reservations down; a relay server is assumed reachable on
+                // its non-loopback listen addresses.
+                if self.relay_server
+                    && !crate::net::is_loopback(&address)
+                    && !address.iter().any(|p| p == Protocol::P2pCircuit)
+                {
+                    self.swarm.add_external_address(address.clone());
+                }
                 if let Some((_, reply)) = self.pending_listen.remove(&listener_id) {
                     let me = *self.swarm.local_peer_id();
                     let _ = reply.send(Ok(address.with(Protocol::P2p(me))));

@@ -77,6 +77,42 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// A veth pair between namespaces `a` and `b`, with addresses.
+    pub fn wire(&mut self, a: (&str, &str, &str), b: (&str, &str, &str)) {
+        ip(&[
+            "-n", a.0, "link", "add", a.1, "type", "veth", "peer", "name", b.1, "netns", b.0,
+        ]);
+        for (ns, ifname, cidr) in [a, b] {
+            ip(&["-n", ns, "addr", "add", cidr, "dev", ifname]);
+            ip(&["-n", ns, "link", "set", ifname, "up"]);
+        }
+    }
+}
+
+/// Runs a command inside namespace `ns`, asserting success.
+pub fn exec_in(ns: &str, cmd: &[&str]) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(cmd)
+        .output()
+        .expect("running ip netns exec");
+    assert!(
+        out.status.success(),
+        "{cmd:?} in {ns}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Whether iptables is installed (for NAT routers).
+pub fn have_iptables() -> bool {
+    Command::new("iptables")
+        .arg("-V")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
 /// Runs `ip` with `args` in namespace `ns`, asserting success.
 pub fn ip_in(ns: &str, args: &[&str]) {
     let mut a = vec!["-n", ns];
