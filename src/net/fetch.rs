@@ -34,7 +34,9 @@ use crate::store::output::{Output, OutputError, OutputOptions};
 use crate::wire::{Have, Request, Response};
 
 /// Lost sessions (failed connections, stalls) before a source is dropped.
-pub const MAX_STRIKES: u32 = 3;
+/// Generous, with growing pauses: a busy node (libp2p-stream drops inbound
+/// streams under bursts) must not be mistaken for a dead one.
+pub const MAX_STRIKES: u32 = 5;
 
 /// How to fetch.
 #[derive(Clone, Debug)]
@@ -531,7 +533,7 @@ impl Fetcher {
         if *n >= MAX_STRIKES {
             self.drop_peer(peer, reason).await;
         } else {
-            tokio::time::sleep(Duration::from_millis(100 << *n)).await;
+            tokio::time::sleep(Duration::from_millis(200 << *n)).await;
         }
     }
 

@@ -46,7 +46,8 @@ impl Netns {
     /// Adds namespace `name` (unique per test process) with loopback up.
     pub fn add(&mut self, name: &str) -> String {
         let full = format!("pd{}{name}", std::process::id() % 100_000);
-        let _ = Command::new("ip").args(["netns", "del", &full]).status();
+        // A namespace left by a killed run of this test: remove it quietly.
+        let _ = Command::new("ip").args(["netns", "del", &full]).output();
         ip(&["netns", "add", &full]);
         self.names.push(full.clone());
         ip(&["-n", &full, "link", "set", "lo", "up"]);
