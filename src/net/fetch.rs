@@ -237,18 +237,7 @@ pub async fn fetch(
 ) -> Result<Fetched, FetchError> {
     let key = link.require_key()?;
     let share = *link.manifest_id();
-    let mut f = Fetcher {
-        client: client.clone(),
-        sources: merge(sources),
-        share: share.0,
-        banned: HashSet::new(),
-        not_found: HashSet::new(),
-        strikes: HashMap::new(),
-        stale: false,
-        progress,
-        opts: opts.clone(),
-        deadline: Instant::now() + opts.wait,
-    };
+    let mut f = Fetcher::new(client, share, sources, opts, progress);
     let peers = f.connect().await?;
     let (manifest, peers) = f.manifest(peers).await?;
     let opener = Arc::new(Opener::new(manifest.clone(), key)?);
@@ -362,18 +351,7 @@ pub async fn fetch_ciphertext(
     opts: &FetchOptions,
     progress: mpsc::UnboundedSender<Progress>,
 ) -> Result<Manifest, FetchError> {
-    let mut f = Fetcher {
-        client: client.clone(),
-        sources: merge(sources),
-        share: share.0,
-        banned: HashSet::new(),
-        not_found: HashSet::new(),
-        strikes: HashMap::new(),
-        stale: false,
-        progress,
-        opts: opts.clone(),
-        deadline: Instant::now() + opts.wait,
-    };
+    let mut f = Fetcher::new(client, share, sources, opts, progress);
     let peers = f.connect().await?;
     let (manifest, mut peers) = f.manifest(peers).await?;
     let bytes = manifest.encode();
@@ -524,6 +502,27 @@ struct Fetcher {
 }
 
 impl Fetcher {
+    fn new(
+        client: &Client,
+        share: ManifestId,
+        sources: Vec<PeerAddr>,
+        opts: &FetchOptions,
+        progress: mpsc::UnboundedSender<Progress>,
+    ) -> Fetcher {
+        Fetcher {
+            client: client.clone(),
+            sources: merge(sources),
+            share: share.0,
+            banned: HashSet::new(),
+            not_found: HashSet::new(),
+            strikes: HashMap::new(),
+            stale: false,
+            progress,
+            opts: opts.clone(),
+            deadline: Instant::now() + opts.wait,
+        }
+    }
+
     /// Counts a lost session against `peer`; after [`MAX_STRIKES`] it is
     /// dropped. Between strikes it is reconnected, after a short pause.
     async fn strike(&mut self, peer: PeerId, reason: String) {
