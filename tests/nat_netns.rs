@@ -73,8 +73,19 @@ fn two_hosts_behind_nat_exchange_a_share_through_a_relay() {
         &[&tcp[..], &["--relay-server"]].concat(),
         Some(&relay),
     );
-    let relay_addr = r.addr();
-    assert!(relay_addr.starts_with("/ip4/203.0.113.1/"), "{relay_addr}");
+    // The interface address is reported shortly after start-up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let relay_addr = loop {
+        let a = r.addr();
+        if a.starts_with("/ip4/203.0.113.1/") {
+            break a;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "relay never reported its public address: {a}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     let a = Daemon::start_with(
         &sub(&tmp, "a"),
         &[&tcp[..], &["--relay", &relay_addr]].concat(),

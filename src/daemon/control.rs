@@ -149,7 +149,7 @@ async fn handle(conn: UnixStream, daemon: Arc<Daemon>) -> std::io::Result<()> {
         Request::List => daemon.list(),
         Request::Status => daemon.status().await,
         Request::Unshare { id } => daemon.unshare(&id).unwrap_or_else(fail),
-        Request::Link { id, pin } => daemon.link(&id, pin).unwrap_or_else(fail),
+        Request::Link { id, pin } => daemon.link(&id, pin).await.unwrap_or_else(fail),
         Request::Fetch {
             link,
             out,

@@ -117,7 +117,6 @@ pub struct Daemon {
     state: Mutex<State>,
     /// Running and finished jobs this run, by kind ("fetch" or "pin") and id.
     jobs: Mutex<HashMap<(&'static str, ManifestId), Job>>,
-    listen: Vec<Multiaddr>,
     store: ChunkDir,
 }
 
@@ -295,7 +294,6 @@ pub async fn run(
         registry: registry.clone(),
         state: Mutex::new(state),
         jobs: Mutex::new(HashMap::new()),
-        listen,
         store,
     });
     daemon.restore();
@@ -431,15 +429,21 @@ impl Daemon {
 
     /// The read link (with the key) or pin link of a share, with this node
     /// as the hint.
-    fn link_for(&self, id: ManifestId, key: Option<ShareKey>) -> String {
+    async fn link_for(&self, id: ManifestId, key: Option<ShareKey>) -> String {
         let hint = PeerAddr {
             peer: self.client.peer_id(),
-            addrs: self.listen.clone(),
+            addrs: self.listen_addrs().await,
         }
         .to_hint();
         Link::new(id, vec![hint], key)
             .expect("one hint is within the caps")
             .to_uri_string()
+    }
+
+    /// Where this node listens now, in hint order (read each time: interface
+    /// addresses can appear after start-up).
+    async fn listen_addrs(&self) -> Vec<Multiaddr> {
+        hint_addrs(self.client.listen_addrs().await.unwrap_or_default())
     }
 
     fn sources_of(link: &Link, extra: &[String]) -> Vec<String> {
@@ -692,7 +696,7 @@ impl Daemon {
         let manifest = share.manifest().clone();
         let id = self.keep_share(&key, &manifest, &metadata, roots, Origin::Shared)?;
         Ok(json!({
-            "ok": true, "id": id, "link": if hints { self.link_for(manifest.id(), Some(key)) } else {
+            "ok": true, "id": id, "link": if hints { self.link_for(manifest.id(), Some(key)).await } else {
                 Link::new(manifest.id(), Vec::new(), Some(key)).expect("no hints").to_uri_string()
             },
             "files": metadata.file_count(), "bytes": metadata.content_len(), "skipped": skipped,
@@ -879,7 +883,16 @@ impl Daemon {
     }
 
     /// `link`: a share's read link again, or its pin link.
-    pub fn link(&self, given: &str, pin: bool) -> Result<Value, String> {
+    pub async fn link(&self, given: &str, pin: bool) -> Result<Value, String> {
+        let (mid, id, key) = self.link_parts(given, pin)?;
+        Ok(json!({"ok": true, "id": id, "link": self.link_for(mid, key).await}))
+    }
+
+    fn link_parts(
+        &self,
+        given: &str,
+        pin: bool,
+    ) -> Result<(ManifestId, String, Option<ShareKey>), String> {
         let st = self.state.lock().expect("never poisoned");
         let mut ids: Vec<String> = st
             .shares
@@ -898,7 +911,7 @@ impl Daemon {
             None if pin => None,
             None => return Err("this node only pins that share and has no key for it: only its pin link exists here (use --pin)".into()),
         };
-        Ok(json!({"ok": true, "id": id, "link": self.link_for(mid, key)}))
+        Ok((mid, id, key))
     }
 
     /// `status`: identity, addresses, peers and transfers.
@@ -919,7 +932,7 @@ impl Daemon {
         json!({
             "ok": true,
             "peer_id": self.client.peer_id().to_base58(),
-            "listen": self.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "listen": self.listen_addrs().await.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "connected": connected.iter().map(|(p, a)| json!({"peer": p.to_base58(), "addr": a.to_string(), "relayed": a.iter().any(|p| matches!(p, Protocol::P2pCircuit))})).collect::<Vec<_>>(),
             "transfers": transfers,
             "uploaded_bytes": self.registry.uploaded(),
