@@ -8,7 +8,8 @@
 //! second; sizes and memory are in MiB = 2^20 bytes. The table goes to stdout,
 //! progress to stderr.
 
-use std::error::Error;
+mod common;
+
 use std::fs::{self, File};
 use std::hint::black_box;
 use std::io::{self, Write};
@@ -23,18 +24,17 @@ use peerdrop::seal::{seal, SealOptions, Sealed};
 use peerdrop::store::chunks::ChunkDir;
 use peerdrop::store::source::Source;
 use peerdrop::store::unseal::{unseal, UnsealOptions, Unsealed};
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+use ring::aead::Aad;
 
-type BoxResult<T> = Result<T, Box<dyn Error>>;
+use common::{
+    aead_blake3_step, aead_key, hash_file, loadavg, mib, next_nonce, pseudo_random,
+    write_pseudo_random, BoxResult, MIB, WARMUP_ITERS,
+};
 
-const MIB: usize = 1 << 20;
 const DEFAULT_INPUT_BYTES: u64 = 1 << 30;
 /// Enough data that one reference pass lasts about a second: long enough to
 /// swamp timer and frequency-ramp noise, short enough to keep the run short.
 const RAW_BYTES: u64 = 1 << 30;
-/// Untimed iterations before each reference loop, so page faults on fresh
-/// buffers and lazy CPU feature detection are not billed to the loop.
-const WARMUP_ITERS: u64 = 16;
 /// The target: sealing and unsealing at least this fraction of one
 /// core's AEAD+BLAKE3 speed.
 const TARGET_RATIO: f64 = 0.70;
@@ -304,12 +304,6 @@ fn trim_heap() {
     }
 }
 
-fn loadavg() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
 /// The machine's limits on one core: what peerdrop could reach at best.
 fn reference_rows() -> BoxResult<Vec<Row>> {
     let mut rows = Vec::new();
@@ -364,29 +358,14 @@ fn reference_rows() -> BoxResult<Vec<Row>> {
     Ok(rows)
 }
 
-fn aead_key() -> BoxResult<LessSafeKey> {
-    Ok(LessSafeKey::new(UnboundKey::new(
-        &CHACHA20_POLY1305,
-        &[7; 32],
-    )?))
-}
-
 /// The reference every ratio is taken against: sealing a chunk and hashing
 /// the result, the least any chunk-id-addressed AEAD format must do.
 fn aead_blake3_row(label: &str) -> BoxResult<Row> {
-    let key = aead_key()?;
-    let mut counter = 0u64;
-    // Laid out like a sealed chunk (nonce, ciphertext, tag) so the hash covers
-    // exactly the bytes a chunk id covers.
-    let mut chunk = pseudo_random(NONCE_LEN + MIB + TAG_LEN, 3);
-    Ok(reference(label, Goal::Reference, || {
-        let body = &mut chunk[NONCE_LEN..NONCE_LEN + MIB];
-        let tag = key
-            .seal_in_place_separate_tag(next_nonce(&mut counter), Aad::from([0u8; AD_LEN]), body)
-            .expect("1 MiB is far below the ChaCha20 limit");
-        chunk[NONCE_LEN + MIB..].copy_from_slice(tag.as_ref());
-        black_box(blake3::hash(&chunk));
-    }))
+    Ok(reference(
+        label,
+        Goal::Reference,
+        aead_blake3_step(aead_key()?),
+    ))
 }
 
 /// Times `step`, which must process 1 MiB of plaintext per call, over
@@ -407,50 +386,6 @@ fn reference(label: &str, goal: Goal, mut step: impl FnMut()) -> Row {
     }
 }
 
-/// A fresh nonce per call: reuse would be harmless here, but a benchmark of
-/// an AEAD should not model misuse.
-fn next_nonce(counter: &mut u64) -> Nonce {
-    let mut n = [0u8; 12];
-    n[..8].copy_from_slice(&counter.to_le_bytes());
-    *counter += 1;
-    Nonce::assume_unique_for_key(n)
-}
-
-/// splitmix64: incompressible-looking bytes at several GB/s, with no RNG
-/// dependency, and reproducible from `seed`.
-fn fill_pseudo_random(buf: &mut [u8], state: &mut u64) {
-    for word in buf.chunks_mut(8) {
-        *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = *state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        word.copy_from_slice(&z.to_le_bytes()[..word.len()]);
-    }
-}
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut buf = vec![0u8; len];
-    fill_pseudo_random(&mut buf, &mut { seed });
-    buf
-}
-
-fn write_pseudo_random(path: &Path, len: u64, seed: u64) -> io::Result<()> {
-    let mut file = File::create(path)?;
-    let mut buf = vec![0u8; MIB];
-    let mut state = seed;
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(MIB as u64) as usize;
-        fill_pseudo_random(&mut buf[..n], &mut state);
-        file.write_all(&buf[..n])?;
-        left -= n as u64;
-    }
-    // Written back now, so that no phase pays for this file's writeback (the
-    // syncfs in unseal's finish() would otherwise flush it too).
-    file.sync_all()
-}
-
 fn write_plain(path: &Path, len: u64) -> io::Result<()> {
     let buf = pseudo_random(MIB, 5);
     let mut file = File::create(path)?;
@@ -461,12 +396,6 @@ fn write_plain(path: &Path, len: u64) -> io::Result<()> {
         left -= n as u64;
     }
     Ok(())
-}
-
-fn hash_file(path: &Path) -> io::Result<blake3::Hash> {
-    Ok(blake3::Hasher::new()
-        .update_reader(File::open(path)?)?
-        .finalize())
 }
 
 fn seal_options(threads: usize) -> SealOptions {
@@ -540,10 +469,6 @@ fn unseal_from_dir(
         },
     )?;
     Ok((unsealed, last_chunk))
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / MIB as f64
 }
 
 fn kib_to_mib(kib: Option<u64>) -> String {

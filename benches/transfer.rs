@@ -18,35 +18,27 @@
 //! second; sizes and memory are in MiB = 2^20 bytes. The table goes to stdout,
 //! progress to stderr.
 
-use std::error::Error;
+mod common;
+
 use std::fs::{self, File};
-use std::hint::black_box;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use peerdrop::chunk::{NONCE_LEN, TAG_LEN};
-use peerdrop::crypto::AD_LEN;
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+use common::{
+    aead_blake3, built_at, describe_status, env_u64, fill_pseudo_random, fresh_write, hash_file,
+    kib_mib, loadavg, mib, sync_fs, tcp_copy, write_pseudo_random, BoxResult, Drift, Measure, BIN,
+};
 
-type BoxResult<T> = Result<T, Box<dyn Error>>;
-
-const BIN: &str = env!("CARGO_BIN_EXE_peerdrop");
 /// The only address the sender ever listens on.
 const LISTEN: &str = "/ip4/127.0.0.1/tcp/0";
 
-const MIB: usize = 1 << 20;
 const DEFAULT_LARGE_BYTES: u64 = 1 << 30;
 /// Bytes for each reference measurement (TCP copy, AEAD+BLAKE3, file write).
 const REF_BYTES: u64 = 1 << 30;
-/// Untimed AEAD+BLAKE3 iterations first, so page faults on fresh buffers and
-/// lazy CPU feature detection are not billed to the loop.
-const WARMUP_ITERS: u64 = 16;
 const DEFAULT_SMALL_FILES: usize = 20_000;
 const SMALL_MIN: u64 = 1024;
 const SMALL_MAX: u64 = 8 * 1024;
@@ -183,32 +175,8 @@ fn main() -> BoxResult<()> {
     Ok(())
 }
 
-fn env_u64(name: &str, default: u64) -> BoxResult<u64> {
-    match std::env::var(name) {
-        Err(std::env::VarError::NotPresent) => Ok(default),
-        Err(e) => Err(format!("{name}: {e}").into()),
-        Ok(s) => match s.trim().parse::<u64>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(format!("{name}={s:?} is not a positive number").into()),
-        },
-    }
-}
-
 // ---------------------------------------------------------------------------
 // The machine's limits.
-
-/// One timed pass over `bytes`.
-#[derive(Clone, Copy)]
-struct Measure {
-    bytes: u64,
-    secs: f64,
-}
-
-impl Measure {
-    fn mbps(&self) -> f64 {
-        self.bytes as f64 / self.secs / 1e6
-    }
-}
 
 struct Limits {
     tcp: Measure,
@@ -224,169 +192,8 @@ impl Limits {
     }
 }
 
-struct Drift {
-    tcp: Measure,
-    aead: Measure,
-}
-
-/// A plain, unencrypted copy over 127.0.0.1: one thread writes 1 MiB at a
-/// time, another reads, each with its own core at best.
-fn tcp_copy(bytes: u64) -> BoxResult<Measure> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    let addr = listener.local_addr()?;
-    let buf = pseudo_random(MIB, 6);
-    // Connected before the reader starts (the backlog completes it), so a
-    // failure here cannot leave a thread waiting in accept().
-    let mut conn = TcpStream::connect(addr)?;
-    let start = Instant::now();
-    let reader = thread::spawn(move || -> io::Result<u64> {
-        let (mut conn, _) = listener.accept()?;
-        conn.set_read_timeout(Some(Duration::from_secs(60)))?;
-        let mut rbuf = vec![0u8; MIB];
-        let mut total = 0u64;
-        loop {
-            match conn.read(&mut rbuf) {
-                Ok(0) => return Ok(total),
-                Ok(n) => total += n as u64,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    });
-    let mut left = bytes;
-    let written = (|| -> io::Result<()> {
-        while left > 0 {
-            let n = left.min(MIB as u64) as usize;
-            conn.write_all(&buf[..n])?;
-            left -= n as u64;
-        }
-        conn.shutdown(Shutdown::Write)
-    })();
-    drop(conn);
-    let received = reader.join().expect("the reader does not panic");
-    let secs = start.elapsed().as_secs_f64();
-    written?;
-    let received = received?;
-    if received != bytes {
-        return Err(format!("TCP copy: sent {bytes} bytes, received {received}").into());
-    }
-    Ok(Measure { bytes, secs })
-}
-
-fn aead_key() -> BoxResult<LessSafeKey> {
-    Ok(LessSafeKey::new(UnboundKey::new(
-        &CHACHA20_POLY1305,
-        &[7; 32],
-    )?))
-}
-
-/// Sealing a 1 MiB chunk and hashing the result on one core, as in
-/// `benches/seal.rs`: the least any chunk-id-addressed AEAD format must do.
-fn aead_blake3(bytes: u64) -> BoxResult<Measure> {
-    let key = aead_key()?;
-    let mut counter = 0u64;
-    // Laid out like a sealed chunk (nonce, ciphertext, tag) so the hash covers
-    // exactly the bytes a chunk id covers.
-    let mut chunk = pseudo_random(NONCE_LEN + MIB + TAG_LEN, 3);
-    let mut step = || {
-        let body = &mut chunk[NONCE_LEN..NONCE_LEN + MIB];
-        let tag = key
-            .seal_in_place_separate_tag(next_nonce(&mut counter), Aad::from([0u8; AD_LEN]), body)
-            .expect("1 MiB is far below the ChaCha20 limit");
-        chunk[NONCE_LEN + MIB..].copy_from_slice(tag.as_ref());
-        black_box(blake3::hash(&chunk));
-    };
-    for _ in 0..WARMUP_ITERS {
-        step();
-    }
-    let iters = bytes / MIB as u64;
-    let start = Instant::now();
-    for _ in 0..iters {
-        step();
-    }
-    Ok(Measure {
-        bytes: iters * MIB as u64,
-        secs: start.elapsed().as_secs_f64(),
-    })
-}
-
-/// A fresh nonce per call: reuse would be harmless here, but a benchmark of
-/// an AEAD should not model misuse.
-fn next_nonce(counter: &mut u64) -> Nonce {
-    let mut n = [0u8; 12];
-    n[..8].copy_from_slice(&counter.to_le_bytes());
-    *counter += 1;
-    Nonce::assume_unique_for_key(n)
-}
-
-/// Writing a new file in 1 MiB writes with no sync (the page-cache ceiling
-/// for receive's output), then the same plus a `syncfs`, which `receive`
-/// also does before it renames its output into place.
-fn fresh_write(dir: &Path, bytes: u64) -> BoxResult<(Measure, Measure)> {
-    sync_fs(dir)?;
-    let path = dir.join("plain-write.bin");
-    let buf = pseudo_random(MIB, 5);
-    let start = Instant::now();
-    let mut file = File::create(&path)?;
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(MIB as u64) as usize;
-        file.write_all(&buf[..n])?;
-        left -= n as u64;
-    }
-    drop(file);
-    let no_sync = start.elapsed().as_secs_f64();
-    sync_fs(dir)?;
-    let with_sync = start.elapsed().as_secs_f64();
-    fs::remove_file(&path)?;
-    Ok((
-        Measure {
-            bytes,
-            secs: no_sync,
-        },
-        Measure {
-            bytes,
-            secs: with_sync,
-        },
-    ))
-}
-
 // ---------------------------------------------------------------------------
 // Inputs.
-
-/// splitmix64: incompressible-looking bytes at several GB/s, with no RNG
-/// dependency, and reproducible from `state`.
-fn fill_pseudo_random(buf: &mut [u8], state: &mut u64) {
-    for word in buf.chunks_mut(8) {
-        *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = *state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        word.copy_from_slice(&z.to_le_bytes()[..word.len()]);
-    }
-}
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut buf = vec![0u8; len];
-    fill_pseudo_random(&mut buf, &mut { seed });
-    buf
-}
-
-fn write_pseudo_random(path: &Path, len: u64, seed: u64) -> io::Result<()> {
-    let mut file = File::create(path)?;
-    let mut buf = vec![0u8; MIB];
-    let mut state = seed;
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(MIB as u64) as usize;
-        fill_pseudo_random(&mut buf[..n], &mut state);
-        file.write_all(&buf[..n])?;
-        left -= n as u64;
-    }
-    // Written back now, so that receive's syncfs does not flush it too.
-    file.sync_all()
-}
 
 /// Size of small file `i`: deterministic, 1 to 8 KiB inclusive.
 fn small_size(i: usize) -> u64 {
@@ -421,24 +228,6 @@ fn write_small_files(root: &Path, n: usize) -> io::Result<u64> {
     }
     sync_fs(root)?;
     Ok(total)
-}
-
-fn hash_file(path: &Path) -> io::Result<blake3::Hash> {
-    Ok(blake3::Hasher::new()
-        .update_reader(File::open(path)?)?
-        .finalize())
-}
-
-/// Flushes the file system holding `path`: before each timed transfer, so
-/// that receive's own syncfs writes back only its own output.
-fn sync_fs(path: &Path) -> io::Result<()> {
-    let d = File::open(path)?;
-    // SAFETY: syncfs on a file descriptor we own.
-    if unsafe { libc::syncfs(d.as_raw_fd()) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 fn count_files(dir: &Path) -> io::Result<usize> {
@@ -602,16 +391,6 @@ impl Drop for Proc {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-    }
-}
-
-fn describe_status(status: i32) -> String {
-    if libc::WIFEXITED(status) {
-        format!("exit status {}", libc::WEXITSTATUS(status))
-    } else if libc::WIFSIGNALED(status) {
-        format!("killed by signal {}", libc::WTERMSIG(status))
-    } else {
-        format!("wait status {status:#x}")
     }
 }
 
@@ -811,48 +590,6 @@ struct Report {
     temp_path: PathBuf,
     bin_built: String,
     total_secs: f64,
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / MIB as f64
-}
-
-fn kib_mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
-}
-
-/// When `path` was last modified, as "YYYY-MM-DD HH:MM:SS" UTC.
-fn built_at(path: &Path) -> String {
-    let Ok(secs) = fs::metadata(path)
-        .and_then(|m| m.modified())
-        .map(|t| t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default())
-        .map(|d| d.as_secs() as i64)
-    else {
-        return "?".into();
-    };
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-fn loadavg() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
 }
 
 fn mark(ok: bool, miss: &str) -> String {
