@@ -154,15 +154,6 @@ impl Opener {
         self.id
     }
 
-    /// The id a chunk must have, or `NoSuchChunk`.
-    pub fn chunk_id(&self, stream: Stream, index: u64) -> Result<ChunkId, OpenError> {
-        self.manifest
-            .chunks(stream)
-            .get(index as usize)
-            .copied()
-            .ok_or(OpenError::NoSuchChunk { stream, index })
-    }
-
     /// Verifies and decrypts chunk `index` of `stream`.
     pub fn open_chunk(
         &self,
@@ -170,19 +161,7 @@ impl Opener {
         index: u64,
         mut chunk: Vec<u8>,
     ) -> Result<Plaintext, OpenError> {
-        let id = self.chunk_id(stream, index)?;
-        let expected = self.manifest.sealed_len(stream, index);
-        if chunk.len() != expected {
-            return Err(OpenError::Length {
-                stream,
-                index,
-                len: chunk.len(),
-                expected,
-            });
-        }
-        if !id.matches(&chunk) {
-            return Err(OpenError::IdMismatch { stream, index });
-        }
+        check_chunk(&self.manifest, stream, index, &chunk)?;
         let len = self
             .cipher
             .open_in_place(self.manifest.position(stream, index), &mut chunk)

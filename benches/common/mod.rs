@@ -9,7 +9,6 @@ use std::fs::{self, File};
 use std::hint::black_box;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -255,13 +254,7 @@ pub fn hash_file(path: &Path) -> io::Result<blake3::Hash> {
 /// Flushes the file system holding `path`: before each timed phase, so that
 /// the fetchers' own syncfs writes back only their own output.
 pub fn sync_fs(path: &Path) -> io::Result<()> {
-    let d = File::open(path)?;
-    // SAFETY: syncfs on a file descriptor we own.
-    if unsafe { libc::syncfs(d.as_raw_fd()) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    peerdrop::store::output::sync_fs(path)
 }
 
 pub fn mib(bytes: u64) -> f64 {
