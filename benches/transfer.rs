@@ -30,7 +30,8 @@ use std::time::{Duration, Instant};
 
 use common::{
     aead_blake3, built_at, describe_status, env_u64, fill_pseudo_random, fresh_write, hash_file,
-    kib_mib, loadavg, mib, sync_fs, tcp_copy, write_pseudo_random, BoxResult, Drift, Measure, BIN,
+    kib_mib, libp2p_copy, loadavg, mib, sync_fs, tcp_copy, tree_copy, write_pseudo_random,
+    BoxResult, Drift, Measure, BIN,
 };
 
 /// The only address the sender ever listens on.
@@ -88,11 +89,18 @@ fn main() -> BoxResult<()> {
     let aead = aead_blake3(REF_BYTES)?;
     eprintln!("limits: writing a new {} MiB file", mib(REF_BYTES));
     let (write, write_sync) = fresh_write(tmp.path(), REF_BYTES)?;
-    let limits = Limits {
+    eprintln!(
+        "limits: libp2p TCP+Noise+Yamux stream, memory to memory, {} MiB",
+        mib(REF_BYTES)
+    );
+    let libp2p = libp2p_copy(REF_BYTES)?;
+    let mut limits = Limits {
         tcp,
         aead,
         write,
         write_sync,
+        libp2p,
+        tree: None,
     };
 
     let mut cases = Vec::new();
@@ -130,6 +138,9 @@ fn main() -> BoxResult<()> {
     let small_dir = tmp.path().join("small");
     let small_total = write_small_files(&small_dir, n_small)?;
     let files = small_files(&small_dir, n_small);
+    eprintln!("limits: copying the {n_small} small files locally (cp -r)");
+    let tree_dst = tmp.path().join("small-copy");
+    limits.tree = Some(tree_copy(&small_dir, &files, &tree_dst)?);
     cases.push(transfer(
         tmp.path(),
         "(iii) small files",
@@ -183,6 +194,10 @@ struct Limits {
     aead: Measure,
     write: Measure,
     write_sync: Measure,
+    /// libp2p's own stream throughput: the transport's ceiling.
+    libp2p: Measure,
+    /// A local `cp -r` of the small files: the file system's per-file floor.
+    tree: Option<Measure>,
 }
 
 impl Limits {
@@ -639,6 +654,13 @@ fn print_report(r: &Report) {
     lim("(b) AEAD+BLAKE3, 1 core (ring seal, blake3::hash)", &l.aead);
     lim("(c) write new file, 1 MiB writes, no sync", &l.write);
     lim("(c') write new file, then syncfs", &l.write_sync);
+    lim("(d) libp2p TCP+Noise+Yamux stream, mem to mem", &l.libp2p);
+    if let Some(t) = &l.tree {
+        lim(
+            &format!("(e) cp -r of the {} small files, then syncfs", r.n_small),
+            t,
+        );
+    }
 
     println!();
     println!("transfers (time = receive spawn to exit; seal = send spawn to link printed)");
@@ -722,6 +744,21 @@ fn print_report(r: &Report) {
             mark(v / limit >= TARGET_RATIO, "BELOW")
         );
         println!(
+            "  (i) the target asks for {:.0} MB/s; libp2p's own stream (d) moves {:.0} MB/s with no crypto and no disk: target / (d) = {:.2}{}",
+            TARGET_RATIO * limit,
+            l.libp2p.mbps(),
+            TARGET_RATIO * limit / l.libp2p.mbps(),
+            if TARGET_RATIO * limit > l.libp2p.mbps() {
+                "  (above the transport's ceiling on this machine)"
+            } else {
+                ""
+            }
+        );
+        println!(
+            "  (i) transfer / libp2p stream (d) = {:.3}",
+            v / l.libp2p.mbps()
+        );
+        println!(
             "  (i) transfer / fresh-file write {:.0} MB/s = {:.3}; / write+syncfs {:.0} MB/s = {:.3}   (context: receive writes and syncfs's its output)",
             l.write.mbps(),
             v / l.write.mbps(),
@@ -770,6 +807,25 @@ fn print_report(r: &Report) {
             same.mbps(),
             mark(ratio >= TARGET_RATIO, "BELOW")
         );
+        if let Some(t) = &l.tree {
+            println!(
+                "  (iii) a local cp -r of the same files (e) takes {:.2}s; the target allows {:.2}s for the whole transfer: (e) alone / allowed = {:.2}{}",
+                t.secs,
+                same.recv.secs / TARGET_RATIO,
+                t.secs / (same.recv.secs / TARGET_RATIO),
+                if t.secs > same.recv.secs / TARGET_RATIO {
+                    "  (the file system's per-file work alone exceeds it)"
+                } else {
+                    ""
+                }
+            );
+            println!(
+                "  (iii) transfer {:.2}s / local cp -r (e) {:.2}s = {:.2}",
+                small.recv.secs,
+                t.secs,
+                small.recv.secs / t.secs
+            );
+        }
     }
 
     println!();

@@ -121,6 +121,128 @@ pub fn tcp_copy(bytes: u64) -> BoxResult<Measure> {
     Ok(Measure { bytes, secs, cpu })
 }
 
+/// Bulk bytes through libp2p alone: two nodes built exactly as peerdrop
+/// builds them (TCP + Noise + Yamux on 127.0.0.1, in this process), one
+/// stream, 1 MiB writes, memory to memory: no peerdrop protocol, no chunk
+/// crypto, no disk. No transfer over this transport can beat it, so it is the
+/// ceiling the transfer's figures are read against.
+pub fn libp2p_copy(bytes: u64) -> BoxResult<Measure> {
+    use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+    use peerdrop::net::node::{self, NodeConfig};
+
+    const PROTO: libp2p::StreamProtocol = libp2p::StreamProtocol::new("/peerdrop-bench/raw/1");
+    const LIMIT: Duration = Duration::from_secs(300);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let (recv, send) = (
+            node::spawn(NodeConfig::default())?,
+            node::spawn(NodeConfig::default())?,
+        );
+        let addr = recv.listen("/ip4/127.0.0.1/tcp/0".parse()?).await?;
+        let mut incoming = recv
+            .control()
+            .accept(PROTO)
+            .map_err(|e| format!("accept: {e}"))?;
+        send.dial(recv.peer_id(), vec![addr]).await?;
+        let reader = tokio::spawn(async move {
+            let (_, mut s) = incoming.next().await.ok_or("no stream came")?;
+            let mut buf = vec![0u8; MIB];
+            let mut total = 0u64;
+            loop {
+                match s.read(&mut buf).await.map_err(|e| e.to_string())? {
+                    0 => return Ok::<u64, String>(total),
+                    n => total += n as u64,
+                }
+            }
+        });
+        let buf = pseudo_random(MIB, 8);
+        let cpu0 = self_cpu();
+        let start = Instant::now();
+        let copy = async {
+            let mut s = send
+                .control()
+                .open_stream(recv.peer_id(), PROTO)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(MIB as u64) as usize;
+                s.write_all(&buf[..n]).await.map_err(|e| e.to_string())?;
+                left -= n as u64;
+            }
+            s.close().await.map_err(|e| e.to_string())?;
+            reader.await.map_err(|e| e.to_string())?
+        };
+        let received = tokio::time::timeout(LIMIT, copy)
+            .await
+            .map_err(|_| "libp2p copy: timed out")??;
+        let secs = start.elapsed().as_secs_f64();
+        let cpu = self_cpu() - cpu0;
+        send.shutdown().await;
+        recv.shutdown().await;
+        if received != bytes {
+            return Err(format!("libp2p copy: sent {bytes} bytes, received {received}").into());
+        }
+        Ok(Measure { bytes, secs, cpu })
+    })
+}
+
+/// Copying a tree of files locally, as `cp -r` does: one thread creates each
+/// file, writes it, sets its time and closes it, then one `syncfs`. The
+/// per-file work of the file system alone, with no network and no crypto:
+/// what receiving many small files cannot beat. The copy is left in place
+/// (deleting many files makes creating files slower for a while on ext4).
+pub fn tree_copy(src: &Path, files: &[std::path::PathBuf], dst: &Path) -> BoxResult<Measure> {
+    use std::os::fd::AsRawFd;
+    sync_fs(src)?;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut bytes = 0;
+    let cpu0 = self_cpu();
+    let start = Instant::now();
+    let mut made = std::collections::HashSet::new();
+    for f in files {
+        let to = dst.join(f.strip_prefix(src)?);
+        let parent = to.parent().expect("under dst").to_owned();
+        if made.insert(parent.clone()) {
+            fs::create_dir_all(&parent)?;
+        }
+        let mut input = File::open(f)?;
+        let mtime = input.metadata()?.modified()?;
+        let mut out = File::create(&to)?;
+        loop {
+            let n = input.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buf[..n])?;
+            bytes += n as u64;
+        }
+        let d = mtime.duration_since(std::time::UNIX_EPOCH)?;
+        let times = [
+            libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_OMIT,
+            },
+            libc::timespec {
+                tv_sec: d.as_secs() as libc::time_t,
+                tv_nsec: d.subsec_nanos() as libc::c_long,
+            },
+        ];
+        // SAFETY: an open descriptor and a two-element timespec array.
+        if unsafe { libc::futimens(out.as_raw_fd(), times.as_ptr()) } != 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+    }
+    sync_fs(dst)?;
+    Ok(Measure {
+        bytes,
+        secs: start.elapsed().as_secs_f64(),
+        cpu: self_cpu() - cpu0,
+    })
+}
+
 /// Sealing a 1 MiB chunk and hashing the result on one core: the least any
 /// chunk-id-addressed AEAD format must do per byte.
 pub fn aead_blake3(bytes: u64) -> BoxResult<Measure> {

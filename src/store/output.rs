@@ -27,6 +27,9 @@ use crate::store::{at, PathIoError};
 /// Bytes of free space kept beyond the share's size before writing starts.
 pub const FREE_SPACE_MARGIN: u64 = 64 << 20;
 
+/// Bytes written to one file between two starts of its writeback.
+const WRITEBACK_EVERY: u64 = 32 << 20;
+
 /// Why the output cannot be written.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
@@ -92,6 +95,11 @@ pub struct Output {
     _lock: File,
     /// The file last written to, kept open for sequential writes.
     open: Option<(usize, File)>,
+    /// Bytes written to the open file since its writeback was last started.
+    unflushed: u64,
+    /// Entries whose time was already set, when a single write completed
+    /// them: `finish` skips them, saving a path lookup per small file.
+    timed: Vec<bool>,
     /// Whether a previous run's staging folder was found and reused.
     resumed: bool,
 }
@@ -114,7 +122,12 @@ impl Output {
         let plan = plan(dest, &metadata, opts)?;
         let staging = dest.join(staging_name(id));
         let available = free_space(dest).map_err(at(dest))?;
-        let present = staged_bytes(&staging, &metadata);
+        // Only a previous run leaves staged bytes; looking each file up when
+        // there is no staging folder costs a failed lookup per file.
+        let present = match fs::symlink_metadata(&staging) {
+            Ok(_) => staged_bytes(&staging, &metadata),
+            Err(_) => 0,
+        };
         let needed = metadata
             .content_len()
             .saturating_sub(present)
@@ -186,6 +199,7 @@ impl Output {
                 }
             }
         }
+        let metadata_len = metadata.entries().len();
         Ok(Output {
             dest: dest.to_owned(),
             staging,
@@ -195,6 +209,8 @@ impl Output {
             plan,
             _lock: lock,
             open: None,
+            unflushed: 0,
+            timed: vec![false; metadata_len],
             resumed,
         })
     }
@@ -259,10 +275,31 @@ impl Output {
             let path = self.tree.join(entry.path.as_str());
             if self.open.as_ref().map(|(i, _)| *i) != Some(idx) {
                 self.open = Some((idx, create_staged(&path, entry.executable)?));
+                self.unflushed = 0;
             }
             let (_, f) = self.open.as_ref().expect("opened above");
             f.write_all_at(&data[..n], offset - start)
                 .map_err(at(&path))?;
+            self.unflushed += n as u64;
+            if self.unflushed >= WRITEBACK_EVERY {
+                // Start writing back what is dirty now, without waiting:
+                // the disk works while the network does, instead of all of
+                // it waiting for the final syncfs (and dirty pages do not
+                // pile up). Only a hint, so its failure is ignored; the
+                // syncfs in `finish` is what guarantees durability.
+                // SAFETY: sync_file_range on a descriptor we own.
+                unsafe {
+                    libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+                }
+                self.unflushed = 0;
+            }
+            if offset == start && n as u64 == entry.size {
+                // Written whole in one go (every small file): set its time
+                // through the open handle now and close it.
+                set_mtime_fd(f, entry.mtime).map_err(at(&path))?;
+                self.timed[idx] = true;
+                self.open = None;
+            }
             offset += n as u64;
             data = &data[n..];
         }
@@ -275,7 +312,12 @@ impl Output {
         self.open = None;
         let entries = self.metadata.entries();
         // Deepest first, so setting a folder's time comes after its children.
-        for e in entries.iter().rev() {
+        for (e, _) in entries
+            .iter()
+            .zip(&self.timed)
+            .rev()
+            .filter(|(_, timed)| !**timed)
+        {
             let path = self.tree.join(e.path.as_str());
             if e.kind == EntryKind::File && e.size == 0 {
                 create_staged(&path, e.executable)?;
@@ -377,16 +419,7 @@ fn create_staged(path: &Path, executable: bool) -> Result<File, OutputError> {
 
 /// Sets a path's modification time without opening it or following a link.
 fn set_mtime(path: &Path, t: Timestamp) -> io::Result<()> {
-    let times = [
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        libc::timespec {
-            tv_sec: t.secs as libc::time_t,
-            tv_nsec: t.nanos as libc::c_long,
-        },
-    ];
+    let times = mtime_only(t);
     let c = cstr(path)?;
     // SAFETY: a valid NUL-terminated path and a two-element timespec array.
     if unsafe {
@@ -402,6 +435,31 @@ fn set_mtime(path: &Path, t: Timestamp) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Sets an open file's modification time.
+fn set_mtime_fd(f: &File, t: Timestamp) -> io::Result<()> {
+    let times = mtime_only(t);
+    // SAFETY: an open descriptor and a two-element timespec array.
+    if unsafe { libc::futimens(f.as_raw_fd(), times.as_ptr()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `utimensat` times that leave the access time alone.
+fn mtime_only(t: Timestamp) -> [libc::timespec; 2] {
+    [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: t.secs as libc::time_t,
+            tv_nsec: t.nanos as libc::c_long,
+        },
+    ]
 }
 
 fn cstr(p: &Path) -> io::Result<std::ffi::CString> {
