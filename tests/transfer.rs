@@ -263,3 +263,59 @@ async fn one_fetch_draws_from_two_sources_and_drops_the_bad_one() {
     .await
     .unwrap();
 }
+
+/// `Done` carries no proof, so a peer that only knows the manifest id must
+/// not be able to stop a one-shot sender: it counts only once every chunk has
+/// been served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn done_counts_only_after_every_chunk_was_served() {
+    use futures::AsyncWriteExt;
+    use peerdrop::net::frame::{read_msg, write_msg};
+    use peerdrop::net::node::{self, NodeConfig, XFER};
+    use peerdrop::wire::{Request, Response};
+
+    tokio::time::timeout(LIMIT, async {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = sub(&tmp, "a.bin");
+        fs::write(&f, bytes(7, 3 << 20)).unwrap();
+        let (key, share) = local_share(std::slice::from_ref(&f));
+        let id = share.id();
+        let (tx, mut done) = tokio::sync::mpsc::unbounded_channel();
+        let server = start_server(
+            "/ip4/127.0.0.1/tcp/0",
+            Arc::new(LocalProvider::new(share, Some(tx))),
+        )
+        .await;
+
+        // A peer that knows the id says "done" without fetching anything.
+        let rogue = node::spawn(NodeConfig::default()).unwrap();
+        rogue
+            .dial(server.addr.peer, server.addr.addrs.clone())
+            .await
+            .unwrap();
+        let mut s = rogue
+            .control()
+            .open_stream(server.addr.peer, XFER)
+            .await
+            .unwrap();
+        write_msg(&mut s, &Request::Done { share: id.0 })
+            .await
+            .unwrap();
+        s.flush().await.unwrap();
+        // The provider is told before the answer is written.
+        let ack: Option<Response> = read_msg(&mut s).await.unwrap();
+        assert_eq!(ack, Some(Response::Ack));
+        assert!(done.try_recv().is_err(), "a bare Done was accepted");
+
+        // A real fetch gets everything served, then its Done counts.
+        let dest = sub(&tmp, "dest");
+        let (r, _) = fetch_link(&link_for(&key, id, &[&server]), &dest, &quick()).await;
+        r.unwrap();
+        let who = done.recv().await.expect("the fetch's Done was accepted");
+        assert_ne!(who, rogue.peer_id());
+        rogue.shutdown().await;
+        server.client.shutdown().await;
+    })
+    .await
+    .unwrap();
+}

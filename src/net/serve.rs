@@ -48,12 +48,45 @@ pub trait Provider: Send + Sync + 'static {
 pub struct LocalProvider {
     share: LocalShare,
     done: Option<mpsc::UnboundedSender<PeerId>>,
+    /// Which chunks have been served at least once, to anyone.
+    served: Mutex<Served>,
+}
+
+/// A bit per chunk of the share, and how many are still clear.
+struct Served {
+    bits: Vec<u64>,
+    left: usize,
+}
+
+impl Served {
+    fn new(count: usize) -> Served {
+        Served {
+            bits: vec![0; count.div_ceil(64)],
+            left: count,
+        }
+    }
+
+    fn mark(&mut self, pos: usize) {
+        let (word, bit) = (pos / 64, 1u64 << (pos % 64));
+        if let Some(w) = self.bits.get_mut(word) {
+            if *w & bit == 0 {
+                *w |= bit;
+                self.left -= 1;
+            }
+        }
+    }
 }
 
 impl LocalProvider {
-    /// Serves `share`; `done` hears of every peer that reports completion.
+    /// Serves `share`; `done` hears of every peer that reports completion
+    /// once every chunk has been served (see [`Provider::done`]).
     pub fn new(share: LocalShare, done: Option<mpsc::UnboundedSender<PeerId>>) -> LocalProvider {
-        LocalProvider { share, done }
+        let served = Mutex::new(Served::new(share.manifest().chunk_count()));
+        LocalProvider {
+            share,
+            done,
+            served,
+        }
     }
 
     /// The share.
@@ -76,7 +109,12 @@ impl Provider for LocalProvider {
             return Err(Refusal::NotFound);
         }
         match self.share.chunk(chunk) {
-            Ok(bytes) => Ok(bytes),
+            Ok(bytes) => {
+                if let Some(pos) = self.share.position(chunk) {
+                    self.served.lock().expect("never poisoned").mark(pos);
+                }
+                Ok(bytes)
+            }
             Err(ServeError::NotFound) => Err(Refusal::NotFound),
             Err(e @ ServeError::Stale(_)) => {
                 tracing::warn!("refusing to serve: {e}; make a new link to share the new version");
@@ -89,11 +127,24 @@ impl Provider for LocalProvider {
         }
     }
 
+    /// `Done` carries no proof, and anyone who knows the manifest id (a pin
+    /// link holder, a LAN peer that saw it asked for) can send it. So it
+    /// counts only once this node has served every chunk at least once: to
+    /// stop a one-shot sender, a peer must first have made it send
+    /// everything, which is what "someone received everything" means. A
+    /// receiver that resumed (under a new peer id) still counts, as its
+    /// first run's chunks were served too.
     fn done(&self, share: &ManifestId, peer: PeerId) {
-        if *share == self.share.id() {
-            if let Some(tx) = &self.done {
-                let _ = tx.send(peer);
-            }
+        if *share != self.share.id() {
+            return;
+        }
+        let left = self.served.lock().expect("never poisoned").left;
+        if left > 0 {
+            tracing::warn!(%peer, left, "a peer said it has everything, but {left} chunk(s) were never served; ignored");
+            return;
+        }
+        if let Some(tx) = &self.done {
+            let _ = tx.send(peer);
         }
     }
 }

@@ -121,6 +121,16 @@ impl LocalShare {
         self.manifest_bytes.clone()
     }
 
+    /// Where chunk `id` sits among all the share's chunks (metadata first,
+    /// then content), from 0 to the manifest's chunk count.
+    pub fn position(&self, id: &ChunkId) -> Option<usize> {
+        let &(stream, index) = self.index.get(id)?;
+        Some(match stream {
+            Stream::Metadata => index as usize,
+            Stream::Content => self.manifest().metadata_chunks.len() + index as usize,
+        })
+    }
+
     /// The scanned files.
     pub fn source(&self) -> &Source {
         &self.source
