@@ -530,16 +530,33 @@ impl Daemon {
         (ptx, h)
     }
 
-    fn start_fetch(self: &Arc<Self>, rec: FetchRecord) {
-        let Some(id) = parse_id(&rec.id) else { return };
-        let tx = self.new_job(id, "fetch");
+    /// Registers job (`kind`, `id`) and runs `work` on a task of its own.
+    /// `work` gets the daemon and a sender for its progress, and returns the
+    /// job's final status, which is published after every progress event.
+    fn spawn_job<F, Fut>(self: &Arc<Self>, id: ManifestId, kind: &'static str, work: F)
+    where
+        F: FnOnce(Arc<Self>, mpsc::UnboundedSender<Progress>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = JobStatus> + Send + 'static,
+    {
+        let tx = self.new_job(id, kind);
         let me = self.clone();
         tokio::spawn(async move {
+            let (ptx, forward) = Daemon::watch_progress(tx);
+            let status = work(me, ptx).await;
+            let tx = forward.await.expect("the forwarder does not panic");
+            tx.send_modify(|j| j.status = status);
+        });
+    }
+
+    fn start_fetch(self: &Arc<Self>, rec: FetchRecord) {
+        let Some(id) = parse_id(&rec.id) else { return };
+        self.spawn_job(id, "fetch", move |me, ptx| async move {
             let Some(key) = key_from_hex(&rec.key) else {
-                return;
+                return JobStatus::Failed {
+                    error: "the saved key is unreadable; fetch the link again".into(),
+                };
             };
             let link = Link::new(id, Vec::new(), Some(key)).expect("no hints");
-            let (ptx, forward) = Daemon::watch_progress(tx);
             let sources = Daemon::parse_sources(&rec.sources);
             let r = fetch(
                 &me.client,
@@ -550,8 +567,7 @@ impl Daemon {
                 ptx,
             )
             .await;
-            let tx = forward.await.expect("the forwarder does not panic");
-            let status = match r {
+            match r {
                 Ok(done) => {
                     if me.config.reseed {
                         let roots = done
@@ -592,8 +608,7 @@ impl Daemon {
                     });
                     JobStatus::Failed { error }
                 }
-            };
-            tx.send_modify(|j| j.status = status);
+            }
         });
     }
 
@@ -607,10 +622,7 @@ impl Daemon {
 
     fn start_pin(self: &Arc<Self>, rec: PinRecord) {
         let Some(id) = parse_id(&rec.id) else { return };
-        let tx = self.new_job(id, "pin");
-        let me = self.clone();
-        tokio::spawn(async move {
-            let (ptx, forward) = Daemon::watch_progress(tx);
+        self.spawn_job(id, "pin", move |me, ptx| async move {
             let sources = Daemon::parse_sources(&rec.sources);
             let r = fetch_ciphertext(
                 &me.client,
@@ -621,8 +633,7 @@ impl Daemon {
                 ptx,
             )
             .await;
-            let tx = forward.await.expect("the forwarder does not panic");
-            let status = match r {
+            match r {
                 Ok(m) => {
                     let bytes = m.sealed_size();
                     me.registry.add_pinned(id, Pinned::new(m, me.store.clone()));
@@ -642,8 +653,7 @@ impl Daemon {
                     });
                     JobStatus::Failed { error }
                 }
-            };
-            tx.send_modify(|j| j.status = status);
+            }
         });
     }
 
