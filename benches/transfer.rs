@@ -20,18 +20,19 @@
 
 mod common;
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::proc::{Proc, Snapshot, Usage};
 use common::{
-    aead_blake3, built_at, describe_status, env_u64, fill_pseudo_random, fresh_write, hash_file,
-    kib_mib, libp2p_copy, loadavg, mib, sync_fs, tcp_copy, tree_copy, write_pseudo_random,
-    BoxResult, Drift, Measure, BIN,
+    aead_blake3, built_at, env_u64, fill_pseudo_random, fresh_write, hash_file, kib_mib,
+    libp2p_copy, loadavg, mib, sync_fs, tcp_copy, tree_copy, write_pseudo_random, BoxResult, Drift,
+    Measure, BIN,
 };
 
 /// The only address the sender ever listens on.
@@ -261,153 +262,6 @@ fn count_files(dir: &Path) -> io::Result<usize> {
 
 // ---------------------------------------------------------------------------
 // Child processes.
-
-/// What the kernel reports for a child that exited.
-#[derive(Clone, Copy, Default)]
-struct Usage {
-    /// Wall time from the `start` given to [`Proc::wait_usage`].
-    secs: f64,
-    user: f64,
-    sys: f64,
-    maxrss_kib: u64,
-}
-
-impl Usage {
-    fn cpu(&self) -> f64 {
-        self.user + self.sys
-    }
-}
-
-/// CPU time and peak RSS of a running child, from /proc.
-#[derive(Clone, Copy, Default)]
-struct Snapshot {
-    user: f64,
-    sys: f64,
-    hwm_kib: u64,
-}
-
-/// A child process, killed (by its own PID) and reaped when dropped unless it
-/// was already reaped by [`Proc::wait_usage`].
-struct Proc {
-    name: &'static str,
-    child: Child,
-    reaped: bool,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> BoxResult<Proc> {
-        cmd.stdin(Stdio::null())
-            .stderr(Stdio::from(File::create(&log)?))
-            .env_remove("RUST_LOG");
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("starting {:?} ({name}): {e}", cmd.get_program()))?;
-        Ok(Proc {
-            name,
-            child,
-            reaped: false,
-            log,
-        })
-    }
-
-    fn pid(&self) -> libc::pid_t {
-        self.child.id() as libc::pid_t
-    }
-
-    /// Waits (polling every 0.5 ms, so a deadline can be kept) for the child
-    /// to exit, reaps it with wait4 for its rusage, and fails unless it
-    /// exited with status 0.
-    fn wait_usage(&mut self, start: Instant, limit: Duration) -> BoxResult<Usage> {
-        let pid = self.pid();
-        loop {
-            let mut status = 0;
-            // SAFETY: rusage is plain old data; all-zero is a valid value.
-            let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-            // SAFETY: wait4 on our own child's PID, with valid out-pointers.
-            let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
-            if r == pid {
-                let secs = start.elapsed().as_secs_f64();
-                self.reaped = true;
-                if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-                    return Err(format!(
-                        "{} failed ({}); its stderr ends with:\n{}",
-                        self.name,
-                        describe_status(status),
-                        self.log_tail()
-                    )
-                    .into());
-                }
-                let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-                return Ok(Usage {
-                    secs,
-                    user: tv(ru.ru_utime),
-                    sys: tv(ru.ru_stime),
-                    maxrss_kib: ru.ru_maxrss as u64,
-                });
-            }
-            if r == -1 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(format!("wait4 on {} (pid {pid}): {e}", self.name).into());
-            }
-            if start.elapsed() > limit {
-                return Err(format!(
-                    "{} did not exit within {limit:?}; killing it. Its stderr ends with:\n{}",
-                    self.name,
-                    self.log_tail()
-                )
-                .into());
-            }
-            thread::sleep(Duration::from_micros(500));
-        }
-    }
-
-    /// CPU time and VmHWM so far, read from /proc while the child runs.
-    fn snapshot(&self) -> Snapshot {
-        let pid = self.pid();
-        let mut s = Snapshot::default();
-        if let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) {
-            // Fields after the command name, which may hold spaces: state is
-            // field 3, utime 14, stime 15.
-            if let Some((_, rest)) = stat.rsplit_once(')') {
-                let f: Vec<&str> = rest.split_whitespace().collect();
-                // SAFETY: sysconf has no preconditions.
-                let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-                let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
-                s.user = tick(11).unwrap_or(0.0) / tck;
-                s.sys = tick(12).unwrap_or(0.0) / tck;
-            }
-        }
-        if let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) {
-            s.hwm_kib = status
-                .lines()
-                .find_map(|l| {
-                    let rest = l.strip_prefix("VmHWM:")?;
-                    rest.trim().strip_suffix("kB")?.trim().parse().ok()
-                })
-                .unwrap_or(0);
-        }
-        s
-    }
-
-    fn log_tail(&self) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if !self.reaped {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// Reads the sender's first stdout line (the link) with a deadline. The
 /// pipe is handed back so it stays open while the sender runs.

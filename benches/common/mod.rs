@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod proc;
+
 use std::error::Error;
 use std::fs::{self, File};
 use std::hint::black_box;
