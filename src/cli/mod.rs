@@ -121,11 +121,9 @@ pub struct ShareArgs {
     pub json: bool,
 }
 
-/// `peerdrop fetch`.
+/// What to fetch and where: shared by `receive` and `fetch`.
 #[derive(Args, Debug)]
-pub struct FetchArgs {
-    #[command(flatten)]
-    pub dir: DataDir,
+pub struct GetArgs {
     /// The read link; `-` or nothing reads it from stdin (or PEERDROP_LINK).
     pub link: Option<String>,
     /// Destination folder.
@@ -137,6 +135,15 @@ pub struct FetchArgs {
     /// Replace existing files (folders are never replaced).
     #[arg(long)]
     pub force: bool,
+}
+
+/// `peerdrop fetch`.
+#[derive(Args, Debug)]
+pub struct FetchArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    #[command(flatten)]
+    pub get: GetArgs,
     /// Return at once; the daemon fetches in the background (see `peerdrop list`).
     #[arg(long)]
     pub detach: bool,
@@ -237,17 +244,8 @@ pub struct SendArgs {
 /// `peerdrop receive`.
 #[derive(Args, Debug)]
 pub struct ReceiveArgs {
-    /// The read link; `-` or nothing reads it from stdin (or PEERDROP_LINK).
-    pub link: Option<String>,
-    /// Destination folder.
-    #[arg(long, short = 'o', default_value = ".")]
-    pub out: PathBuf,
-    /// Another source, as a multiaddr ending in /p2p/PEER_ID (repeatable).
-    #[arg(long, value_name = "MULTIADDR")]
-    pub peer: Vec<libp2p::Multiaddr>,
-    /// Replace existing files (folders are never replaced).
-    #[arg(long)]
-    pub force: bool,
+    #[command(flatten)]
+    pub get: GetArgs,
     /// Seconds to keep trying to reach a source before giving up (progress is kept).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub wait: u64,

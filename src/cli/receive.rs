@@ -16,7 +16,7 @@ use crate::cli::{output, Interrupted, ReceiveArgs};
 /// Runs the command.
 pub fn run(args: &ReceiveArgs) -> anyhow::Result<()> {
     crate::cli::init_logging(args.verbose);
-    let link = Link::parse_read_link(&crate::cli::link_text(args.link.as_deref())?)?;
+    let link = Link::parse_read_link(&crate::cli::link_text(args.get.link.as_deref())?)?;
     let mut sources = Vec::new();
     for h in link.hints() {
         match PeerAddr::from_hint(h) {
@@ -24,7 +24,7 @@ pub fn run(args: &ReceiveArgs) -> anyhow::Result<()> {
             None => eprintln!("peerdrop: skipping a peer hint in the link with an invalid peer id"),
         }
     }
-    for a in &args.peer {
+    for a in &args.get.peer {
         let p = PeerAddr::from_multiaddr(a.clone())
             .with_context(|| format!("--peer {a} must end in /p2p/PEER_ID"))?;
         sources.push(p);
@@ -49,7 +49,9 @@ async fn run_async(args: &ReceiveArgs, link: Link, sources: Vec<PeerAddr>) -> an
         discover: !args.discovery.no_mdns || !args.discovery.bootstrap.is_empty(),
         request_timeout: Duration::from_secs(args.timeout.max(1)),
         wait: Duration::from_secs(args.wait),
-        output: OutputOptions { force: args.force },
+        output: OutputOptions {
+            force: args.get.force,
+        },
         ..FetchOptions::default()
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -109,7 +111,7 @@ async fn run_async(args: &ReceiveArgs, link: Link, sources: Vec<PeerAddr>) -> an
         }
     });
     let result = tokio::select! {
-        r = fetch(&client, &link, sources, &args.out, &opts, tx) => r.map_err(anyhow::Error::from),
+        r = fetch(&client, &link, sources, &args.get.out, &opts, tx) => r.map_err(anyhow::Error::from),
         _ = tokio::signal::ctrl_c() => Err(Interrupted.into()),
     };
     let _ = ui.await;

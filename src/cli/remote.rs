@@ -118,15 +118,15 @@ fn follow_bar(json: bool) -> (indicatif::ProgressBar, impl FnMut(&Value)) {
 
 /// `peerdrop fetch`.
 pub fn fetch(a: &FetchArgs) -> anyhow::Result<()> {
-    let text = crate::cli::link_text(a.link.as_deref())?;
+    let text = crate::cli::link_text(a.get.link.as_deref())?;
     // Checked here too, so a mistake is reported before the daemon is asked.
     Link::parse_read_link(&text)?;
-    let out = std::path::absolute(&a.out)?;
+    let out = std::path::absolute(&a.get.out)?;
     let req = Request::Fetch {
         link: text.trim().to_owned(),
         out: out.clone(),
-        force: a.force,
-        peers: a.peer.iter().map(|p| p.to_string()).collect(),
+        force: a.get.force,
+        peers: a.get.peer.iter().map(|p| p.to_string()).collect(),
         detach: a.detach,
     };
     let (bar, progress) = follow_bar(a.json);
