@@ -39,11 +39,8 @@ fn receive_raw(entries: &[(&str, EntryKind, u64)], dest: &Path) -> Result<(), St
     let (m, chunks) = seal_raw(
         &key,
         size,
-        (
-            meta.len() as u64,
-            honest_chunks(Stream::Metadata, &meta, size),
-        ),
-        (total, honest_chunks(Stream::Content, &content, size)),
+        stream_of(Stream::Metadata, &meta, size),
+        stream_of(Stream::Content, &content, size),
     );
     let link = Link::new(m.id(), Vec::new(), Some(key))
         .unwrap()

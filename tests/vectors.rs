@@ -75,18 +75,16 @@ struct Vector {
 }
 
 fn honest(meta: &Metadata, content: &[u8]) -> (Manifest, ChunkMap) {
-    let mb = meta.encode();
+    honest_raw(&meta.encode(), content)
+}
+
+/// Seals an encoded (possibly hostile) file list and content, honestly.
+fn honest_raw(meta: &[u8], content: &[u8]) -> (Manifest, ChunkMap) {
     seal_raw(
         &key(),
         size(),
-        (
-            mb.len() as u64,
-            honest_chunks(Stream::Metadata, &mb, size()),
-        ),
-        (
-            content.len() as u64,
-            honest_chunks(Stream::Content, content, size()),
-        ),
+        stream_of(Stream::Metadata, meta, size()),
+        stream_of(Stream::Content, content, size()),
     )
 }
 
@@ -226,10 +224,7 @@ fn generate() -> Vec<Vector> {
         let (m, cm) = seal_raw(
             &key(),
             size(),
-            (
-                smb.len() as u64,
-                honest_chunks(Stream::Metadata, &smb, size()),
-            ),
+            stream_of(Stream::Metadata, &smb, size()),
             (2048, chunks),
         );
         out.push(v(
@@ -329,18 +324,7 @@ fn generate() -> Vec<Vector> {
         // A file list claiming 900,000 entries in a few bytes.
         let mut bomb = mb.clone();
         bomb[8..12].copy_from_slice(&900_000u32.to_le_bytes());
-        let (m, cm) = seal_raw(
-            &key(),
-            size(),
-            (
-                bomb.len() as u64,
-                honest_chunks(Stream::Metadata, &bomb, size()),
-            ),
-            (
-                content.len() as u64,
-                honest_chunks(Stream::Content, &content, size()),
-            ),
-        );
+        let (m, cm) = honest_raw(&bomb, &content);
         out.push(v(
             "entry-count-bomb",
             "the file list claims 900,000 entries but holds 4",
@@ -358,32 +342,13 @@ fn generate() -> Vec<Vector> {
         raw.extend_from_slice(b"../evil");
         raw.extend_from_slice(&[0; 12]);
         raw.extend_from_slice(&4u64.to_le_bytes());
-        let (m, cm) = seal_raw(
-            &key(),
-            size(),
-            (
-                raw.len() as u64,
-                honest_chunks(Stream::Metadata, &raw, size()),
-            ),
-            (4, honest_chunks(Stream::Content, b"evil", size())),
-        );
+        let (m, cm) = honest_raw(&raw, b"evil");
         out.push(v("path-traversal", "a file named ../evil", &m, cm));
     }
     {
         let (short_meta, _) = base(2490);
         let smb = short_meta.encode();
-        let (m, cm) = seal_raw(
-            &key(),
-            size(),
-            (
-                smb.len() as u64,
-                honest_chunks(Stream::Metadata, &smb, size()),
-            ),
-            (
-                content.len() as u64,
-                honest_chunks(Stream::Content, &content, size()),
-            ),
-        );
+        let (m, cm) = honest_raw(&smb, &content);
         out.push(v(
             "content-length-mismatch",
             "file sizes add up to 2500 but the manifest declares 2510",
@@ -404,10 +369,7 @@ fn generate() -> Vec<Vector> {
         let (m, cm) = seal_raw(
             &key(),
             size(),
-            (
-                eb.len() as u64,
-                honest_chunks(Stream::Metadata, &eb, size()),
-            ),
+            stream_of(Stream::Metadata, &eb, size()),
             (0, vec![chunk]),
         );
         out.push(v(

@@ -88,6 +88,12 @@ pub fn honest_chunks(stream: Stream, data: &[u8], size: ChunkSize) -> Vec<RawChu
         .collect()
 }
 
+/// `data` as one stream's honest chunks, with its length: an argument of
+/// [`seal_raw`].
+pub fn stream_of(stream: Stream, data: &[u8], size: ChunkSize) -> (u64, Vec<RawChunk>) {
+    (data.len() as u64, honest_chunks(stream, data, size))
+}
+
 /// Builds a share from raw chunk descriptions and declared lengths, with no
 /// validation at all: what a malicious sharer holding the key could publish.
 pub fn seal_raw(
