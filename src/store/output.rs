@@ -2,8 +2,8 @@
 //!
 //! Everything is staged in `.peerdrop-<id>.partial/tree/` inside the
 //! destination (the staging folder is mode 0700 and must be owned by us, so
-//! nobody else can watch or plant anything in it), with every file created at
-//! its final size. Content is written at its offset as chunks
+//! nobody else can watch or plant anything in it); each file is created when
+//! its first bytes arrive. Content is written at its offset as chunks
 //! verify, in any order. [`Output::finish`] sets modes and times, flushes the
 //! file system, then renames each top-level entry (or, for a folder that
 //! already exists, each entry inside it) into place with `RENAME_NOREPLACE`,
