@@ -1,0 +1,405 @@
+//! Fetching a share from peers: manifest, file list, then content, every byte
+//! verified before it is used, resumable, from several peers at once.
+//!
+//! Each peer gets one *session*: one stream with up to `depth` chunk requests
+//! in flight, answers read in order, verification and decryption on the
+//! blocking pool while the next answer arrives. Sessions take chunk indices
+//! from one shared queue, so any number of peers can feed one fetch. A peer
+//! that sends bytes that do not match their id, or the wrong amount, or
+//! breaks the protocol, or stalls past the deadline, is dropped and not asked
+//! again; what it had in flight goes back to the queue. Verified plaintext
+//! goes to one writer thread that owns the [`Output`].
+//!
+//! One file per job: `sources` (who to ask, and when to give up),
+//! `manifest` (the manifest from the first peer that has it), `scheduler`
+//! (sessions over a shared queue), `session` (one peer's pipelined stream),
+//! `verify` (what a session checks each chunk with). This file holds the
+//! public API and the two drivers, [`fetch`] and [`fetch_ciphertext`].
+
+mod manifest;
+mod scheduler;
+mod session;
+mod sources;
+mod verify;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::AsyncWriteExt;
+use libp2p::PeerId;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::chunk::Stream;
+use crate::link::Link;
+use crate::manifest::{Manifest, ManifestId};
+use crate::meta::Metadata;
+use crate::net::frame::{read_msg, write_msg};
+use crate::net::node::{Client, XFER};
+use crate::net::PeerAddr;
+use crate::open::{OpenError, Opener, Plaintext};
+use crate::seal::Resealer;
+use crate::store::chunks::ChunkDir;
+use crate::store::output::{Output, OutputError, OutputOptions};
+use crate::wire::{Request, Response};
+
+use sources::Fetcher;
+use verify::IdCheck;
+
+/// Lost sessions (failed connections, stalls) before a source is dropped.
+/// Generous, with growing pauses: a busy node (libp2p-stream drops inbound
+/// streams under bursts) must not be mistaken for a dead one.
+pub const MAX_STRIKES: u32 = 5;
+
+/// How to fetch.
+#[derive(Clone, Debug)]
+pub struct FetchOptions {
+    /// Chunk requests in flight per peer.
+    pub depth: usize,
+    /// Deadline for each answer (and for opening a stream).
+    pub request_timeout: Duration,
+    /// How long to keep trying to reach a source before giving up.
+    pub wait: Duration,
+    /// Most peers to draw from at once.
+    pub max_peers: usize,
+    /// How to treat the destination.
+    pub output: OutputOptions,
+    /// Also look for sources beyond the given ones: peers found on the LAN
+    /// (mDNS) and providers in the DHT. With it, a link without hints can
+    /// work, and an empty source list is not an error until `wait` runs out.
+    pub discover: bool,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions {
+            depth: 8,
+            request_timeout: Duration::from_secs(30),
+            wait: Duration::from_secs(60),
+            max_peers: 8,
+            output: OutputOptions::default(),
+            discover: false,
+        }
+    }
+}
+
+/// What a fetch reports while it runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Connected to a source.
+    Connected(PeerId),
+    /// No source reachable yet; retrying until the deadline.
+    Waiting {
+        /// Why the last attempt failed.
+        reason: String,
+        /// Seconds left before giving up.
+        secs_left: u64,
+    },
+    /// The manifest and file list are verified.
+    Started {
+        /// Content bytes of the share.
+        total: u64,
+        /// Regular files in the share.
+        files: usize,
+    },
+    /// A previous run's verified content was found and kept.
+    Resumed {
+        /// Content bytes already present and verified.
+        bytes: u64,
+    },
+    /// Content bytes verified and written so far (including resumed ones).
+    Bytes(u64),
+    /// A source was dropped.
+    PeerDropped {
+        /// Which.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The result of a fetch.
+#[derive(Clone, Debug)]
+pub struct Fetched {
+    /// Top-level paths created in the destination.
+    pub paths: Vec<PathBuf>,
+    /// Regular files.
+    pub files: usize,
+    /// Content bytes of the share.
+    pub bytes: u64,
+    /// Content bytes that were already present from an interrupted run.
+    pub resumed_bytes: u64,
+    /// The verified manifest.
+    pub manifest: Manifest,
+    /// The verified file list.
+    pub metadata: Metadata,
+}
+
+/// Why a fetch failed. Progress is kept in the destination's staging folder
+/// unless the share itself is bad.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// No source could be reached, or every source failed.
+    #[error("no source could provide the share ({0}); progress is kept: run the same command again to resume")]
+    Unreachable(String),
+    /// Sources answered, but none holds this share.
+    #[error("none of the sources has this share; check the link, or that the sender is still sharing it")]
+    NotFound,
+    /// The sharer's files changed since the link was made.
+    #[error("the sender's files changed since the link was made, so it refuses to send them; ask for a new link")]
+    Stale,
+    /// Verification failed in a way no other source can fix (wrong key,
+    /// corrupt share, unsafe file list).
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The destination could not be written.
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    /// The link has no key.
+    #[error(transparent)]
+    Link(#[from] crate::link::ParseError),
+    /// The local chunk store failed (a pin).
+    #[error("storing chunks failed: {0}")]
+    Store(String),
+}
+
+/// Fetches the share of the read link `link` from `sources` into `dest`.
+pub async fn fetch(
+    client: &Client,
+    link: &Link,
+    sources: Vec<PeerAddr>,
+    dest: &Path,
+    opts: &FetchOptions,
+    progress: mpsc::UnboundedSender<Progress>,
+) -> Result<Fetched, FetchError> {
+    let key = link.require_key()?;
+    let share = *link.manifest_id();
+    let mut f = Fetcher::new(client, share, sources, opts, progress);
+    let peers = f.connect().await?;
+    let (manifest, peers) = f.manifest(peers).await?;
+    let opener = Arc::new(Opener::new(manifest.clone(), key)?);
+
+    // The file list, collected in order.
+    let n_meta = manifest.metadata_chunks.len() as u64;
+    let meta_plain = Arc::new(Mutex::new(vec![Vec::new(); n_meta as usize]));
+    let sink = {
+        let meta_plain = meta_plain.clone();
+        move |index: u64, p: Plaintext| {
+            meta_plain.lock().expect("never poisoned")[index as usize] = p.as_slice().to_vec();
+            Ok::<(), FetchError>(())
+        }
+    };
+    let peers = f
+        .run_queue(
+            &opener,
+            Stream::Metadata,
+            (0..n_meta).collect(),
+            peers,
+            sink,
+        )
+        .await?;
+    let plain = std::mem::take(&mut *meta_plain.lock().expect("never poisoned")).concat();
+    let metadata = opener.metadata(&plain)?;
+    let total = metadata.content_len();
+    let files = metadata.file_count();
+    let _ = f.progress.send(Progress::Started { total, files });
+
+    let (dest_owned, id, out_opts) = (dest.to_owned(), share, opts.output.clone());
+    let metadata_kept = metadata.clone();
+    let output = blocking(move || Output::create(&dest_owned, &id, metadata, &out_opts)).await?;
+    let resealer =
+        Arc::new(Resealer::new(key, manifest.clone()).expect("the key matched the commitment"));
+    let (output, done) = if output.resumed() {
+        blocking({
+            let resealer = resealer.clone();
+            move || verify_staged(output, &resealer)
+        })
+        .await?
+    } else {
+        (output, Vec::new())
+    };
+    let chunk_size = manifest.chunk_size.bytes();
+    let resumed_bytes: u64 = done
+        .iter()
+        .map(|&i| manifest.plaintext_len(Stream::Content, i) as u64)
+        .sum();
+    if resumed_bytes > 0 {
+        let _ = f.progress.send(Progress::Resumed {
+            bytes: resumed_bytes,
+        });
+    }
+    let done: HashSet<u64> = done.into_iter().collect();
+    let todo: Vec<u64> = (0..manifest.content_chunks.len() as u64)
+        .filter(|i| !done.contains(i))
+        .collect();
+
+    // One writer thread owns the output; sessions hand it verified chunks.
+    let (tx, mut rx) = mpsc::channel::<(u64, Plaintext)>(8);
+    let progress = f.progress.clone();
+    let writer: JoinHandle<Result<Output, OutputError>> = tokio::task::spawn_blocking(move || {
+        let mut output = output;
+        let mut written = resumed_bytes;
+        while let Some((index, p)) = rx.blocking_recv() {
+            output.write_content(index * chunk_size, p.as_slice())?;
+            written += p.as_slice().len() as u64;
+            let _ = progress.send(Progress::Bytes(written));
+        }
+        Ok(output)
+    });
+    let sink = move |index: u64, p: Plaintext| {
+        tx.blocking_send((index, p))
+            .map_err(|_| FetchError::Unreachable("the writer stopped".into()))
+    };
+    let manifest_peers = peers.clone();
+    let run = f
+        .run_queue(&opener, Stream::Content, todo, peers, sink)
+        .await;
+    let output = writer.await.expect("the writer does not panic")?;
+    let mut peers = run?;
+    if peers.is_empty() {
+        // Everything was already here (a resumed fetch): still tell them.
+        peers = manifest_peers;
+    }
+    let paths = blocking(move || output.finish()).await?;
+    // Tell the sources; a one-shot sender stops on this. Best effort.
+    for peer in peers {
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), send_done(client, peer, share.0)).await;
+    }
+    Ok(Fetched {
+        paths,
+        files,
+        bytes: total,
+        resumed_bytes,
+        manifest,
+        metadata: metadata_kept,
+    })
+}
+
+/// Fetches the ciphertext of share `share` into `store`, verifying every
+/// chunk against its id: what a pinning node does, with no key. Chunks
+/// already in the store (from an interrupted run) are verified and kept.
+/// Progress counts sealed bytes.
+pub async fn fetch_ciphertext(
+    client: &Client,
+    share: ManifestId,
+    sources: Vec<PeerAddr>,
+    store: &ChunkDir,
+    opts: &FetchOptions,
+    progress: mpsc::UnboundedSender<Progress>,
+) -> Result<Manifest, FetchError> {
+    let mut f = Fetcher::new(client, share, sources, opts, progress);
+    let peers = f.connect().await?;
+    let (manifest, mut peers) = f.manifest(peers).await?;
+    let bytes = manifest.encode();
+    let dir = store.clone();
+    blocking(move || dir.put_manifest(&share, &bytes))
+        .await
+        .map_err(|e| FetchError::Store(e.to_string()))?;
+    let total = manifest.sealed_size();
+    let _ = f.progress.send(Progress::Started { total, files: 0 });
+    let check = Arc::new(IdCheck(manifest.clone()));
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    for stream in [Stream::Metadata, Stream::Content] {
+        // Keep what an earlier run stored, if it still verifies.
+        let (dir, m) = (store.clone(), manifest.clone());
+        let (todo, kept) = blocking(move || {
+            let mut todo = Vec::new();
+            let mut kept = 0u64;
+            for (i, id) in m.chunks(stream).iter().enumerate() {
+                let len = m.sealed_len(stream, i as u64);
+                match dir.get(id, len) {
+                    Ok(b) if crate::open::check_chunk(&m, stream, i as u64, &b).is_ok() => {
+                        kept += len as u64
+                    }
+                    _ => todo.push(i as u64),
+                }
+            }
+            Ok::<_, FetchError>((todo, kept))
+        })
+        .await?;
+        let now = done.fetch_add(kept, std::sync::atomic::Ordering::Relaxed) + kept;
+        if kept > 0 {
+            let _ = f.progress.send(Progress::Resumed { bytes: now });
+        }
+        let (dir, m, done, progress) = (
+            store.clone(),
+            manifest.clone(),
+            done.clone(),
+            f.progress.clone(),
+        );
+        let sink = move |index: u64, bytes: Vec<u8>| {
+            dir.put(&m.chunks(stream)[index as usize], &bytes)
+                .map_err(|e| FetchError::Store(e.to_string()))?;
+            let n = done.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed)
+                + bytes.len() as u64;
+            let _ = progress.send(Progress::Bytes(n));
+            Ok(())
+        };
+        peers = f.run_queue(&check, stream, todo, peers, sink).await?;
+    }
+    let dir = store.clone();
+    blocking(move || dir.sync())
+        .await
+        .map_err(|e| FetchError::Store(e.to_string()))?;
+    Ok(manifest)
+}
+
+async fn blocking<T: Send + 'static, E: Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, E> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("blocking jobs do not panic")
+}
+
+/// Re-verifies a previous run's staged content by sealing it again and
+/// comparing with the manifest (sealing is deterministic). Returns the
+/// indices that match.
+fn verify_staged(output: Output, resealer: &Resealer) -> Result<(Output, Vec<u64>), OutputError> {
+    let m = resealer.manifest();
+    let count = m.content_chunks.len() as u64;
+    let mut good = Vec::new();
+    let mut next = 0u64;
+    crate::pipeline::ordered(
+        crate::pipeline::default_threads(),
+        || {
+            if next == count {
+                return Ok(None);
+            }
+            let i = next;
+            next += 1;
+            let mut buf = vec![0; m.plaintext_len(Stream::Content, i)];
+            // A file not written yet (or cut short) just means "fetch it".
+            let present = output
+                .read_content(i * m.chunk_size.bytes(), &mut buf)
+                .is_ok();
+            Ok(Some((i, present.then_some(buf))))
+        },
+        |(i, buf): (u64, Option<Vec<u8>>)| {
+            let ok = buf.is_some_and(|b| resealer.reseal(Stream::Content, i, &b).is_ok());
+            Ok::<_, OutputError>((i, ok))
+        },
+        |(i, ok)| {
+            if ok {
+                good.push(i);
+            }
+            Ok(())
+        },
+    )?;
+    Ok((output, good))
+}
+
+async fn send_done(client: &Client, peer: PeerId, share: [u8; 32]) -> std::io::Result<()> {
+    let mut s = client
+        .control()
+        .open_stream(peer, XFER)
+        .await
+        .map_err(std::io::Error::other)?;
+    write_msg(&mut s, &Request::Done { share }).await?;
+    s.flush().await?;
+    let _ = read_msg::<_, Response>(&mut s).await?;
+    s.close().await
+}
