@@ -45,13 +45,71 @@ use crate::store::chunks::ChunkDir;
 use crate::store::output::{Output, OutputError, OutputOptions};
 use crate::wire::{Request, Response};
 
-use sources::Fetcher;
+use manifest::get_manifest;
+use scheduler::run_queue;
+use sources::Sources;
 use verify::IdCheck;
 
-/// Lost sessions (failed connections, stalls) before a source is dropped.
-/// Generous, with growing pauses: a busy node (libp2p-stream drops inbound
-/// streams under bursts) must not be mistaken for a dead one.
-pub const MAX_STRIKES: u32 = 5;
+/// Verified content chunks waiting for the writer thread, at most.
+const WRITER_QUEUE: usize = 8;
+
+/// How patient a fetch is with its sources: every pause, count and cap the
+/// fetcher retries by, in one place (docs/PROTOCOL.md section 6 describes
+/// them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Lost sessions (failed connections or streams, stalls) before a source
+    /// is dropped. Generous, with growing pauses: a busy node (libp2p-stream
+    /// drops inbound streams under bursts) must not be mistaken for a dead
+    /// one.
+    pub max_strikes: u32,
+    /// The pause after a source's first lost session, and after the first
+    /// round in which no source had anything left to give; doubled after
+    /// each further one (see [`RetryPolicy::pause`]).
+    pub pause: Duration,
+    /// Rounds in a row in which every source ended its session with nothing
+    /// to take (none holds what is left) before the fetch fails with
+    /// [`FetchError::NotFound`].
+    pub idle_rounds: u32,
+    /// The first wait between attempts to reach a source while none
+    /// answers; doubled after each attempt, up to `max_connect_backoff`.
+    pub connect_backoff: Duration,
+    /// The longest wait between attempts to reach a source.
+    pub max_connect_backoff: Duration,
+    /// How long one DHT lookup for the share's providers may take.
+    pub dht_timeout: Duration,
+    /// Most peers kept from a discovery round that asked the DHT (LAN peers
+    /// and DHT providers together): LAN announcements are unauthenticated
+    /// hints. A round that asks only the LAN is not cut here (the node's LAN
+    /// table is bounded on its own).
+    pub max_discovered: usize,
+    /// How long telling one source `Done` may take (best effort).
+    pub done_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_strikes: 5,
+            pause: Duration::from_millis(400),
+            idle_rounds: 5,
+            connect_backoff: Duration::from_millis(500),
+            max_connect_backoff: Duration::from_secs(5),
+            dht_timeout: Duration::from_secs(15),
+            max_discovered: 32,
+            done_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The pause after the `n`-th (from 1) lost session of a source, or the
+    /// `n`-th idle round in a row: `pause × 2^(n-1)` (0.4, 0.8, 1.6, 3.2 s by
+    /// default).
+    pub fn pause(&self, n: u32) -> Duration {
+        self.pause.saturating_mul(1 << n.saturating_sub(1).min(16))
+    }
+}
 
 /// How to fetch.
 #[derive(Clone, Debug)]
@@ -70,6 +128,8 @@ pub struct FetchOptions {
     /// (mDNS) and providers in the DHT. With it, a link without hints can
     /// work, and an empty source list is not an error until `wait` runs out.
     pub discover: bool,
+    /// When to retry a source and when to give up on it.
+    pub retry: RetryPolicy,
 }
 
 impl Default for FetchOptions {
@@ -81,11 +141,32 @@ impl Default for FetchOptions {
             max_peers: 8,
             output: OutputOptions::default(),
             discover: false,
+            retry: RetryPolicy::default(),
         }
     }
 }
 
 /// What a fetch reports while it runs.
+///
+/// The order a caller can rely on:
+///
+/// - `Connected`, `Waiting` and `PeerDropped` may come at any point, also
+///   after `Started`: sources are reconnected when sessions end.
+/// - `Started` comes exactly once in a fetch that succeeds, before any
+///   `Resumed` or `Bytes`: for [`fetch`] once the manifest and the file list
+///   are verified, for [`fetch_ciphertext`] once the manifest is verified
+///   and stored. A fetch that fails before then never sends it.
+/// - `Resumed` comes only if something was kept. For [`fetch`]: at most
+///   once, right after `Started` and before any `Bytes`. For
+///   [`fetch_ciphertext`]: at most once per stream (the file list's chunks,
+///   then the content's), carrying the running total.
+/// - `Bytes(n)` counts verified bytes, resumed ones included. For [`fetch`],
+///   `n` only grows, and the last one equals `Started`'s `total` (none comes
+///   if everything was resumed). For [`fetch_ciphertext`], chunks are stored
+///   by several threads at once, so two events may arrive out of order: the
+///   largest `n` seen is the progress.
+/// - Nothing is sent after [`fetch`] returns. After [`fetch_ciphertext`]
+///   fails, a chunk that was being stored may still report its `Bytes`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Progress {
     /// Connected to a source.
@@ -176,9 +257,9 @@ pub async fn fetch(
 ) -> Result<Fetched, FetchError> {
     let key = link.require_key()?;
     let share = *link.manifest_id();
-    let mut f = Fetcher::new(client, share, sources, opts, progress);
+    let mut f = Sources::new(client, share, sources, opts, progress);
     let peers = f.connect().await?;
-    let (manifest, peers) = f.manifest(peers).await?;
+    let (manifest, peers) = get_manifest(&mut f, peers).await?;
     let opener = Arc::new(Opener::new(manifest.clone(), key)?);
 
     // The file list, collected in order.
@@ -191,20 +272,13 @@ pub async fn fetch(
             Ok::<(), FetchError>(())
         }
     };
-    let peers = f
-        .run_queue(
-            &opener,
-            Stream::Metadata,
-            (0..n_meta).collect(),
-            peers,
-            sink,
-        )
-        .await?;
+    let indices = (0..n_meta).collect();
+    let peers = run_queue(&mut f, &opener, Stream::Metadata, indices, peers, sink).await?;
     let plain = std::mem::take(&mut *meta_plain.lock().expect("never poisoned")).concat();
     let metadata = opener.metadata(&plain)?;
     let total = metadata.content_len();
     let files = metadata.file_count();
-    let _ = f.progress.send(Progress::Started { total, files });
+    f.report(Progress::Started { total, files });
 
     let (dest_owned, id, out_opts) = (dest.to_owned(), share, opts.output.clone());
     let metadata_kept = metadata.clone();
@@ -226,7 +300,7 @@ pub async fn fetch(
         .map(|&i| manifest.plaintext_len(Stream::Content, i) as u64)
         .sum();
     if resumed_bytes > 0 {
-        let _ = f.progress.send(Progress::Resumed {
+        f.report(Progress::Resumed {
             bytes: resumed_bytes,
         });
     }
@@ -236,7 +310,7 @@ pub async fn fetch(
         .collect();
 
     // One writer thread owns the output; sessions hand it verified chunks.
-    let (tx, mut rx) = mpsc::channel::<(u64, Plaintext)>(8);
+    let (tx, mut rx) = mpsc::channel::<(u64, Plaintext)>(WRITER_QUEUE);
     let progress = f.progress.clone();
     let writer: JoinHandle<Result<Output, OutputError>> = tokio::task::spawn_blocking(move || {
         let mut output = output;
@@ -253,9 +327,7 @@ pub async fn fetch(
             .map_err(|_| FetchError::Unreachable("the writer stopped".into()))
     };
     let manifest_peers = peers.clone();
-    let run = f
-        .run_queue(&opener, Stream::Content, todo, peers, sink)
-        .await;
+    let run = run_queue(&mut f, &opener, Stream::Content, todo, peers, sink).await;
     let output = writer.await.expect("the writer does not panic")?;
     let mut peers = run?;
     if peers.is_empty() {
@@ -265,8 +337,7 @@ pub async fn fetch(
     let paths = blocking(move || output.finish()).await?;
     // Tell the sources; a one-shot sender stops on this. Best effort.
     for peer in peers {
-        let _ =
-            tokio::time::timeout(Duration::from_secs(5), send_done(client, peer, share.0)).await;
+        let _ = tokio::time::timeout(opts.retry.done_timeout, send_done(client, peer, share)).await;
     }
     Ok(Fetched {
         paths,
@@ -290,16 +361,16 @@ pub async fn fetch_ciphertext(
     opts: &FetchOptions,
     progress: mpsc::UnboundedSender<Progress>,
 ) -> Result<Manifest, FetchError> {
-    let mut f = Fetcher::new(client, share, sources, opts, progress);
+    let mut f = Sources::new(client, share, sources, opts, progress);
     let peers = f.connect().await?;
-    let (manifest, mut peers) = f.manifest(peers).await?;
+    let (manifest, mut peers) = get_manifest(&mut f, peers).await?;
     let bytes = manifest.encode();
     let dir = store.clone();
     blocking(move || dir.put_manifest(&share, &bytes))
         .await
         .map_err(|e| FetchError::Store(e.to_string()))?;
     let total = manifest.sealed_size();
-    let _ = f.progress.send(Progress::Started { total, files: 0 });
+    f.report(Progress::Started { total, files: 0 });
     let check = Arc::new(IdCheck(manifest.clone()));
     let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
     for stream in [Stream::Metadata, Stream::Content] {
@@ -322,7 +393,7 @@ pub async fn fetch_ciphertext(
         .await?;
         let now = done.fetch_add(kept, std::sync::atomic::Ordering::Relaxed) + kept;
         if kept > 0 {
-            let _ = f.progress.send(Progress::Resumed { bytes: now });
+            f.report(Progress::Resumed { bytes: now });
         }
         let (dir, m, done, progress) = (
             store.clone(),
@@ -338,7 +409,7 @@ pub async fn fetch_ciphertext(
             let _ = progress.send(Progress::Bytes(n));
             Ok(())
         };
-        peers = f.run_queue(&check, stream, todo, peers, sink).await?;
+        peers = run_queue(&mut f, &check, stream, todo, peers, sink).await?;
     }
     let dir = store.clone();
     blocking(move || dir.sync())
@@ -392,14 +463,33 @@ fn verify_staged(output: Output, resealer: &Resealer) -> Result<(Output, Vec<u64
     Ok((output, good))
 }
 
-async fn send_done(client: &Client, peer: PeerId, share: [u8; 32]) -> std::io::Result<()> {
+/// Tells `peer` this node holds the whole share now.
+async fn send_done(client: &Client, peer: PeerId, share: ManifestId) -> std::io::Result<()> {
     let mut s = client
         .control()
         .open_stream(peer, XFER)
         .await
         .map_err(std::io::Error::other)?;
-    write_msg(&mut s, &Request::Done { share }).await?;
+    write_msg(&mut s, &Request::Done { share: share.0 }).await?;
     s.flush().await?;
     let _ = read_msg::<_, Response>(&mut s).await?;
     s.close().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pauses_double_from_the_first_and_never_overflow() {
+        let p = RetryPolicy::default();
+        let ms: Vec<u128> = (1..p.max_strikes).map(|n| p.pause(n).as_millis()).collect();
+        assert_eq!(ms, [400, 800, 1600, 3200]);
+        assert_eq!(p.pause(0), p.pause);
+        let huge = RetryPolicy {
+            pause: Duration::MAX,
+            ..p
+        };
+        assert_eq!(huge.pause(u32::MAX), Duration::MAX);
+    }
 }

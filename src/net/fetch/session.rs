@@ -1,232 +1,291 @@
 //! One peer's session: a stream with up to `depth` chunk requests in
 //! flight, answers read in order, each verified on the blocking pool while
 //! the next one arrives.
+//!
+//! Blame is decided here and nowhere else: bytes that do not match their id
+//! or their length, and answers that break the protocol, are the peer's
+//! fault ([`Fault::Misbehaved`]); a failed or stalled stream may be the
+//! path's ([`Fault::Lost`]); a chunk that matches its id but does not open
+//! is the share's, and ends the fetch ([`SessionEnd::Fatal`]).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::AsyncWriteExt;
-use libp2p::PeerId;
+use libp2p::{PeerId, Stream as Socket};
 use tokio::task::JoinHandle;
 
 use super::scheduler::Queue;
 use super::verify::Verify;
-use super::{FetchError, FetchOptions};
-use crate::chunk::ChunkId;
+use super::FetchError;
+use crate::chunk::{ChunkId, Stream};
+use crate::manifest::ManifestId;
 use crate::net::frame::{read_msg, read_payload, write_msg};
 use crate::net::node::{Client, XFER};
 use crate::open::OpenError;
-use crate::wire::{Request, Response};
+use crate::wire::{Have, Request, Response};
+
+/// Where verified chunks go, on the blocking pool.
+pub(super) type Sink<T> = dyn Fn(u64, T) -> Result<(), FetchError> + Send + Sync;
+type Verification<T> = JoinHandle<Result<T, OpenError>>;
+
+/// What went wrong with a peer, and so what happens to it.
+pub(super) enum Fault {
+    /// The connection or stream failed, or the peer stalled: it may be
+    /// tried again, a few times.
+    Lost(String),
+    /// The peer misbehaved: not to be asked again.
+    Misbehaved(String),
+}
+
+impl Fault {
+    /// Malformed frames are misbehaviour; other I/O errors are a lost
+    /// connection (or an inbound stream the peer's node dropped under load).
+    pub(super) fn from_io(e: std::io::Error) -> Fault {
+        if e.kind() == std::io::ErrorKind::InvalidData {
+            Fault::Misbehaved(e.to_string())
+        } else {
+            Fault::Lost(e.to_string())
+        }
+    }
+}
 
 /// Why a session ended.
 pub(super) enum SessionEnd {
     /// Nothing left to take.
     Finished,
-    /// The peer misbehaved: not to be asked again.
-    Dropped(String),
-    /// The connection or stream failed, or the peer stalled: it may be
-    /// tried again, a few times.
-    Lost(String),
+    /// The peer or the path failed.
+    Fault(Fault),
     /// The peer does not hold (all of) the share.
     NotFound,
     /// The peer's files changed.
     Stale,
-    /// The share itself is bad: stop everything.
-    Fatal(OpenError),
+    /// The share itself is bad, or the local side failed: stop everything.
+    Fatal(FetchError),
 }
 
-pub(super) type Sink<T> = dyn Fn(u64, T) -> Result<(), FetchError> + Send + Sync;
-type Verification<T> = JoinHandle<Result<T, OpenError>>;
-
-/// Waits for one chunk's verification and hands it over; `Some` if the
-/// session must end.
-async fn settle<T: Send + 'static>(
-    i: u64,
-    h: Verification<T>,
-    sink: &Arc<Sink<T>>,
-    queue: &Arc<Mutex<Queue>>,
-    taken: &mut VecDeque<u64>,
-) -> Result<Option<SessionEnd>, FetchError> {
-    match h.await.expect("verification does not panic") {
-        Ok(plain) => {
-            let sink = sink.clone();
-            tokio::task::spawn_blocking(move || sink(i, plain))
-                .await
-                .expect("the sink does not panic")?;
-            taken.retain(|&x| x != i);
-            queue.lock().expect("never poisoned").left -= 1;
-            Ok(None)
-        }
-        Err(e) if e.blames_source() => Ok(Some(SessionEnd::Dropped(e.to_string()))),
-        Err(e) => Ok(Some(SessionEnd::Fatal(e))),
+impl From<Fault> for SessionEnd {
+    fn from(f: Fault) -> SessionEnd {
+        SessionEnd::Fault(f)
     }
 }
 
-/// One peer's session. Returns the peer and why it ended; indices it took
-/// but did not deliver go back to the queue.
-pub(super) async fn session<V: Verify>(
-    client: Client,
+/// A peer's answer to one chunk request.
+enum Answer {
+    /// The chunk's bytes, of the length the manifest gives (not yet checked
+    /// against the id).
+    Chunk(Vec<u8>),
+    /// The peer's files changed since the share was made.
+    Stale,
+    /// The peer does not hold it.
+    NotFound,
+    /// An answer that breaks the protocol.
+    Violation(String),
+}
+
+/// What every session over one queue shares.
+pub(super) struct Job<V: Verify> {
+    pub(super) client: Client,
+    pub(super) share: ManifestId,
+    pub(super) stream: Stream,
+    pub(super) check: Arc<V>,
+    pub(super) queue: Arc<Mutex<Queue>>,
+    pub(super) sink: Arc<Sink<V::Out>>,
+    /// Chunk requests in flight or being verified, at most.
+    pub(super) depth: usize,
+    /// Deadline for each answer, and for opening the stream.
+    pub(super) timeout: Duration,
+}
+
+/// One peer's session over a [`Job`].
+pub(super) struct Session<V: Verify> {
+    job: Arc<Job<V>>,
     peer: PeerId,
-    share: [u8; 32],
-    opener: Arc<V>,
-    queue: Arc<Mutex<Queue>>,
-    sink: Arc<Sink<V::Out>>,
-    opts: FetchOptions,
-) -> (PeerId, Result<SessionEnd, FetchError>) {
-    let mut taken: VecDeque<u64> = VecDeque::new();
-    let mut verifying = VecDeque::new();
-    let mut end = run_session(
-        &client,
-        peer,
-        share,
-        &opener,
-        &queue,
-        &sink,
-        &opts,
-        &mut taken,
-        &mut verifying,
-    )
-    .await;
-    // Chunks that arrived before the session ended are still good if they
-    // verify: keep them.
-    for (i, h) in verifying {
-        match settle(i, h, &sink, &queue, &mut taken).await {
-            Ok(None) => {}
-            Ok(Some(SessionEnd::Fatal(e))) => end = Ok(SessionEnd::Fatal(e)),
-            Ok(Some(_)) => {}
-            Err(e) => end = Err(e),
-        }
-    }
-    let mut q = queue.lock().expect("never poisoned");
-    for i in taken.into_iter().rev() {
-        q.todo.push_front(i);
-    }
-    (peer, end)
+    /// Indices taken from the queue and not yet delivered, in order: they go
+    /// back to the queue when the session ends.
+    taken: VecDeque<u64>,
+    /// Answers being verified, in the order they came.
+    verifying: VecDeque<(u64, Verification<V::Out>)>,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_session<V: Verify>(
-    client: &Client,
-    peer: PeerId,
-    share: [u8; 32],
-    opener: &Arc<V>,
-    queue: &Arc<Mutex<Queue>>,
-    sink: &Arc<Sink<V::Out>>,
-    opts: &FetchOptions,
-    taken: &mut VecDeque<u64>,
-    verifying: &mut VecDeque<(u64, Verification<V::Out>)>,
-) -> Result<SessionEnd, FetchError> {
-    let t = opts.request_timeout;
-    // Malformed frames are misbehaviour; other I/O errors are a lost
-    // connection (or an inbound stream the peer's node dropped under load).
-    let io = |e: std::io::Error| {
-        Ok(if e.kind() == std::io::ErrorKind::InvalidData {
-            SessionEnd::Dropped(e.to_string())
-        } else {
-            SessionEnd::Lost(e.to_string())
-        })
-    };
-    let timed_out = || {
-        Ok(SessionEnd::Lost(format!(
-            "stalled: no answer within {}s",
-            t.as_secs()
-        )))
-    };
-    let mut s = match tokio::time::timeout(t, client.control().open_stream(peer, XFER)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Ok(SessionEnd::Lost(e.to_string())),
-        Err(_) => return timed_out(),
-    };
-    // Ask what the peer holds.
-    if let Err(e) = write_msg(&mut s, &Request::Have { share }).await {
-        return io(e);
+impl<V: Verify> Session<V> {
+    pub(super) fn new(job: Arc<Job<V>>, peer: PeerId) -> Session<V> {
+        Session {
+            job,
+            peer,
+            taken: VecDeque::new(),
+            verifying: VecDeque::new(),
+        }
     }
-    if let Err(e) = s.flush().await {
-        return io(e);
-    }
-    let have = match tokio::time::timeout(t, read_msg::<_, Response>(&mut s)).await {
-        Err(_) => return timed_out(),
-        Ok(Err(e)) => return io(e),
-        Ok(Ok(Some(Response::Have(h)))) => h,
-        Ok(Ok(Some(Response::NotFound))) => return Ok(SessionEnd::NotFound),
-        // The stream closed before any answer: the peer's node may have
-        // dropped it under load (libp2p-stream does with bursts).
-        Ok(Ok(None)) => return Ok(SessionEnd::Lost("closed the stream".into())),
-        Ok(Ok(Some(other))) => {
-            return Ok(SessionEnd::Dropped(format!("answered Have with {other:?}")))
-        }
-    };
-    let m = opener.manifest();
-    let n_meta = m.metadata_chunks.len();
-    let stream = queue.lock().expect("never poisoned").stream;
-    // Requested, in order, not yet answered.
-    let mut asked: VecDeque<u64> = VecDeque::new();
-    let depth = opts.depth.max(1);
-    loop {
-        // Top up the pipeline.
-        let mut wrote = false;
-        while asked.len() + verifying.len() < depth {
-            let Some(i) = queue.lock().expect("never poisoned").take(&have, n_meta) else {
-                break;
-            };
-            taken.push_back(i);
-            let id: ChunkId = m.chunks(stream)[i as usize];
-            if let Err(e) = write_msg(&mut s, &Request::Chunk { share, chunk: id.0 }).await {
-                return io(e);
-            }
-            asked.push_back(i);
-            wrote = true;
-        }
-        if wrote {
-            if let Err(e) = s.flush().await {
-                return io(e);
-            }
-        }
-        // Hand over what is verified; wait only when the pipeline is full
-        // or nothing else is left to do.
-        while let Some((_, h)) = verifying.front() {
-            if !(h.is_finished() || asked.is_empty() || verifying.len() >= depth) {
-                break;
-            }
-            let (i, h) = verifying.pop_front().expect("front exists");
-            if let Some(end) = settle(i, h, sink, queue, taken).await? {
-                return Ok(end);
-            }
-        }
-        let Some(&i) = asked.front() else {
-            if verifying.is_empty() {
-                return Ok(SessionEnd::Finished);
-            }
-            continue;
+
+    /// Runs the session to its end. Returns the peer and why it ended;
+    /// indices it took but did not deliver go back to the queue.
+    pub(super) async fn run(mut self) -> (PeerId, SessionEnd) {
+        let mut end = match self.exchange().await {
+            Ok(end) | Err(end) => end,
         };
-        let expected = m.sealed_len(stream, i);
-        let answer = async {
-            match read_msg::<_, Response>(&mut s).await? {
-                Some(Response::Chunk { len }) if len as usize == expected => {
-                    Ok(Ok(read_payload(&mut s, expected).await?))
+        // Chunks that arrived before the session ended are still good if
+        // they verify: keep them.
+        while let Some((i, h)) = self.verifying.pop_front() {
+            if let Err(fatal @ SessionEnd::Fatal(_)) = self.settle(i, h).await {
+                end = fatal;
+            }
+        }
+        let mut q = self.job.queue.lock().expect("never poisoned");
+        q.give_back(self.taken);
+        (self.peer, end)
+    }
+
+    /// The stream's life: ask what the peer holds, then keep `depth` chunk
+    /// requests in flight until nothing is left to take. Ends with `Ok` or
+    /// `Err` alike; `Err` only lets `?` cut it short.
+    async fn exchange(&mut self) -> Result<SessionEnd, SessionEnd> {
+        let job = self.job.clone();
+        let mut s = match tokio::time::timeout(
+            job.timeout,
+            job.client.control().open_stream(self.peer, XFER),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(Fault::Lost(e.to_string()).into()),
+            Err(_) => return Err(self.stalled().into()),
+        };
+        let have = self.have(&mut s).await?;
+        let m = job.check.manifest();
+        // A Have bitmap is in manifest order: metadata chunks, then content.
+        let offset = match job.stream {
+            Stream::Metadata => 0,
+            Stream::Content => m.metadata_chunks.len(),
+        };
+        // Requested, in order, not yet answered.
+        let mut asked: VecDeque<u64> = VecDeque::new();
+        let depth = job.depth.max(1);
+        loop {
+            // Top up the pipeline.
+            let mut wrote = false;
+            while asked.len() + self.verifying.len() < depth {
+                let Some(i) = job
+                    .queue
+                    .lock()
+                    .expect("never poisoned")
+                    .take(&have, offset)
+                else {
+                    break;
+                };
+                self.taken.push_back(i);
+                let id: ChunkId = m.chunks(job.stream)[i as usize];
+                let req = Request::Chunk {
+                    share: job.share.0,
+                    chunk: id.0,
+                };
+                write_msg(&mut s, &req).await.map_err(Fault::from_io)?;
+                asked.push_back(i);
+                wrote = true;
+            }
+            if wrote {
+                s.flush().await.map_err(Fault::from_io)?;
+            }
+            // Hand over what is verified; wait only when the pipeline is
+            // full or nothing else is left to do.
+            while let Some((_, h)) = self.verifying.front() {
+                if !(h.is_finished() || asked.is_empty() || self.verifying.len() >= depth) {
+                    break;
                 }
-                Some(Response::Chunk { len }) => Ok(Err(format!(
-                    "sent a {len}-byte chunk where {expected} bytes were due"
-                ))),
-                Some(Response::Stale) => Ok(Err("stale".into())),
-                Some(Response::NotFound) => Ok(Err("notfound".into())),
-                Some(other) => Ok(Err(format!("answered a chunk request with {other:?}"))),
-                None => Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+                let (i, h) = self.verifying.pop_front().expect("front exists");
+                self.settle(i, h).await?;
             }
+            let Some(&i) = asked.front() else {
+                if self.verifying.is_empty() {
+                    return Ok(SessionEnd::Finished);
+                }
+                continue;
+            };
+            let bytes = match self.answer(&mut s, m.sealed_len(job.stream, i)).await? {
+                Answer::Chunk(b) => b,
+                Answer::Stale => return Ok(SessionEnd::Stale),
+                Answer::NotFound => return Ok(SessionEnd::NotFound),
+                Answer::Violation(r) => return Err(Fault::Misbehaved(r).into()),
+            };
+            asked.pop_front();
+            let (check, stream) = (job.check.clone(), job.stream);
+            let verification = tokio::task::spawn_blocking(move || check.verify(stream, i, bytes));
+            self.verifying.push_back((i, verification));
+        }
+    }
+
+    /// Asks what the peer holds.
+    async fn have(&self, s: &mut Socket) -> Result<Have, SessionEnd> {
+        let req = Request::Have {
+            share: self.job.share.0,
         };
-        let bytes = match tokio::time::timeout(t, answer).await {
-            Err(_) => return timed_out(),
-            Ok(Err(e)) => return io(e),
-            Ok(Ok(Err(r))) if r == "stale" => return Ok(SessionEnd::Stale),
-            Ok(Ok(Err(r))) if r == "notfound" => return Ok(SessionEnd::NotFound),
-            Ok(Ok(Err(r))) => return Ok(SessionEnd::Dropped(r)),
-            Ok(Ok(Ok(b))) => b,
+        write_msg(s, &req).await.map_err(Fault::from_io)?;
+        s.flush().await.map_err(Fault::from_io)?;
+        match tokio::time::timeout(self.job.timeout, read_msg::<_, Response>(s)).await {
+            Err(_) => Err(self.stalled().into()),
+            Ok(Err(e)) => Err(Fault::from_io(e).into()),
+            Ok(Ok(Some(Response::Have(h)))) => Ok(h),
+            Ok(Ok(Some(Response::NotFound))) => Err(SessionEnd::NotFound),
+            // The stream closed before any answer: the peer's node may have
+            // dropped it under load (libp2p-stream does with bursts).
+            Ok(Ok(None)) => Err(Fault::Lost("closed the stream".into()).into()),
+            Ok(Ok(Some(other))) => {
+                Err(Fault::Misbehaved(format!("answered Have with {other:?}")).into())
+            }
+        }
+    }
+
+    /// Reads the answer to the oldest chunk request, which must carry
+    /// exactly `expected` bytes: the length is checked before the payload
+    /// is read.
+    async fn answer(&self, s: &mut Socket, expected: usize) -> Result<Answer, Fault> {
+        let read = async {
+            Ok(match read_msg::<_, Response>(s).await? {
+                Some(Response::Chunk { len }) if len as usize == expected => {
+                    Answer::Chunk(read_payload(s, expected).await?)
+                }
+                Some(Response::Chunk { len }) => Answer::Violation(format!(
+                    "sent a {len}-byte chunk where {expected} bytes were due"
+                )),
+                Some(Response::Stale) => Answer::Stale,
+                Some(Response::NotFound) => Answer::NotFound,
+                Some(other) => {
+                    Answer::Violation(format!("answered a chunk request with {other:?}"))
+                }
+                None => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+            })
         };
-        asked.pop_front();
-        let opener = opener.clone();
-        verifying.push_back((
-            i,
-            tokio::task::spawn_blocking(move || opener.verify(stream, i, bytes)),
-        ));
+        match tokio::time::timeout(self.job.timeout, read).await {
+            Err(_) => Err(self.stalled()),
+            Ok(r) => r.map_err(Fault::from_io),
+        }
+    }
+
+    /// Waits for one chunk's verification and hands it to the sink. `Err`
+    /// if the session must end: the bytes were the peer's fault, or the
+    /// share's, or the sink failed.
+    async fn settle(&mut self, i: u64, h: Verification<V::Out>) -> Result<(), SessionEnd> {
+        match h.await.expect("verification does not panic") {
+            Ok(out) => {
+                let sink = self.job.sink.clone();
+                tokio::task::spawn_blocking(move || sink(i, out))
+                    .await
+                    .expect("the sink does not panic")
+                    .map_err(SessionEnd::Fatal)?;
+                self.taken.retain(|&x| x != i);
+                self.job.queue.lock().expect("never poisoned").delivered();
+                Ok(())
+            }
+            Err(e) if e.blames_source() => Err(Fault::Misbehaved(e.to_string()).into()),
+            Err(e) => Err(SessionEnd::Fatal(e.into())),
+        }
+    }
+
+    fn stalled(&self) -> Fault {
+        Fault::Lost(format!(
+            "stalled: no answer within {}s",
+            self.job.timeout.as_secs()
+        ))
     }
 }

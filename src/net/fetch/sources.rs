@@ -1,13 +1,15 @@
 //! The sources of one fetch: the peers given and discovered, which of them
-//! are still worth asking, and connecting to them until the deadline.
+//! are still worth asking, what happens to one that failed, and connecting
+//! to them until the deadline.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use libp2p::PeerId;
 use tokio::sync::mpsc;
 
-use super::{FetchError, FetchOptions, Progress, MAX_STRIKES};
+use super::session::Fault;
+use super::{FetchError, FetchOptions, Progress};
 use crate::manifest::ManifestId;
 use crate::net::node::Client;
 use crate::net::{is_quic, PeerAddr};
@@ -31,64 +33,120 @@ fn merge(sources: Vec<PeerAddr>) -> Vec<PeerAddr> {
     out
 }
 
-pub(super) struct Fetcher {
+/// Everything one fetch knows about its sources, and the rules for blaming
+/// them (docs/PROTOCOL.md, "What a peer does decides what happens to it").
+pub(super) struct Sources {
+    /// The node the fetch runs on.
     pub(super) client: Client,
-    pub(super) sources: Vec<PeerAddr>,
-    pub(super) share: [u8; 32],
-    /// Sources not to ask again: they misbehaved or stalled.
-    pub(super) banned: HashSet<PeerId>,
-    /// Sources that answered they do not hold the share.
-    pub(super) not_found: HashSet<PeerId>,
-    /// Lost sessions per source.
-    pub(super) strikes: HashMap<PeerId, u32>,
-    /// Whether a source refused because its files changed.
-    pub(super) stale: bool,
-    pub(super) progress: mpsc::UnboundedSender<Progress>,
+    /// The share being fetched.
+    pub(super) share: ManifestId,
+    /// What the caller asked for, including the retry policy.
     pub(super) opts: FetchOptions,
-    pub(super) deadline: Instant,
+    /// Where the caller hears how it goes.
+    pub(super) progress: mpsc::UnboundedSender<Progress>,
+    /// The sources the caller gave (link hints, `--peer`), one per peer.
+    given: Vec<PeerAddr>,
+    /// Sources not to ask again: they misbehaved or stalled.
+    banned: HashSet<PeerId>,
+    /// Sources that answered they do not hold the share.
+    not_found: HashSet<PeerId>,
+    /// Lost sessions per source.
+    strikes: HashMap<PeerId, u32>,
+    /// Whether a source refused because its files changed.
+    stale: bool,
+    /// When to stop trying to reach a source.
+    deadline: Instant,
 }
 
-impl Fetcher {
+impl Sources {
     pub(super) fn new(
         client: &Client,
         share: ManifestId,
-        sources: Vec<PeerAddr>,
+        given: Vec<PeerAddr>,
         opts: &FetchOptions,
         progress: mpsc::UnboundedSender<Progress>,
-    ) -> Fetcher {
-        Fetcher {
+    ) -> Sources {
+        Sources {
             client: client.clone(),
-            sources: merge(sources),
-            share: share.0,
+            share,
+            opts: opts.clone(),
+            progress,
+            given: merge(given),
             banned: HashSet::new(),
             not_found: HashSet::new(),
             strikes: HashMap::new(),
             stale: false,
-            progress,
-            opts: opts.clone(),
             deadline: Instant::now() + opts.wait,
         }
     }
 
-    /// Counts a lost session against `peer`; after [`MAX_STRIKES`] it is
-    /// dropped. Between strikes it is reconnected, after a short pause.
-    pub(super) async fn strike(&mut self, peer: PeerId, reason: String) {
+    /// Tells the caller; a caller that stopped listening does not stop the
+    /// fetch.
+    pub(super) fn report(&self, event: Progress) {
+        let _ = self.progress.send(event);
+    }
+
+    /// Whether `peer` may still be asked: neither dropped nor known to lack
+    /// the share.
+    pub(super) fn usable(&self, peer: &PeerId) -> bool {
+        !self.banned.contains(peer) && !self.not_found.contains(peer)
+    }
+
+    /// The consequence of a failed exchange: a strike if it was lost, a drop
+    /// if the peer misbehaved.
+    pub(super) async fn blame(&mut self, peer: PeerId, fault: Fault) {
+        match fault {
+            Fault::Lost(reason) => self.strike(peer, reason).await,
+            Fault::Misbehaved(reason) => self.drop_peer(peer, reason).await,
+        }
+    }
+
+    /// `peer` answered that it does not hold the share: not asked again.
+    pub(super) fn lacks_share(&mut self, peer: PeerId) {
+        self.not_found.insert(peer);
+    }
+
+    /// `peer` refused because its files changed: dropped, and remembered so
+    /// that the fetch, if it fails, says why.
+    pub(super) async fn refused_stale(&mut self, peer: PeerId) {
+        self.stale = true;
+        self.drop_peer(peer, "its files changed since the link was made".into())
+            .await;
+    }
+
+    /// Counts a lost session against `peer`; at `max_strikes` it is dropped.
+    /// Between strikes it is reconnected, after a pause that grows.
+    async fn strike(&mut self, peer: PeerId, reason: String) {
         let n = self.strikes.entry(peer).or_default();
         *n += 1;
-        tracing::debug!(%peer, %reason, strikes = *n, "lost a source");
-        if *n >= MAX_STRIKES {
+        let n = *n;
+        tracing::debug!(%peer, %reason, strikes = n, "lost a source");
+        if n >= self.opts.retry.max_strikes {
             self.drop_peer(peer, reason).await;
         } else {
-            tokio::time::sleep(Duration::from_millis(200 << *n)).await;
+            tokio::time::sleep(self.opts.retry.pause(n)).await;
         }
     }
 
     /// Stops using `peer` for this fetch and closes its connections.
-    pub(super) async fn drop_peer(&mut self, peer: PeerId, reason: String) {
+    async fn drop_peer(&mut self, peer: PeerId, reason: String) {
         tracing::info!(%peer, %reason, "dropping source");
         self.banned.insert(peer);
         self.client.disconnect(peer).await;
-        let _ = self.progress.send(Progress::PeerDropped { peer, reason });
+        self.report(Progress::PeerDropped { peer, reason });
+    }
+
+    /// Why the fetch fails when no source is left to try: the definite
+    /// answers first (stale, then not holding the share, unless untried
+    /// `candidates_left`), otherwise `Unreachable` with `why`.
+    fn verdict(&self, candidates_left: bool, why: String) -> FetchError {
+        if self.stale {
+            FetchError::Stale
+        } else if !self.not_found.is_empty() && !candidates_left {
+            FetchError::NotFound
+        } else {
+            FetchError::Unreachable(why)
+        }
     }
 
     /// Sources found beyond the given ones: LAN peers, and with `dht`, DHT
@@ -105,11 +163,12 @@ impl Fetcher {
             .into_iter()
             .map(|(peer, addrs)| PeerAddr { peer, addrs })
             .collect();
-        let locator = ManifestId(self.share).locator().to_vec();
+        let locator = self.share.locator().to_vec();
         if !dht {
             return found;
         }
-        let lookup = tokio::time::timeout(Duration::from_secs(15), self.client.providers(locator));
+        let lookup =
+            tokio::time::timeout(self.opts.retry.dht_timeout, self.client.providers(locator));
         if let Ok(Ok(providers)) = lookup.await {
             tracing::debug!(found = providers.len(), "DHT lookup for providers");
             for peer in providers {
@@ -122,7 +181,7 @@ impl Fetcher {
             }
         }
         // LAN announcements are unauthenticated hints: bound how many are tried.
-        found.truncate(32);
+        found.truncate(self.opts.retry.max_discovered);
         found
     }
 
@@ -130,22 +189,19 @@ impl Fetcher {
     /// found on the LAN or in the DHT), retrying with backoff until at least
     /// one answers or the deadline passes.
     pub(super) async fn connect(&mut self) -> Result<Vec<PeerId>, FetchError> {
-        let mut backoff = Duration::from_millis(500);
+        let mut backoff = self.opts.retry.connect_backoff;
         // The DHT is asked only when the cheaper sources did not answer.
         let mut dht = false;
         loop {
-            let usable = |s: &PeerAddr, f: &Fetcher| {
-                !f.banned.contains(&s.peer) && !f.not_found.contains(&s.peer)
-            };
             let mut candidates: Vec<PeerAddr> = self
-                .sources
+                .given
                 .iter()
-                .filter(|s| usable(s, self))
+                .filter(|s| self.usable(&s.peer))
                 .cloned()
                 .collect();
-            tracing::debug!(dht, sources = self.sources.len(), "looking for sources");
+            tracing::debug!(dht, sources = self.given.len(), "looking for sources");
             for d in self.discover(dht).await {
-                if usable(&d, self)
+                if self.usable(&d.peer)
                     && !candidates.iter().any(|c| c.peer == d.peer)
                     && d.peer != self.client.peer_id()
                 {
@@ -157,14 +213,11 @@ impl Fetcher {
             // wait for discovery to turn up another copy.
             let definite = self.stale || !self.not_found.is_empty();
             if candidates.is_empty() && (!self.opts.discover || definite) {
-                return Err(if self.sources.is_empty() {
+                return Err(if self.given.is_empty() {
                     FetchError::Unreachable("the link has no peer hints; pass --peer".into())
-                } else if self.stale {
-                    FetchError::Stale
-                } else if !self.not_found.is_empty() {
-                    FetchError::NotFound
                 } else {
-                    FetchError::Unreachable(
+                    self.verdict(
+                        false,
                         "every source was dropped for misbehaving or stalling".into(),
                     )
                 });
@@ -186,7 +239,7 @@ impl Fetcher {
             for (peer, r) in results {
                 match r {
                     Ok(()) => {
-                        let _ = self.progress.send(Progress::Connected(peer));
+                        self.report(Progress::Connected(peer));
                         connected.push(peer);
                     }
                     Err(e) => last_error = e.to_string(),
@@ -200,28 +253,20 @@ impl Fetcher {
                 last_error = "no source found yet on the LAN or in the DHT".into();
             }
             if now >= self.deadline {
-                return Err(if self.stale {
-                    FetchError::Stale
-                } else if !self.not_found.is_empty() && candidates.is_empty() {
-                    FetchError::NotFound
-                } else {
-                    FetchError::Unreachable(format!(
-                        "gave up after {}s: {last_error}",
-                        self.opts.wait.as_secs()
-                    ))
-                });
+                let why = format!("gave up after {}s: {last_error}", self.opts.wait.as_secs());
+                return Err(self.verdict(!candidates.is_empty(), why));
             }
             if !dht && self.opts.discover {
                 // Try the DHT straight away, before waiting.
                 dht = true;
                 continue;
             }
-            let _ = self.progress.send(Progress::Waiting {
+            self.report(Progress::Waiting {
                 reason: last_error,
                 secs_left: (self.deadline - now).as_secs(),
             });
             tokio::time::sleep(backoff.min(self.deadline - now)).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            backoff = (backoff * 2).min(self.opts.retry.max_connect_backoff);
         }
     }
 }
