@@ -6,10 +6,13 @@
 //!   everything is staged under a temporary name inside the destination and
 //!   renamed into place only once complete and verified;
 //! - [`chunks`] keeps sealed chunks and manifests in a folder, by id;
+//! - [`resume`] finds what an interrupted run left that still verifies
+//!   (staged output, stored chunks), so it is not fetched again;
 //! - [`unseal`] drives a whole share from a chunk source to an output.
 
 pub mod chunks;
 pub mod output;
+pub mod resume;
 pub mod share;
 pub mod source;
 pub mod unseal;

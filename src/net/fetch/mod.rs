@@ -43,6 +43,7 @@ use crate::open::{OpenError, Opener, Plaintext};
 use crate::seal::Resealer;
 use crate::store::chunks::ChunkDir;
 use crate::store::output::{Output, OutputError, OutputOptions};
+use crate::store::resume::{self, Stored};
 use crate::wire::{Request, Response};
 
 use manifest::get_manifest;
@@ -288,7 +289,7 @@ pub async fn fetch(
     let (output, done) = if output.resumed() {
         blocking({
             let resealer = resealer.clone();
-            move || verify_staged(output, &resealer)
+            move || resume::staged_content(&output, &resealer).map(|done| (output, done))
         })
         .await?
     } else {
@@ -376,21 +377,10 @@ pub async fn fetch_ciphertext(
     for stream in [Stream::Metadata, Stream::Content] {
         // Keep what an earlier run stored, if it still verifies.
         let (dir, m) = (store.clone(), manifest.clone());
-        let (todo, kept) = blocking(move || {
-            let mut todo = Vec::new();
-            let mut kept = 0u64;
-            for (i, id) in m.chunks(stream).iter().enumerate() {
-                let len = m.sealed_len(stream, i as u64);
-                match dir.get(id, len) {
-                    Ok(b) if crate::open::check_chunk(&m, stream, i as u64, &b).is_ok() => {
-                        kept += len as u64
-                    }
-                    _ => todo.push(i as u64),
-                }
-            }
-            Ok::<_, FetchError>((todo, kept))
-        })
-        .await?;
+        let Stored {
+            todo,
+            kept_bytes: kept,
+        } = blocking(move || Ok::<_, FetchError>(resume::stored_chunks(&dir, &m, stream))).await?;
         let now = done.fetch_add(kept, std::sync::atomic::Ordering::Relaxed) + kept;
         if kept > 0 {
             f.report(Progress::Resumed { bytes: now });
@@ -424,43 +414,6 @@ async fn blocking<T: Send + 'static, E: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .expect("blocking jobs do not panic")
-}
-
-/// Re-verifies a previous run's staged content by sealing it again and
-/// comparing with the manifest (sealing is deterministic). Returns the
-/// indices that match.
-fn verify_staged(output: Output, resealer: &Resealer) -> Result<(Output, Vec<u64>), OutputError> {
-    let m = resealer.manifest();
-    let count = m.content_chunks.len() as u64;
-    let mut good = Vec::new();
-    let mut next = 0u64;
-    crate::pipeline::ordered(
-        crate::pipeline::default_threads(),
-        || {
-            if next == count {
-                return Ok(None);
-            }
-            let i = next;
-            next += 1;
-            let mut buf = vec![0; m.plaintext_len(Stream::Content, i)];
-            // A file not written yet (or cut short) just means "fetch it".
-            let present = output
-                .read_content(i * m.chunk_size.bytes(), &mut buf)
-                .is_ok();
-            Ok(Some((i, present.then_some(buf))))
-        },
-        |(i, buf): (u64, Option<Vec<u8>>)| {
-            let ok = buf.is_some_and(|b| resealer.reseal(Stream::Content, i, &b).is_ok());
-            Ok::<_, OutputError>((i, ok))
-        },
-        |(i, ok)| {
-            if ok {
-                good.push(i);
-            }
-            Ok(())
-        },
-    )?;
-    Ok((output, good))
 }
 
 /// Tells `peer` this node holds the whole share now.
