@@ -163,6 +163,34 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
 mod tests {
     use super::*;
 
+    const SHARE: [u8; 32] = [1; 32];
+    const CHUNK: [u8; 32] = [2; 32];
+
+    /// The bytes on the wire, spelled out (docs/PROTOCOL.md section 4): an
+    /// id is 32 raw bytes, with no length prefix, whatever its Rust type.
+    #[test]
+    fn requests_encode_to_the_documented_bytes() {
+        let (share, chunk) = (SHARE, CHUNK);
+        let frame = |variant: u8, ids: &[[u8; 32]]| {
+            let mut f = vec![0, 0, 0, 1 + 32 * ids.len() as u8, variant];
+            ids.iter().for_each(|id| f.extend_from_slice(id));
+            f
+        };
+        let cases = [
+            (Request::Manifest { share }, frame(0, &[[1; 32]])),
+            (Request::Have { share }, frame(1, &[[1; 32]])),
+            (
+                Request::Chunk { share, chunk },
+                frame(2, &[[1; 32], [2; 32]]),
+            ),
+            (Request::Done { share }, frame(3, &[[1; 32]])),
+        ];
+        for (req, bytes) in cases {
+            assert_eq!(encode(&req), bytes, "{req:?}");
+            assert_eq!(decode::<Request>(&bytes[4..]).unwrap(), req);
+        }
+    }
+
     #[test]
     fn round_trip_and_limits() {
         for m in [
