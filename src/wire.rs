@@ -30,6 +30,9 @@
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+use crate::chunk::ChunkId;
+use crate::manifest::ManifestId;
+
 /// Protocol name, negotiated per stream.
 pub const PROTOCOL: &str = "/peerdrop/xfer/1";
 /// Largest frame body. Large enough for a [`Have::Bitmap`] of the largest
@@ -42,31 +45,80 @@ const CONFIG: bincode::config::Configuration<
     bincode::config::Limit<MAX_FRAME>,
 > = bincode::config::standard().with_limit::<MAX_FRAME>();
 
-/// What a fetcher asks a provider.
+/// What a fetcher asks a provider. Every request names its share by
+/// manifest id, so a stream keeps no state between requests.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// The manifest of a share, by manifest id.
+    /// The manifest of a share.
     Manifest {
-        /// Manifest id.
-        share: [u8; 32],
+        /// The share's manifest id.
+        #[serde(with = "id_bytes")]
+        share: ManifestId,
     },
     /// Which chunks of a share the provider holds.
     Have {
-        /// Manifest id.
-        share: [u8; 32],
+        /// The share's manifest id.
+        #[serde(with = "id_bytes")]
+        share: ManifestId,
     },
     /// One sealed chunk, by id, within a share.
     Chunk {
-        /// Manifest id.
-        share: [u8; 32],
-        /// Chunk id.
-        chunk: [u8; 32],
+        /// The share's manifest id.
+        #[serde(with = "id_bytes")]
+        share: ManifestId,
+        /// The chunk's id: BLAKE3 of its sealed bytes.
+        #[serde(with = "id_bytes")]
+        chunk: ChunkId,
     },
     /// The fetcher holds the whole share now (lets a one-shot sender stop).
     Done {
-        /// Manifest id.
-        share: [u8; 32],
+        /// The share's manifest id.
+        #[serde(with = "id_bytes")]
+        share: ManifestId,
     },
+}
+
+/// Ids go on the wire as 32 raw bytes, exactly as a `[u8; 32]` is encoded
+/// (a tuple of 32 bytes, no length): typing them changed no byte. The id
+/// types themselves stay free of serde; their encoding is this module's
+/// business.
+mod id_bytes {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::chunk::ChunkId;
+    use crate::manifest::ManifestId;
+
+    /// A 32-byte id.
+    pub(super) trait Id: Sized {
+        fn bytes(&self) -> &[u8; 32];
+        fn from_bytes(bytes: [u8; 32]) -> Self;
+    }
+
+    impl Id for ManifestId {
+        fn bytes(&self) -> &[u8; 32] {
+            &self.0
+        }
+        fn from_bytes(bytes: [u8; 32]) -> Self {
+            ManifestId(bytes)
+        }
+    }
+
+    impl Id for ChunkId {
+        fn bytes(&self) -> &[u8; 32] {
+            &self.0
+        }
+        fn from_bytes(bytes: [u8; 32]) -> Self {
+            ChunkId(bytes)
+        }
+    }
+
+    pub(super) fn serialize<S: Serializer, T: Id>(id: &T, s: S) -> Result<S::Ok, S::Error> {
+        id.bytes().serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>, T: Id>(d: D) -> Result<T, D::Error> {
+        <[u8; 32]>::deserialize(d).map(T::from_bytes)
+    }
 }
 
 /// Which chunks a provider holds, in manifest order (metadata, then content).
@@ -163,10 +215,10 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
 mod tests {
     use super::*;
 
-    const SHARE: [u8; 32] = [1; 32];
-    const CHUNK: [u8; 32] = [2; 32];
+    const SHARE: ManifestId = ManifestId([1; 32]);
+    const CHUNK: ChunkId = ChunkId([2; 32]);
 
-    /// The bytes on the wire, spelled out (docs/PROTOCOL.md section 4): an
+    /// The bytes on the wire, spelled out (docs/PROTOCOL.md sections 3-4): an
     /// id is 32 raw bytes, with no length prefix, whatever its Rust type.
     #[test]
     fn requests_encode_to_the_documented_bytes() {
@@ -194,12 +246,14 @@ mod tests {
     #[test]
     fn round_trip_and_limits() {
         for m in [
-            Request::Manifest { share: [1; 32] },
+            Request::Manifest { share: SHARE },
             Request::Chunk {
-                share: [1; 32],
-                chunk: [2; 32],
+                share: SHARE,
+                chunk: CHUNK,
             },
-            Request::Done { share: [3; 32] },
+            Request::Done {
+                share: ManifestId([3; 32]),
+            },
         ] {
             let f = encode(&m);
             let n = body_len(f[..4].try_into().unwrap()).unwrap();

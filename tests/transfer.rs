@@ -298,7 +298,7 @@ async fn done_counts_only_after_every_chunk_was_served() {
             .open_stream(server.addr.peer, XFER)
             .await
             .unwrap();
-        write_msg(&mut s, &Request::Done { share: id.0 })
+        write_msg(&mut s, &Request::Done { share: id })
             .await
             .unwrap();
         s.flush().await.unwrap();

@@ -337,16 +337,15 @@ async fn handle(peer: PeerId, stream: libp2p::Stream, shared: &Arc<Shared>) -> s
 async fn answer(peer: PeerId, req: Request, shared: Arc<Shared>) -> Reply {
     let p = &shared.provider;
     match req {
-        Request::Manifest { share } => match p.manifest(&ManifestId(share)) {
+        Request::Manifest { share } => match p.manifest(&share) {
             Some(bytes) => Reply::Manifest(bytes),
             None => Reply::Msg(Response::NotFound),
         },
-        Request::Have { share } => Reply::Msg(
-            p.have(&ManifestId(share))
-                .map_or(Response::NotFound, Response::Have),
-        ),
+        Request::Have { share } => {
+            Reply::Msg(p.have(&share).map_or(Response::NotFound, Response::Have))
+        }
         Request::Done { share } => {
-            p.done(&ManifestId(share), peer);
+            p.done(&share, peer);
             Reply::Msg(Response::Ack)
         }
         Request::Chunk { share, chunk } => {
@@ -354,9 +353,7 @@ async fn answer(peer: PeerId, req: Request, shared: Arc<Shared>) -> Reply {
                 return Reply::Msg(Response::NotFound);
             };
             let provider = shared.provider.clone();
-            let job = tokio::task::spawn_blocking(move || {
-                provider.chunk(&ManifestId(share), &ChunkId(chunk))
-            });
+            let job = tokio::task::spawn_blocking(move || provider.chunk(&share, &chunk));
             let result = job.await;
             drop(cpu);
             match result {

@@ -46,7 +46,7 @@ async fn try_manifest(src: &Sources, peer: PeerId) -> Result<Option<Manifest>, F
             .open_stream(peer, XFER)
             .await
             .map_err(|e| Fault::Lost(e.to_string()))?;
-        let req = Request::Manifest { share: src.share.0 };
+        let req = Request::Manifest { share: src.share };
         write_msg(&mut s, &req).await.map_err(Fault::from_io)?;
         s.flush().await.map_err(Fault::from_io)?;
         match read_msg::<_, Response>(&mut s)

@@ -423,7 +423,7 @@ async fn send_done(client: &Client, peer: PeerId, share: ManifestId) -> std::io:
         .open_stream(peer, XFER)
         .await
         .map_err(std::io::Error::other)?;
-    write_msg(&mut s, &Request::Done { share: share.0 }).await?;
+    write_msg(&mut s, &Request::Done { share }).await?;
     s.flush().await?;
     let _ = read_msg::<_, Response>(&mut s).await?;
     s.close().await

@@ -177,8 +177,8 @@ impl<V: Verify> Session<V> {
                 self.taken.push_back(i);
                 let id: ChunkId = m.chunks(job.stream)[i as usize];
                 let req = Request::Chunk {
-                    share: job.share.0,
-                    chunk: id.0,
+                    share: job.share,
+                    chunk: id,
                 };
                 write_msg(&mut s, &req).await.map_err(Fault::from_io)?;
                 asked.push_back(i);
@@ -218,7 +218,7 @@ impl<V: Verify> Session<V> {
     /// Asks what the peer holds.
     async fn have(&self, s: &mut Socket) -> Result<Have, SessionEnd> {
         let req = Request::Have {
-            share: self.job.share.0,
+            share: self.job.share,
         };
         write_msg(s, &req).await.map_err(Fault::from_io)?;
         s.flush().await.map_err(Fault::from_io)?;
