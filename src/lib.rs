@@ -20,8 +20,9 @@
 //! | 1, pure | [`seal`] | streaming, multi-core sealing of a share into chunks |
 //! | 1, pure | [`open`] | verifying and decrypting chunks against a manifest |
 //! | 1, pure | [`wire`] | peer protocol messages and framing (the one bincode user) |
-//! | 2, files | [`store`] | reading sources, serving from them, writing output crash-safely, chunk folders |
+//! | 2, files | [`store`] | reading sources, serving from them, writing output crash-safely, chunk folders, resuming |
 //! | 3, network | [`net`] | the libp2p node, serving and fetching |
+//! | 4, daemon | [`daemon`] | the long-running node: data dir, persistent shares, fetches and pins, the control socket |
 //!
 //! Layers 0 and 1 do no I/O beyond `std::io::Read` handed in by the caller
 //! (`.ci/run` checks this); the binary (`src/main.rs`, `src/cli/`) is the

@@ -7,7 +7,9 @@
 //! - [`frame`]: reading and writing [`crate::wire`] frames on a stream.
 //! - [`serve`]: answering peers' requests from a [`serve::Provider`].
 //! - [`fetch`]: fetching a whole share from one or more peers, verifying
-//!   every byte, resumable.
+//!   every byte, resumable (one file per job under `fetch/`: sources, the
+//!   manifest, the scheduler, one peer's session, chunk verification; what
+//!   an interrupted run left is checked by [`crate::store::resume`]).
 
 pub mod fetch;
 pub mod frame;

@@ -6,9 +6,11 @@
 //! blocking pool while the next answer arrives. Sessions take chunk indices
 //! from one shared queue, so any number of peers can feed one fetch. A peer
 //! that sends bytes that do not match their id, or the wrong amount, or
-//! breaks the protocol, or stalls past the deadline, is dropped and not asked
-//! again; what it had in flight goes back to the queue. Verified plaintext
-//! goes to one writer thread that owns the [`Output`].
+//! breaks the protocol, is dropped and not asked again; one whose stream
+//! fails or stalls past the deadline gets a strike, and is dropped after a
+//! few ([`RetryPolicy`]). Either way, what it had in flight goes back to the
+//! queue. Verified plaintext goes to one writer thread that owns the
+//! [`Output`].
 //!
 //! One file per job: `sources` (who to ask, and when to give up),
 //! `manifest` (the manifest from the first peer that has it), `scheduler`
