@@ -1149,8 +1149,8 @@ fn print_report(r: &Report) {
 
     // Targets.
     let chunk = mib(r.chunk_bytes);
-    // Answers held per active stream (computed or waiting to be sent).
-    let budget = (r.serve.max_active * r.serve.depth) as f64 * chunk;
+    // The serving side's memory budget for chunk answers, in bytes.
+    let budget = mib(r.serve.memory as u64);
     let jobs = r.serve.cpu_jobs.max(1);
     let at_ready = kib_mib(r.d2.ready.rss_kib);
     // Each CPU job also holds a plaintext read buffer while it works.
@@ -1164,7 +1164,7 @@ fn print_report(r: &Report) {
         kib_mib(r.d2.end.hwm_kib)
     );
     println!(
-        "    stated bound: {budget:.0} MiB answers (ServeConfig max_active x depth chunks) + {jobs} cpu_jobs x {chunk:.0} MiB read buffer + {at_ready:.1} MiB at ready = {bound:.1} MiB; measured / bound = {:.2}",
+        "    stated bound: {budget:.0} MiB answers (ServeConfig::memory) + {jobs} cpu_jobs x {chunk:.0} MiB read buffer + {at_ready:.1} MiB at ready = {bound:.1} MiB; measured / bound = {:.2}",
         peak / bound
     );
     println!(

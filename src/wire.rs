@@ -25,6 +25,9 @@
 //! | `Chunk { share, chunk }` | `Chunk { len }` + bytes, `NotFound`, or `Stale` |
 //! | `Done { share }` | `Ack` |
 //!
+//! Any request may also be answered `Busy { retry_ms }`, and a stream the
+//! provider will not serve gets `Busy` as its only message.
+//!
 //! Variants are only ever appended; an unknown one is a protocol error that
 //! closes the stream.
 
@@ -162,6 +165,15 @@ pub enum Response {
     Stale,
     /// Answer to [`Request::Done`].
     Ack,
+    /// The provider is serving as much as it will right now: ask again in
+    /// `retry_ms` milliseconds (or elsewhere). Answers a request that waited
+    /// too long for the provider's memory, or, as the only message on a
+    /// stream, refuses the stream itself (over a limit, or banned). Not a
+    /// failure of the provider.
+    Busy {
+        /// Milliseconds to wait before asking again.
+        retry_ms: u32,
+    },
 }
 
 /// A frame that cannot be accepted.
@@ -240,6 +252,25 @@ mod tests {
         for (req, bytes) in cases {
             assert_eq!(encode(&req), bytes, "{req:?}");
             assert_eq!(decode::<Request>(&bytes[4..]).unwrap(), req);
+        }
+    }
+
+    /// The documented bytes of the answers without a payload (PROTOCOL.md
+    /// §4.3).
+    #[test]
+    fn answers_encode_to_the_documented_bytes() {
+        let cases = [
+            (Response::NotFound, vec![0, 0, 0, 1, 3]),
+            (Response::Stale, vec![0, 0, 0, 1, 4]),
+            (Response::Ack, vec![0, 0, 0, 1, 5]),
+            (
+                Response::Busy { retry_ms: 10_000 },
+                vec![0, 0, 0, 4, 6, 0xfb, 0x10, 0x27],
+            ),
+        ];
+        for (answer, bytes) in cases {
+            assert_eq!(encode(&answer), bytes, "{answer:?}");
+            assert_eq!(decode::<Response>(&bytes[4..]).unwrap(), answer);
         }
     }
 

@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 
 use common::net::*;
 use common::*;
-use futures::{AsyncWriteExt, StreamExt};
+use futures::AsyncWriteExt;
 use peerdrop::chunk::ChunkId;
 use peerdrop::manifest::ManifestId;
 use peerdrop::net::fetch::{FetchError, Progress};
 use peerdrop::net::frame::{read_msg, write_msg};
-use peerdrop::net::node::{self, NodeConfig, XFER};
+use peerdrop::net::inbound::InboundStream;
+use peerdrop::net::node::{self, NodeConfig};
 use peerdrop::net::serve::{LocalProvider, Provider, Refusal};
 use peerdrop::net::{Multiaddr, PeerAddr};
 use peerdrop::wire::{Have, Request, Response};
@@ -43,9 +44,9 @@ async fn evil_server(manifest: Arc<[u8]>, evil: Evil) -> Server {
         .await
         .unwrap();
     addr.pop();
-    let mut incoming = client.control().accept(XFER).unwrap();
+    let mut incoming = client.incoming().unwrap();
     tokio::spawn(async move {
-        while let Some((_, mut s)) = incoming.next().await {
+        while let Some(InboundStream { stream: mut s, .. }) = incoming.recv().await {
             let manifest = manifest.clone();
             tokio::spawn(async move {
                 while let Ok(Some(req)) = read_msg::<_, Request>(&mut s).await {

@@ -103,7 +103,11 @@ async fn run_async(args: &SendArgs) -> anyhow::Result<()> {
         max_rate: args.max_rate,
         ..ServeConfig::default()
     };
-    tokio::spawn(serve(client.control(), provider, config));
+    tokio::spawn(serve(
+        client.incoming().expect("sent once"),
+        provider,
+        config,
+    ));
 
     if json {
         output::json_line(&json!({"event": "link", "link": link}));

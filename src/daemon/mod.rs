@@ -298,7 +298,7 @@ pub async fn run(
     });
     daemon.restore();
     let serve_task = tokio::spawn(serve(
-        client.control(),
+        client.incoming().expect("the daemon serves once"),
         registry,
         ServeConfig {
             max_rate: config.max_upload_rate,

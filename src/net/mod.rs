@@ -4,6 +4,9 @@
 //!   Yamux, and QUIC; identify, ping, connection limits); the rest of the
 //!   program holds a cloneable [`node::Client`] that sends it commands. Bulk
 //!   bytes never pass through that task: transfers run on their own streams.
+//! - [`budget`]: a memory budget granted fairly across remote addresses.
+//! - [`inbound`]: inbound data streams, queued (bounded) with the address
+//!   they came from.
 //! - [`frame`]: reading and writing [`crate::wire`] frames on a stream.
 //! - [`serve`]: answering peers' requests from a [`serve::Provider`].
 //! - [`fetch`]: fetching a whole share from one or more peers, verifying
@@ -11,8 +14,10 @@
 //!   manifest, the scheduler, one peer's session, chunk verification; what
 //!   an interrupted run left is checked by [`crate::store::resume`]).
 
+pub mod budget;
 pub mod fetch;
 pub mod frame;
+pub mod inbound;
 pub mod node;
 pub mod serve;
 

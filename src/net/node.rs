@@ -2,6 +2,7 @@
 //! through a [`Client`].
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -15,6 +16,7 @@ use libp2p::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use crate::net::inbound::Incoming;
 use crate::wire;
 
 /// The data protocol's name as a libp2p protocol.
@@ -98,6 +100,7 @@ struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     stream: libp2p_stream::Behaviour,
+    inbound: crate::net::inbound::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
     kad: kad::Behaviour<kad::store::MemoryStore>,
     relay_client: relay::client::Behaviour,
@@ -138,6 +141,8 @@ pub struct Client {
     peer_id: PeerId,
     commands: mpsc::Sender<Command>,
     control: libp2p_stream::Control,
+    /// Inbound data streams, until a server takes them.
+    incoming: Arc<Mutex<Option<Incoming>>>,
 }
 
 impl Client {
@@ -146,10 +151,16 @@ impl Client {
         self.peer_id
     }
 
-    /// A stream control for opening and accepting data streams; bulk bytes go
-    /// through these, not through the swarm task.
+    /// A stream control for opening data streams; bulk bytes go through
+    /// these, not through the swarm task.
     pub fn control(&self) -> libp2p_stream::Control {
         self.control.clone()
+    }
+
+    /// The queue of inbound data streams, for the one server of this node;
+    /// `None` once taken.
+    pub fn incoming(&self) -> Option<Incoming> {
+        self.incoming.lock().expect("never poisoned").take()
     }
 
     async fn call<T>(
@@ -222,6 +233,7 @@ pub fn spawn(config: NodeConfig) -> Result<Client, NetError> {
         .clone()
         .unwrap_or_else(identity::Keypair::generate_ed25519);
     let start = |e: &dyn std::fmt::Display| NetError::Start(e.to_string());
+    let (inbound, incoming) = crate::net::inbound::Behaviour::new(XFER);
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_pending_incoming(Some(64))
         .with_max_established(Some(config.max_connections))
@@ -285,6 +297,7 @@ pub fn spawn(config: NodeConfig) -> Result<Client, NetError> {
                     ),
                     ping: ping::Behaviour::default(),
                     stream: libp2p_stream::Behaviour::new(),
+                    inbound,
                     mdns: mdns.into(),
                     kad,
                     relay_client,
@@ -325,6 +338,7 @@ pub fn spawn(config: NodeConfig) -> Result<Client, NetError> {
         peer_id,
         commands,
         control,
+        incoming: Arc::new(Mutex::new(Some(incoming))),
     })
 }
 

@@ -1,26 +1,50 @@
-//! Answering peers: the accept loop and one task per stream.
+//! Answering peers: admission, then one task per stream.
 //!
 //! Requests on a stream are answered in order, but several are worked on at
 //! once (chunks are read and sealed on the blocking pool), so a pipelining
-//! fetcher keeps both the CPU and the wire busy. Everything is bounded:
-//! streams per peer, requests in flight per stream, CPU jobs per node, and
-//! idle time per stream.
+//! fetcher keeps both the CPU and the wire busy.
+//!
+//! A server must not be held hostage by the peers it serves (audit F-01):
+//! a fetcher that stops reading, or thousands of identities opening streams,
+//! must not stop it serving honest fetchers. So:
+//!
+//! - **Admission.** Streams are capped per peer id, per remote address
+//!   ([`AddrKey`]: identities are free, addresses less so) and per node; a
+//!   stream over a cap is answered [`Response::Busy`] and closed. A peer or
+//!   address that was caught stalling is refused for a while.
+//! - **Memory in bytes.** Every chunk answer reserves its sealed length from
+//!   one node-wide budget ([`ServeConfig::memory`]) before it is produced and
+//!   releases it once written, so memory is bounded in bytes whatever chunk
+//!   size a share uses. Answers in progress are also capped per address, so
+//!   one address cannot take the whole budget.
+//! - **Deadlines.** A request waits at most [`ServeConfig::queue_wait`] for
+//!   its share of the budget, then is answered `Busy`; every write must make
+//!   progress within [`ServeConfig::write_stall`], or the stream is reset and
+//!   its peer is banned for [`ServeConfig::ban`] (an address after repeated
+//!   stalls); a stream with no request for [`ServeConfig::idle_timeout`] is
+//!   closed.
+//!
+//! docs/PROTOCOL.md ("Serving policy") states the policy and its defaults.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::stream::FuturesOrdered;
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
-use libp2p::PeerId;
-use tokio::sync::{mpsc, Semaphore};
+use futures::{AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::chunk::ChunkId;
+use crate::chunk::CHUNK_OVERHEAD;
 use crate::manifest::ManifestId;
+use crate::net::budget::{Budget, Permit};
 use crate::net::frame::{read_msg, write_msg};
-use crate::net::node::XFER;
+use crate::net::inbound::{InboundStream, Incoming};
 use crate::store::share::{LocalShare, ServeError};
-use crate::wire::{Have, Request, Response};
+use crate::wire::{self, Have, Request, Response};
 
 /// Why a chunk is not served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +64,13 @@ pub trait Provider: Send + Sync + 'static {
     fn have(&self, share: &ManifestId) -> Option<Have>;
     /// A chunk, verified against its id. Called on the blocking pool.
     fn chunk(&self, share: &ManifestId, chunk: &ChunkId) -> Result<Vec<u8>, Refusal>;
+    /// The sealed length of a chunk, if known without producing it: the
+    /// server reserves that much of its memory budget before asking for
+    /// the chunk. `None` reserves [`DEFAULT_RESERVE`] and tops up once the
+    /// real length is known.
+    fn chunk_len(&self, _share: &ManifestId, _chunk: &ChunkId) -> Option<usize> {
+        None
+    }
     /// A peer reports it now holds the whole share.
     fn done(&self, _share: &ManifestId, _peer: PeerId) {}
 }
@@ -104,6 +135,20 @@ impl Provider for LocalProvider {
         (*share == self.share.id()).then_some(Have::All)
     }
 
+    fn chunk_len(&self, share: &ManifestId, chunk: &ChunkId) -> Option<usize> {
+        if *share != self.share.id() {
+            return None;
+        }
+        let m = self.share.manifest();
+        let pos = self.share.position(chunk)?;
+        let meta = m.metadata_chunks.len();
+        Some(if pos < meta {
+            m.sealed_len(crate::chunk::Stream::Metadata, pos as u64)
+        } else {
+            m.sealed_len(crate::chunk::Stream::Content, (pos - meta) as u64)
+        })
+    }
+
     fn chunk(&self, share: &ManifestId, chunk: &ChunkId) -> Result<Vec<u8>, Refusal> {
         if *share != self.share.id() {
             return Err(Refusal::NotFound);
@@ -149,35 +194,116 @@ impl Provider for LocalProvider {
     }
 }
 
-/// Limits of the serving side.
+/// What a chunk answer reserves when the provider cannot say its length in
+/// advance: a default-size chunk (1 MiB) and its overhead.
+pub const DEFAULT_RESERVE: usize = (1 << crate::chunk::DEFAULT_CHUNK_LOG2) + CHUNK_OVERHEAD;
+
+/// Limits of the serving side. docs/PROTOCOL.md ("Serving policy") lists
+/// the defaults.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
-    /// Most concurrent streams from one peer.
+    /// Most open streams, for the whole node.
+    pub max_streams: usize,
+    /// Most open streams from one peer id.
     pub max_streams_per_peer: usize,
+    /// Most open streams from one remote address ([`AddrKey`]).
+    pub max_streams_per_addr: usize,
     /// Most answers worked on or waiting to be sent at once per stream (the
     /// fetcher may have more requests in flight; they wait, unread).
     pub depth: usize,
+    /// Most chunk answers in progress at once for one remote address, once
+    /// it has shown that it reads what it asks for (one chunk written to
+    /// it in full); until then it gets one at a time, so addresses that
+    /// never read hold little of the memory budget.
+    pub max_answers_per_addr: usize,
     /// A stream with no request for this long is closed.
     pub idle_timeout: Duration,
     /// Most chunks being read and sealed at once, for the whole node.
     pub cpu_jobs: usize,
     /// Upload limit in bytes per second, for the whole node.
     pub max_rate: Option<u64>,
-    /// Most streams answered at once, for the whole node; more wait their
-    /// turn. With `depth`, this bounds the chunks in memory: at most
-    /// `max_active × depth` (plus `cpu_jobs` being produced).
-    pub max_active: usize,
+    /// Bytes of chunks held in memory at once (being produced or waiting
+    /// to be written), for the whole node.
+    pub memory: usize,
+    /// How long a request waits for its share of [`Self::memory`] before it
+    /// is answered `Busy`.
+    pub queue_wait: Duration,
+    /// A write that makes no progress for this long resets the stream: the
+    /// fetcher stopped reading.
+    pub write_stall: Duration,
+    /// How long a peer caught stalling (and an address caught
+    /// [`STALLS_PER_ADDR`] times) is refused.
+    pub ban: Duration,
 }
 
 impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
+            max_streams: 256,
             max_streams_per_peer: 8,
+            max_streams_per_addr: 32,
             depth: 2,
-            idle_timeout: Duration::from_secs(120),
+            max_answers_per_addr: 8,
+            idle_timeout: Duration::from_secs(60),
             cpu_jobs: crate::pipeline::default_threads(),
             max_rate: None,
-            max_active: 32,
+            memory: 64 << 20,
+            queue_wait: Duration::from_secs(10),
+            write_stall: Duration::from_secs(10),
+            ban: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Stalls from one address (within ten minutes) after which the whole
+/// address is refused for [`ServeConfig::ban`].
+pub const STALLS_PER_ADDR: u32 = 4;
+/// How long a stall is remembered against its address.
+const STALL_MEMORY: Duration = Duration::from_secs(600);
+/// Most peers and addresses remembered as banned or stalling; past this the
+/// oldest entries are forgotten (a flood of identities cannot grow it).
+const MAX_REMEMBERED: usize = 4096;
+/// Writes are cut into pieces this large so a stall is seen within one
+/// piece, not one whole chunk.
+const WRITE_PIECE: usize = 64 * 1024;
+/// How long the server waits to write a `Busy` refusal before dropping it.
+const REFUSAL_DEADLINE: Duration = Duration::from_secs(2);
+/// Most refusals being written at once; beyond this, streams are dropped.
+const MAX_REFUSALS: usize = 64;
+
+/// Who a remote address stands for, for the per-address limits: its IP
+/// (IPv6 by /64, the block one subscriber usually gets), except where the IP
+/// says nothing about the peer: loopback (this machine), relayed connections
+/// (the relay's address) and connections with no IP, which count per peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AddrKey {
+    /// An IPv4 address, or an IPv6 /64 (the rest zeroed).
+    Ip(IpAddr),
+    /// The peer itself.
+    Peer(PeerId),
+}
+
+impl AddrKey {
+    /// The key for a stream from `peer` on a connection to `addr`.
+    pub fn of(peer: PeerId, addr: &Multiaddr) -> AddrKey {
+        if addr.iter().any(|p| p == Protocol::P2pCircuit) {
+            return AddrKey::Peer(peer);
+        }
+        let ip = addr.iter().find_map(|p| match p {
+            Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
+            Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+            _ => None,
+        });
+        match ip {
+            Some(ip) if ip.is_loopback() => AddrKey::Peer(peer),
+            Some(IpAddr::V6(ip)) => {
+                let seg = ip.segments();
+                AddrKey::Ip(IpAddr::V6(std::net::Ipv6Addr::new(
+                    seg[0], seg[1], seg[2], seg[3], 0, 0, 0, 0,
+                )))
+            }
+            Some(ip) => AddrKey::Ip(ip),
+            None => AddrKey::Peer(peer),
         }
     }
 }
@@ -203,81 +329,286 @@ impl RateLimit {
     }
 }
 
+/// Open streams and answer slots, per peer and per address.
+#[derive(Default)]
+struct Streams {
+    total: usize,
+    per_peer: HashMap<PeerId, usize>,
+    per_addr: HashMap<AddrKey, (usize, Arc<Slots>)>,
+}
+
+/// One address's answer slots: one while on probation, all once it has
+/// read a whole chunk.
+struct Slots {
+    permits: Arc<Semaphore>,
+    proven: std::sync::atomic::AtomicBool,
+    /// Permits added when it is proven.
+    extra: usize,
+}
+
+impl Slots {
+    fn new(max: usize) -> Slots {
+        Slots {
+            permits: Arc::new(Semaphore::new(1)),
+            proven: false.into(),
+            extra: max.max(1) - 1,
+        }
+    }
+
+    /// A whole chunk was written to this address.
+    fn prove(&self) {
+        if !self.proven.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            self.permits.add_permits(self.extra);
+        }
+    }
+}
+
+/// Peers and addresses refused for a while, and stalls remembered.
+#[derive(Default)]
+struct Bans {
+    until: HashMap<AddrOrPeer, Instant>,
+    stalls: HashMap<AddrKey, (u32, Instant)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum AddrOrPeer {
+    Addr(AddrKey),
+    Peer(PeerId),
+}
+
+impl Bans {
+    fn banned(&mut self, peer: PeerId, addr: AddrKey) -> bool {
+        let now = Instant::now();
+        [AddrOrPeer::Peer(peer), AddrOrPeer::Addr(addr)]
+            .iter()
+            .any(|k| match self.until.get(k) {
+                Some(t) if *t > now => true,
+                Some(_) => {
+                    self.until.remove(k);
+                    false
+                }
+                None => false,
+            })
+    }
+
+    /// Records that `peer` at `addr` stopped reading.
+    fn stalled(&mut self, peer: PeerId, addr: AddrKey, ban: Duration) {
+        let now = Instant::now();
+        let s = self.stalls.entry(addr).or_insert((0, now));
+        if now.duration_since(s.1) > STALL_MEMORY {
+            *s = (0, now);
+        }
+        s.0 += 1;
+        s.1 = now;
+        let addr_banned = s.0 >= STALLS_PER_ADDR && !matches!(addr, AddrKey::Peer(_));
+        self.until.insert(AddrOrPeer::Peer(peer), now + ban);
+        if addr_banned {
+            tracing::info!(
+                ?addr,
+                "an address keeps stalling its streams; refusing it for a while"
+            );
+            self.until.insert(AddrOrPeer::Addr(addr), now + ban);
+        }
+        if self.until.len() > MAX_REMEMBERED {
+            self.until.retain(|_, t| *t > now);
+            forget_oldest(&mut self.until, |t| *t);
+        }
+        if self.stalls.len() > MAX_REMEMBERED {
+            self.stalls
+                .retain(|_, s| now.duration_since(s.1) <= STALL_MEMORY);
+            forget_oldest(&mut self.stalls, |s| s.1);
+        }
+    }
+}
+
+/// Drops the older half of `map` if it is still over [`MAX_REMEMBERED`].
+fn forget_oldest<K: Copy + Eq + std::hash::Hash, V>(
+    map: &mut HashMap<K, V>,
+    when: impl Fn(&V) -> Instant,
+) {
+    if map.len() <= MAX_REMEMBERED {
+        return;
+    }
+    let mut times: Vec<Instant> = map.values().map(&when).collect();
+    times.sort_unstable();
+    let cut = times[times.len() / 2];
+    map.retain(|_, v| when(v) > cut);
+}
+
 struct Shared {
     provider: Arc<dyn Provider>,
     config: ServeConfig,
     cpu: Semaphore,
-    /// One permit per stream being answered.
-    active: Semaphore,
+    /// The memory budget, in bytes, shared fairly across addresses.
+    memory: Arc<Budget<AddrKey>>,
     rate: Option<RateLimit>,
-    streams: Mutex<HashMap<PeerId, usize>>,
+    streams: Mutex<Streams>,
+    bans: Mutex<Bans>,
+    /// Bumped at every new ban, so streams of a banned peer end at once
+    /// instead of each stalling in turn.
+    banned: tokio::sync::watch::Sender<u64>,
+    refusals: Arc<Semaphore>,
+}
+
+/// An admitted stream's place in the counts; given back when dropped.
+struct Admission {
+    shared: Arc<Shared>,
+    peer: PeerId,
+    addr: AddrKey,
+    /// The address's answer slots.
+    answers: Arc<Slots>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut s = self.shared.streams.lock().expect("never poisoned");
+        s.total -= 1;
+        if let Some(n) = s.per_peer.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                s.per_peer.remove(&self.peer);
+            }
+        }
+        if let Some((n, _)) = s.per_addr.get_mut(&self.addr) {
+            *n -= 1;
+            if *n == 0 {
+                s.per_addr.remove(&self.addr);
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Counts a new stream in, or says why not.
+    fn admit(self: &Arc<Self>, peer: PeerId, addr: AddrKey) -> Result<Admission, &'static str> {
+        if self.bans.lock().expect("never poisoned").banned(peer, addr) {
+            return Err("banned for stalling");
+        }
+        let c = &self.config;
+        let mut s = self.streams.lock().expect("never poisoned");
+        let per_peer = s.per_peer.get(&peer).copied().unwrap_or(0);
+        let per_addr = s.per_addr.get(&addr).map_or(0, |e| e.0);
+        if s.total >= c.max_streams {
+            return Err("too many streams in all");
+        }
+        if per_peer >= c.max_streams_per_peer {
+            return Err("too many streams from this peer");
+        }
+        if per_addr >= c.max_streams_per_addr {
+            return Err("too many streams from this address");
+        }
+        s.total += 1;
+        *s.per_peer.entry(peer).or_default() += 1;
+        let e = s
+            .per_addr
+            .entry(addr)
+            .or_insert_with(|| (0, Arc::new(Slots::new(c.max_answers_per_addr))));
+        e.0 += 1;
+        let answers = e.1.clone();
+        Ok(Admission {
+            shared: self.clone(),
+            peer,
+            addr,
+            answers,
+        })
+    }
 }
 
 /// Accepts data streams and answers them from `provider` until the node
-/// stops. Runs until every [`crate::net::node::Client`] is gone.
-pub async fn serve(
-    mut control: libp2p_stream::Control,
-    provider: Arc<dyn Provider>,
-    config: ServeConfig,
-) {
-    let Ok(mut incoming) = control.accept(XFER) else {
-        tracing::error!("the data protocol is already being served");
-        return;
-    };
+/// stops (every [`crate::net::node::Client`] is gone).
+pub async fn serve(mut incoming: Incoming, provider: Arc<dyn Provider>, config: ServeConfig) {
     let shared = Arc::new(Shared {
         provider,
         cpu: Semaphore::new(config.cpu_jobs.max(1)),
-        active: Semaphore::new(config.max_active.max(1)),
+        memory: Budget::new(config.memory.max(DEFAULT_RESERVE)),
         rate: config.max_rate.map(|r| RateLimit {
             bytes_per_sec: r.max(1),
             next_free: Mutex::new(Instant::now()),
         }),
         config,
-        streams: Mutex::new(HashMap::new()),
+        streams: Mutex::default(),
+        bans: Mutex::default(),
+        banned: tokio::sync::watch::Sender::new(0),
+        refusals: Arc::new(Semaphore::new(MAX_REFUSALS)),
     });
-    // Only spawn here: libp2p-stream drops inbound streams while this loop
-    // is busy.
-    while let Some((peer, stream)) = incoming.next().await {
-        let admitted = {
-            let mut s = shared.streams.lock().expect("never poisoned");
-            let n = s.entry(peer).or_default();
-            (*n < shared.config.max_streams_per_peer)
-                .then(|| *n += 1)
-                .is_some()
-        };
-        if !admitted {
-            tracing::debug!(%peer, "too many streams from one peer; dropping one");
-            continue;
+    while let Some(InboundStream { peer, addr, stream }) = incoming.recv().await {
+        let key = AddrKey::of(peer, &addr);
+        match shared.admit(peer, key) {
+            Ok(admission) => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = handle(stream, admission, &shared).await {
+                        tracing::debug!(%peer, error = %e, "stream ended");
+                    }
+                });
+            }
+            Err(why) => {
+                tracing::debug!(%peer, %addr, "refusing a stream: {why}");
+                refuse(stream, &shared);
+            }
         }
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            if let Err(e) = handle(peer, stream, &shared).await {
-                tracing::debug!(%peer, error = %e, "stream ended");
-            }
-            let mut s = shared.streams.lock().expect("never poisoned");
-            if let Some(n) = s.get_mut(&peer) {
-                *n -= 1;
-                if *n == 0 {
-                    s.remove(&peer);
-                }
-            }
-        });
     }
+}
+
+/// Answers a refused stream `Busy` (so the fetcher waits rather than
+/// counting it as a failure), within a deadline and a bound on refusals in
+/// progress; otherwise just drops it.
+fn refuse(stream: libp2p::Stream, shared: &Shared) {
+    let Ok(permit) = shared.refusals.clone().try_acquire_owned() else {
+        return;
+    };
+    let retry = shared.config.queue_wait;
+    tokio::spawn(async move {
+        let mut stream = stream;
+        let busy = Response::Busy {
+            retry_ms: retry.as_millis().min(u32::MAX as u128) as u32,
+        };
+        let _ = tokio::time::timeout(REFUSAL_DEADLINE, async {
+            write_msg(&mut stream, &busy).await?;
+            stream.close().await
+        })
+        .await;
+        drop(permit);
+    });
+}
+
+/// Writes `buf` in pieces, each of which must go out within `stall`.
+async fn write_timed<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    buf: &[u8],
+    stall: Duration,
+) -> std::io::Result<()> {
+    for piece in buf.chunks(WRITE_PIECE) {
+        tokio::time::timeout(stall, w.write_all(piece))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    }
+    tokio::time::timeout(stall, w.flush())
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
 }
 
 /// One answer, ready to write.
 enum Reply {
     Msg(Response),
     Manifest(Arc<[u8]>),
-    Chunk(Vec<u8>),
+    /// A chunk and the budget it holds until written.
+    Chunk(Vec<u8>, Reserved),
 }
 
-async fn handle(peer: PeerId, stream: libp2p::Stream, shared: &Arc<Shared>) -> std::io::Result<()> {
-    // Wait for a turn: memory is bounded per active stream. A waiting
-    // fetcher sees a slow first answer, not an error.
-    let Ok(_turn) = shared.active.acquire().await else {
-        return Ok(());
-    };
+/// A chunk answer's hold on the memory budget and on its address's answer
+/// slots.
+struct Reserved {
+    _memory: Permit<AddrKey>,
+    _slot: OwnedSemaphorePermit,
+}
+
+async fn handle(
+    stream: libp2p::Stream,
+    admission: Admission,
+    shared: &Arc<Shared>,
+) -> std::io::Result<()> {
+    let peer = admission.peer;
     let (mut rd, mut wr) = stream.split();
     let depth = shared.config.depth.max(1);
     let (tx, mut requests) = mpsc::channel::<Request>(depth);
@@ -303,64 +634,339 @@ async fn handle(peer: PeerId, stream: libp2p::Stream, shared: &Arc<Shared>) -> s
             }
         }
     });
+    let ctx = Arc::new(StreamCtx {
+        peer,
+        addr: admission.addr,
+        slots: admission.answers.clone(),
+        shared: shared.clone(),
+    });
+    let stall = shared.config.write_stall;
+    let mut bans = shared.banned.subscribe();
     let mut pending = FuturesOrdered::new();
+    // Answers reserve memory in request order: a later answer never holds
+    // budget while an earlier one, which must be written first, waits.
+    let mut turn: Option<oneshot::Receiver<()>> = None;
     let mut open = true;
-    while open || !pending.is_empty() {
-        tokio::select! {
-            req = requests.recv(), if open && pending.len() < depth => match req {
-                Some(req) => pending.push_back(answer(peer, req, shared.clone())),
-                None => open = false,
-            },
-            Some(reply) = pending.next() => {
-                match reply {
-                    Reply::Msg(m) => write_msg(&mut wr, &m).await?,
-                    Reply::Manifest(bytes) => {
-                        write_msg(&mut wr, &Response::Manifest { len: bytes.len() as u32 }).await?;
-                        wr.write_all(&bytes).await?;
+    let result: std::io::Result<()> = async {
+        while open || !pending.is_empty() {
+            tokio::select! {
+                Ok(()) = bans.changed() => {
+                    if shared.bans.lock().expect("never poisoned").banned(peer, admission.addr) {
+                        return Err(std::io::Error::other("its peer or address was banned for stalling"));
                     }
-                    Reply::Chunk(bytes) => {
+                }
+                req = requests.recv(), if open && pending.len() < depth => match req {
+                    Some(req) => {
+                        let (next, after) = oneshot::channel();
+                        // On a task of its own, so that the answer's permits
+                        // (CPU, memory) are let go when it is done even while
+                        // this loop waits on a slow write.
+                        let task = tokio::spawn(answer(ctx.clone(), req, turn.replace(after), next));
+                        pending.push_back(Answer(task));
+                    }
+                    None => open = false,
+                },
+                Some(reply) = pending.next() => match reply {
+                    Reply::Msg(m) => write_timed(&mut wr, &wire::encode(&m), stall).await?,
+                    Reply::Manifest(bytes) => {
+                        let head = wire::encode(&Response::Manifest { len: bytes.len() as u32 });
+                        write_timed(&mut wr, &head, stall).await?;
+                        write_timed(&mut wr, &bytes, stall).await?;
+                    }
+                    Reply::Chunk(bytes, reserved) => {
                         if let Some(rate) = &shared.rate {
                             rate.take(bytes.len()).await;
                         }
-                        write_msg(&mut wr, &Response::Chunk { len: bytes.len() as u32 }).await?;
-                        wr.write_all(&bytes).await?;
+                        let head = wire::encode(&Response::Chunk { len: bytes.len() as u32 });
+                        write_timed(&mut wr, &head, stall).await?;
+                        write_timed(&mut wr, &bytes, stall).await?;
+                        drop(reserved);
+                        ctx.slots.prove();
                     }
-                }
-                wr.flush().await?;
+                },
             }
         }
+        tokio::time::timeout(stall, wr.close())
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
     }
+    .await;
     reader.abort();
-    wr.close().await
+    if matches!(&result, Err(e) if e.kind() == std::io::ErrorKind::TimedOut) {
+        tracing::debug!(%peer, "the peer stopped reading; resetting its stream");
+        shared.bans.lock().expect("never poisoned").stalled(
+            peer,
+            admission.addr,
+            shared.config.ban,
+        );
+        shared.banned.send_modify(|g| *g += 1);
+    }
+    result
 }
 
-async fn answer(peer: PeerId, req: Request, shared: Arc<Shared>) -> Reply {
-    let p = &shared.provider;
-    match req {
-        Request::Manifest { share } => match p.manifest(&share) {
-            Some(bytes) => Reply::Manifest(bytes),
-            None => Reply::Msg(Response::NotFound),
-        },
-        Request::Have { share } => {
-            Reply::Msg(p.have(&share).map_or(Response::NotFound, Response::Have))
-        }
-        Request::Done { share } => {
-            p.done(&share, peer);
-            Reply::Msg(Response::Ack)
-        }
-        Request::Chunk { share, chunk } => {
-            let Ok(cpu) = shared.cpu.acquire().await else {
-                return Reply::Msg(Response::NotFound);
-            };
-            let provider = shared.provider.clone();
-            let job = tokio::task::spawn_blocking(move || provider.chunk(&share, &chunk));
-            let result = job.await;
-            drop(cpu);
-            match result {
-                Ok(Ok(bytes)) => Reply::Chunk(bytes),
-                Ok(Err(Refusal::Stale)) => Reply::Msg(Response::Stale),
-                Ok(Err(Refusal::NotFound)) | Err(_) => Reply::Msg(Response::NotFound),
+/// An answer being worked on; aborted if the stream ends first, which lets
+/// go of what it holds.
+struct Answer(tokio::task::JoinHandle<Reply>);
+
+impl std::future::Future for Answer {
+    type Output = Reply;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Reply> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Reply::Msg(Response::NotFound)))
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What the answers of one stream share.
+struct StreamCtx {
+    peer: PeerId,
+    addr: AddrKey,
+    /// The address's answer slots.
+    slots: Arc<Slots>,
+    shared: Arc<Shared>,
+}
+
+impl StreamCtx {
+    /// Reserves what a chunk answer needs: one of its address's answer
+    /// slots, then `len` bytes of the budget (in turn with other addresses),
+    /// all within the queue deadline.
+    async fn reserve(&self, len: usize) -> Option<Reserved> {
+        tokio::time::timeout(self.shared.config.queue_wait, async {
+            let slot = self.slots.permits.clone().acquire_owned().await.ok()?;
+            let memory = self.shared.memory.acquire(self.addr, len).await;
+            Some(Reserved {
+                _memory: memory,
+                _slot: slot,
+            })
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    fn busy(&self) -> Reply {
+        Reply::Msg(Response::Busy {
+            retry_ms: self
+                .shared
+                .config
+                .queue_wait
+                .as_millis()
+                .min(u32::MAX as u128) as u32,
+        })
+    }
+}
+
+/// Answers one request. A chunk answer first waits for the answer before it
+/// on the stream to have its reservation (`after`), then reserves, then
+/// lets the next one go (`next`).
+async fn answer(
+    ctx: Arc<StreamCtx>,
+    req: Request,
+    after: Option<oneshot::Receiver<()>>,
+    next: oneshot::Sender<()>,
+) -> Reply {
+    let p = &ctx.shared.provider;
+    let Request::Chunk { share, chunk } = req else {
+        let _ = next.send(());
+        return match req {
+            Request::Manifest { share } => match p.manifest(&share) {
+                Some(bytes) => Reply::Manifest(bytes),
+                None => Reply::Msg(Response::NotFound),
+            },
+            Request::Have { share } => {
+                Reply::Msg(p.have(&share).map_or(Response::NotFound, Response::Have))
             }
+            Request::Done { share } => {
+                p.done(&share, ctx.peer);
+                Reply::Msg(Response::Ack)
+            }
+            Request::Chunk { .. } => unreachable!("handled below"),
+        };
+    };
+    if let Some(after) = after {
+        // An error means the earlier answer is gone: nothing to wait for.
+        let _ = after.await;
+    }
+    let len = p.chunk_len(&share, &chunk).unwrap_or(DEFAULT_RESERVE);
+    let reserved = ctx.reserve(len).await;
+    let _ = next.send(());
+    let Some(mut reserved) = reserved else {
+        return ctx.busy();
+    };
+    let Ok(cpu) = ctx.shared.cpu.acquire().await else {
+        return Reply::Msg(Response::NotFound);
+    };
+    let provider = ctx.shared.provider.clone();
+    let job = tokio::task::spawn_blocking(move || provider.chunk(&share, &chunk));
+    let result = job.await;
+    drop(cpu);
+    match result {
+        Ok(Ok(bytes)) => {
+            if bytes.len() > len {
+                // The provider could not say the length in advance (or said
+                // too little): hold what it really is.
+                drop(reserved);
+                reserved = match ctx.reserve(bytes.len()).await {
+                    Some(r) => r,
+                    None => return ctx.busy(),
+                };
+            }
+            Reply::Chunk(bytes, reserved)
         }
+        Ok(Err(Refusal::Stale)) => Reply::Msg(Response::Stale),
+        Ok(Err(Refusal::NotFound)) | Err(_) => Reply::Msg(Response::NotFound),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> PeerId {
+        PeerId::random()
+    }
+
+    #[test]
+    fn addresses_are_keyed_by_ip_except_where_the_ip_says_nothing() {
+        let p = peer();
+        let key = |a: &str| AddrKey::of(p, &a.parse().unwrap());
+        assert_eq!(
+            key("/ip4/192.0.2.7/tcp/4001"),
+            AddrKey::Ip("192.0.2.7".parse().unwrap())
+        );
+        // One IPv6 subscriber usually has a whole /64.
+        assert_eq!(
+            key("/ip6/2001:db8:1:2:aaaa::1/udp/1/quic-v1"),
+            key("/ip6/2001:db8:1:2:bbbb::9/tcp/2")
+        );
+        assert_ne!(
+            key("/ip6/2001:db8:1:2::1/tcp/1"),
+            key("/ip6/2001:db8:1:3::1/tcp/1")
+        );
+        // Loopback is this machine; a relayed connection shows the relay's IP.
+        assert_eq!(key("/ip4/127.0.0.1/tcp/1"), AddrKey::Peer(p));
+        assert_eq!(key("/ip6/::1/tcp/1"), AddrKey::Peer(p));
+        let relayed = format!("/ip4/192.0.2.1/tcp/1/p2p/{}/p2p-circuit", peer());
+        assert_eq!(key(&relayed), AddrKey::Peer(p));
+        assert_eq!(AddrKey::of(p, &Multiaddr::empty()), AddrKey::Peer(p));
+    }
+
+    struct Nothing;
+    impl Provider for Nothing {
+        fn manifest(&self, _: &ManifestId) -> Option<Arc<[u8]>> {
+            None
+        }
+        fn have(&self, _: &ManifestId) -> Option<Have> {
+            None
+        }
+        fn chunk(&self, _: &ManifestId, _: &ChunkId) -> Result<Vec<u8>, Refusal> {
+            Err(Refusal::NotFound)
+        }
+    }
+
+    fn shared(config: ServeConfig) -> Arc<Shared> {
+        Arc::new(Shared {
+            provider: Arc::new(Nothing),
+            cpu: Semaphore::new(1),
+            memory: Budget::new(config.memory),
+            rate: None,
+            config,
+            streams: Mutex::default(),
+            bans: Mutex::default(),
+            banned: tokio::sync::watch::Sender::new(0),
+            refusals: Arc::new(Semaphore::new(1)),
+        })
+    }
+
+    #[test]
+    fn streams_are_capped_per_address_per_peer_and_in_all() {
+        let s = shared(ServeConfig {
+            max_streams: 10,
+            max_streams_per_peer: 2,
+            max_streams_per_addr: 3,
+            ..ServeConfig::default()
+        });
+        let ip = AddrKey::Ip("192.0.2.1".parse().unwrap());
+        let mut held = Vec::new();
+        // Many identities behind one address: the address cap holds.
+        for _ in 0..3 {
+            held.push(s.admit(peer(), ip).unwrap());
+        }
+        assert_eq!(
+            s.admit(peer(), ip).err(),
+            Some("too many streams from this address")
+        );
+        // One identity: the peer cap holds.
+        let p = peer();
+        let other = AddrKey::Ip("192.0.2.2".parse().unwrap());
+        held.push(s.admit(p, other).unwrap());
+        held.push(s.admit(p, other).unwrap());
+        assert_eq!(
+            s.admit(p, other).err(),
+            Some("too many streams from this peer")
+        );
+        // The node cap holds whatever the addresses.
+        for i in 0..5 {
+            let a = AddrKey::Ip(std::net::IpAddr::V4([198, 51, 100, i].into()));
+            held.push(s.admit(peer(), a).unwrap());
+        }
+        assert_eq!(
+            s.admit(peer(), AddrKey::Peer(peer())).err(),
+            Some("too many streams in all")
+        );
+        // Closing streams gives their places back.
+        held.clear();
+        assert!(s.admit(peer(), ip).is_ok());
+        assert_eq!(s.streams.lock().unwrap().total, 0);
+    }
+
+    #[test]
+    fn a_stalling_peer_is_banned_and_a_stalling_address_after_a_few() {
+        let s = shared(ServeConfig::default());
+        let ban = Duration::from_secs(60);
+        let ip = AddrKey::Ip("192.0.2.9".parse().unwrap());
+        let staller = peer();
+        s.bans.lock().unwrap().stalled(staller, ip, ban);
+        assert_eq!(s.admit(staller, ip).err(), Some("banned for stalling"));
+        // Other peers at that address are still served, until the address
+        // has stalled STALLS_PER_ADDR times.
+        assert!(s.admit(peer(), ip).is_ok());
+        for _ in 1..STALLS_PER_ADDR {
+            s.bans.lock().unwrap().stalled(peer(), ip, ban);
+        }
+        assert_eq!(s.admit(peer(), ip).err(), Some("banned for stalling"));
+        // A per-peer key (loopback, relayed) bans only that peer, never an
+        // "address".
+        let lo = peer();
+        for _ in 0..=STALLS_PER_ADDR {
+            s.bans.lock().unwrap().stalled(lo, AddrKey::Peer(lo), ban);
+        }
+        let b = s.bans.lock().unwrap();
+        assert!(b.until.contains_key(&AddrOrPeer::Peer(lo)));
+        assert!(!b.until.contains_key(&AddrOrPeer::Addr(AddrKey::Peer(lo))));
+    }
+
+    #[test]
+    fn remembered_bans_stay_bounded() {
+        let s = shared(ServeConfig::default());
+        for _ in 0..3 * MAX_REMEMBERED {
+            s.bans
+                .lock()
+                .unwrap()
+                .stalled(peer(), AddrKey::Peer(peer()), Duration::from_secs(60));
+        }
+        let b = s.bans.lock().unwrap();
+        assert!(b.until.len() <= MAX_REMEMBERED + 1, "{}", b.until.len());
+        assert!(b.stalls.len() <= MAX_REMEMBERED + 1, "{}", b.stalls.len());
     }
 }

@@ -63,6 +63,7 @@ async fn try_manifest(src: &Sources, peer: PeerId) -> Result<Option<Manifest>, F
                     .map_err(|e| Fault::Misbehaved(e.to_string()))
             }
             Some(Response::NotFound) => Ok(None),
+            Some(Response::Busy { retry_ms }) => Err(Fault::busy(retry_ms)),
             Some(other) => Err(Fault::Misbehaved(format!(
                 "answered a manifest request with {other:?}"
             ))),

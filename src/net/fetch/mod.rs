@@ -88,6 +88,13 @@ pub struct RetryPolicy {
     pub max_discovered: usize,
     /// How long telling one source `Done` may take (best effort).
     pub done_timeout: Duration,
+    /// `Busy` answers in a row from one source after which it counts a
+    /// strike: a source that is always busy must not hold a fetch forever.
+    pub max_busy: u32,
+    /// Bounds on the pause a `Busy` answer asks for.
+    pub min_busy_pause: Duration,
+    /// See `min_busy_pause`.
+    pub max_busy_pause: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -101,6 +108,9 @@ impl Default for RetryPolicy {
             dht_timeout: Duration::from_secs(15),
             max_discovered: 32,
             done_timeout: Duration::from_secs(5),
+            max_busy: 30,
+            min_busy_pause: Duration::from_millis(100),
+            max_busy_pause: Duration::from_secs(30),
         }
     }
 }

@@ -113,7 +113,7 @@ where
                 all_idle = false;
             }
             match end {
-                SessionEnd::Finished => {}
+                SessionEnd::Finished => src.served(peer),
                 SessionEnd::Fault(fault) => src.blame(peer, fault).await,
                 SessionEnd::NotFound => src.lacks_share(peer),
                 SessionEnd::Stale => src.refused_stale(peer).await,

@@ -37,9 +37,17 @@ pub(super) enum Fault {
     Lost(String),
     /// The peer misbehaved: not to be asked again.
     Misbehaved(String),
+    /// The peer is serving as much as it will ([`Response::Busy`]): ask
+    /// again after this long. Not held against it unless it keeps saying so.
+    Busy(Duration),
 }
 
 impl Fault {
+    /// A `Busy { retry_ms }` answer.
+    pub(super) fn busy(retry_ms: u32) -> Fault {
+        Fault::Busy(Duration::from_millis(retry_ms.into()))
+    }
+
     /// Malformed frames are misbehaviour; other I/O errors are a lost
     /// connection (or an inbound stream the peer's node dropped under load).
     pub(super) fn from_io(e: std::io::Error) -> Fault {
@@ -80,6 +88,8 @@ enum Answer {
     Stale,
     /// The peer does not hold it.
     NotFound,
+    /// The peer asks to be asked again later.
+    Busy(u32),
     /// An answer that breaks the protocol.
     Violation(String),
 }
@@ -206,6 +216,7 @@ impl<V: Verify> Session<V> {
                 Answer::Chunk(b) => b,
                 Answer::Stale => return Ok(SessionEnd::Stale),
                 Answer::NotFound => return Ok(SessionEnd::NotFound),
+                Answer::Busy(ms) => return Err(Fault::busy(ms).into()),
                 Answer::Violation(r) => return Err(Fault::Misbehaved(r).into()),
             };
             asked.pop_front();
@@ -227,6 +238,7 @@ impl<V: Verify> Session<V> {
             Ok(Err(e)) => Err(Fault::from_io(e).into()),
             Ok(Ok(Some(Response::Have(h)))) => Ok(h),
             Ok(Ok(Some(Response::NotFound))) => Err(SessionEnd::NotFound),
+            Ok(Ok(Some(Response::Busy { retry_ms }))) => Err(Fault::busy(retry_ms).into()),
             // The stream closed before any answer: the peer's node may have
             // dropped it under load (libp2p-stream does with bursts).
             Ok(Ok(None)) => Err(Fault::Lost("closed the stream".into()).into()),
@@ -250,6 +262,7 @@ impl<V: Verify> Session<V> {
                 )),
                 Some(Response::Stale) => Answer::Stale,
                 Some(Response::NotFound) => Answer::NotFound,
+                Some(Response::Busy { retry_ms }) => Answer::Busy(retry_ms),
                 Some(other) => {
                     Answer::Violation(format!("answered a chunk request with {other:?}"))
                 }

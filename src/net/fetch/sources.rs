@@ -3,7 +3,7 @@
 //! to them until the deadline.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use tokio::sync::mpsc;
@@ -52,6 +52,8 @@ pub(super) struct Sources {
     not_found: HashSet<PeerId>,
     /// Lost sessions per source.
     strikes: HashMap<PeerId, u32>,
+    /// `Busy` answers in a row per source.
+    busy: HashMap<PeerId, u32>,
     /// Whether a source refused because its files changed.
     stale: bool,
     /// When to stop trying to reach a source.
@@ -75,6 +77,7 @@ impl Sources {
             banned: HashSet::new(),
             not_found: HashSet::new(),
             strikes: HashMap::new(),
+            busy: HashMap::new(),
             stale: false,
             deadline: Instant::now() + opts.wait,
         }
@@ -98,7 +101,28 @@ impl Sources {
         match fault {
             Fault::Lost(reason) => self.strike(peer, reason).await,
             Fault::Misbehaved(reason) => self.drop_peer(peer, reason).await,
+            Fault::Busy(pause) => self.busy(peer, pause).await,
         }
+    }
+
+    /// `peer` answered `Busy`: pause as it asks (within the policy's
+    /// bounds); only a source that keeps saying so counts a strike.
+    async fn busy(&mut self, peer: PeerId, pause: Duration) {
+        let n = self.busy.entry(peer).or_default();
+        *n += 1;
+        tracing::debug!(%peer, busy = *n, ?pause, "source is busy");
+        if *n >= self.opts.retry.max_busy {
+            *n = 0;
+            self.strike(peer, "it kept answering busy".into()).await;
+        } else {
+            let r = &self.opts.retry;
+            tokio::time::sleep(pause.clamp(r.min_busy_pause, r.max_busy_pause)).await;
+        }
+    }
+
+    /// A session with `peer` went well: its `Busy` answers are forgotten.
+    pub(super) fn served(&mut self, peer: PeerId) {
+        self.busy.remove(&peer);
     }
 
     /// `peer` answered that it does not hold the share: not asked again.
