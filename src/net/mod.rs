@@ -5,6 +5,7 @@
 //!   program holds a cloneable [`node::Client`] that sends it commands. Bulk
 //!   bytes never pass through that task: transfers run on their own streams.
 //! - [`budget`]: a memory budget granted fairly across remote addresses.
+//! - [`dht_store`]: the DHT record store, bounded against floods.
 //! - [`inbound`]: inbound data streams, queued (bounded) with the address
 //!   they came from.
 //! - [`frame`]: reading and writing [`crate::wire`] frames on a stream.
@@ -15,6 +16,7 @@
 //!   an interrupted run left is checked by [`crate::store::resume`]).
 
 pub mod budget;
+pub mod dht_store;
 pub mod fetch;
 pub mod frame;
 pub mod inbound;
