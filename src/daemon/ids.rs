@@ -1,0 +1,32 @@
+//! Ids as the control API takes them: in full or as a unique prefix.
+
+use crate::chunk::unhex;
+use crate::crypto::ShareKey;
+use crate::manifest::ManifestId;
+
+/// Parses a manifest id given in full or as a unique hex prefix (8+ digits).
+pub(super) fn find_id<'a>(
+    ids: impl Iterator<Item = &'a String>,
+    given: &str,
+) -> Result<String, String> {
+    let given = given.to_ascii_lowercase();
+    if given.len() < 8 {
+        return Err("give at least 8 hex digits of the id (see `peerdrop list`)".into());
+    }
+    let found: Vec<&String> = ids.filter(|id| id.starts_with(&given)).collect();
+    match found.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(format!(
+            "no share, fetch or pin has an id starting with {given}"
+        )),
+        _ => Err(format!("{given} matches several ids; give more digits")),
+    }
+}
+
+pub(super) fn parse_id(hex_id: &str) -> Option<ManifestId> {
+    Some(ManifestId(unhex(hex_id)?.try_into().ok()?))
+}
+
+pub(super) fn key_from_hex(h: &str) -> Option<ShareKey> {
+    ShareKey::from_bytes(unhex(h)?.try_into().ok()?).ok()
+}

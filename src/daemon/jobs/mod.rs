@@ -1,0 +1,132 @@
+//! Background jobs (fetches and pins): a table of what runs, a task per
+//! job, and progress that control connections can watch.
+
+mod fetch;
+mod pin;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::daemon::state::JobStatus;
+use crate::daemon::Daemon;
+use crate::manifest::ManifestId;
+use crate::net::fetch::{FetchOptions, Progress};
+use crate::store::output::OutputOptions;
+
+/// Where a background job stands, as watchers see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobProgress {
+    /// Bytes done (content for fetches, ciphertext for pins).
+    pub bytes: u64,
+    /// Bytes in all, once known.
+    pub total: u64,
+    /// Running, done or failed.
+    pub status: JobStatus,
+}
+
+/// A job as the daemon's table holds it.
+pub(in crate::daemon) struct Job {
+    pub(in crate::daemon) progress: watch::Receiver<JobProgress>,
+    pub(in crate::daemon) started: Instant,
+    pub(in crate::daemon) kind: &'static str,
+}
+
+impl Daemon {
+    pub(in crate::daemon) fn fetch_options(&self, force: bool) -> FetchOptions {
+        FetchOptions {
+            request_timeout: Duration::from_secs(self.config.request_timeout_secs.max(1)),
+            wait: Duration::from_secs(self.config.fetch_wait_secs),
+            output: OutputOptions { force },
+            discover: true,
+            ..FetchOptions::default()
+        }
+    }
+
+    /// Registers a job and returns the sender its task reports on.
+    pub(in crate::daemon) fn new_job(
+        &self,
+        id: ManifestId,
+        kind: &'static str,
+    ) -> watch::Sender<JobProgress> {
+        let (tx, rx) = watch::channel(JobProgress {
+            bytes: 0,
+            total: 0,
+            status: JobStatus::Running,
+        });
+        self.jobs.lock().expect("never poisoned").insert(
+            (kind, id),
+            Job {
+                progress: rx,
+                started: Instant::now(),
+                kind,
+            },
+        );
+        tx
+    }
+
+    /// Forwards fetch progress to a job's watchers.
+    pub(in crate::daemon) fn watch_progress(
+        tx: watch::Sender<JobProgress>,
+    ) -> (
+        mpsc::UnboundedSender<Progress>,
+        tokio::task::JoinHandle<watch::Sender<JobProgress>>,
+    ) {
+        let (ptx, mut prx) = mpsc::unbounded_channel();
+        let h = tokio::spawn(async move {
+            while let Some(p) = prx.recv().await {
+                tx.send_modify(|j| match p {
+                    Progress::Started { total, .. } => j.total = total,
+                    Progress::Resumed { bytes } | Progress::Bytes(bytes) => j.bytes = bytes,
+                    _ => {}
+                });
+            }
+            tx
+        });
+        (ptx, h)
+    }
+
+    /// Registers job (`kind`, `id`) and runs `work` on a task of its own.
+    /// `work` gets the daemon and a sender for its progress, and returns the
+    /// job's final status, which is published after every progress event.
+    pub(in crate::daemon) fn spawn_job<F, Fut>(
+        self: &Arc<Self>,
+        id: ManifestId,
+        kind: &'static str,
+        work: F,
+    ) where
+        F: FnOnce(Arc<Self>, mpsc::UnboundedSender<Progress>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = JobStatus> + Send + 'static,
+    {
+        let tx = self.new_job(id, kind);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let (ptx, forward) = Daemon::watch_progress(tx);
+            let status = work(me, ptx).await;
+            let tx = forward.await.expect("the forwarder does not panic");
+            tx.send_modify(|j| j.status = status);
+        });
+    }
+
+    pub(in crate::daemon) fn running(&self, kind: &'static str, id: &ManifestId) -> bool {
+        self.jobs
+            .lock()
+            .expect("never poisoned")
+            .get(&(kind, *id))
+            .is_some_and(|j| j.progress.borrow().status == JobStatus::Running)
+    }
+
+    /// A watcher on a job's progress (`kind` is "fetch" or "pin").
+    pub fn watch(
+        &self,
+        kind: &'static str,
+        id: &ManifestId,
+    ) -> Option<watch::Receiver<JobProgress>> {
+        self.jobs
+            .lock()
+            .expect("never poisoned")
+            .get(&(kind, *id))
+            .map(|j| j.progress.clone())
+    }
+}

@@ -1,0 +1,113 @@
+//! Served shares that survive a restart: each is a record in the state plus
+//! `shares/<id>/{manifest,metadata}`, and is served again from its files.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::chunk::hex;
+use crate::crypto::ShareKey;
+use crate::daemon::ids::{key_from_hex, parse_id};
+use crate::daemon::registry::Pinned;
+use crate::daemon::state::{self, JobStatus, Origin, ShareRecord};
+use crate::daemon::Daemon;
+use crate::manifest::Manifest;
+use crate::meta::Metadata;
+use crate::store::share::LocalShare;
+use crate::store::source::Source;
+
+impl Daemon {
+    pub(super) fn share_dir(&self, id: &str) -> PathBuf {
+        self.data_dir.join("shares").join(id)
+    }
+
+    /// Serves the shares and pins in the state, and resumes interrupted jobs.
+    pub(super) fn restore(self: &Arc<Self>) {
+        let state = self.state.lock().expect("never poisoned").clone();
+        for rec in &state.shares {
+            if let Err(e) = self.serve_record(rec) {
+                tracing::warn!(id = %rec.id, "cannot serve a saved share: {e}");
+            }
+        }
+        for pin in &state.pins {
+            match pin.status {
+                JobStatus::Done => {
+                    let r = parse_id(&pin.id)
+                        .and_then(|id| Some((id, self.store.get_manifest(&id).ok()?)))
+                        .and_then(|(id, b)| Some((id, Manifest::decode_verified(&id, &b).ok()?)));
+                    match r {
+                        Some((id, m)) => {
+                            self.registry
+                                .add_pinned(id, Pinned::new(m, self.store.clone()));
+                            self.announce(id);
+                        }
+                        None => {
+                            tracing::warn!(id = %pin.id, "a pinned manifest is missing from the store")
+                        }
+                    }
+                }
+                JobStatus::Running => self.start_pin(pin.clone()),
+                JobStatus::Failed { .. } => {}
+            }
+        }
+        for f in &state.fetches {
+            if f.status == JobStatus::Running {
+                tracing::info!(id = %f.id, "resuming an interrupted fetch");
+                self.start_fetch(f.clone());
+            }
+        }
+    }
+
+    /// Serves a saved share from its files.
+    pub(super) fn serve_record(&self, rec: &ShareRecord) -> Result<(), String> {
+        let dir = self.share_dir(&rec.id);
+        let id = parse_id(&rec.id).ok_or("bad id")?;
+        let key = key_from_hex(&rec.key).ok_or("bad key")?;
+        let mbytes = fs::read(dir.join("manifest")).map_err(|e| e.to_string())?;
+        let manifest = Manifest::decode_verified(&id, &mbytes).map_err(|e| e.to_string())?;
+        let metadata =
+            Metadata::decode(&fs::read(dir.join("metadata")).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+        let roots: HashMap<String, PathBuf> = rec.roots.clone().into_iter().collect();
+        let source = Source::from_metadata(metadata, &roots).map_err(|e| e.to_string())?;
+        let share =
+            LocalShare::open(source, &key, manifest).ok_or("the key does not open the manifest")?;
+        self.registry.add_local(share);
+        self.announce(id);
+        Ok(())
+    }
+
+    /// Persists and serves a share (its manifest and file list go to
+    /// `shares/<id>/`).
+    pub(super) fn keep_share(
+        &self,
+        key: &ShareKey,
+        manifest: &Manifest,
+        metadata: &Metadata,
+        roots: BTreeMap<String, PathBuf>,
+        origin: Origin,
+    ) -> Result<String, String> {
+        let id = hex(&manifest.id().0);
+        let dir = self.share_dir(&id);
+        fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        state::write_private(&dir.join("manifest"), &manifest.encode())
+            .map_err(|e| e.to_string())?;
+        state::write_private(&dir.join("metadata"), &metadata.encode())
+            .map_err(|e| e.to_string())?;
+        let rec = ShareRecord {
+            id: id.clone(),
+            key: hex(key.expose_secret()),
+            roots,
+            origin,
+            bytes: metadata.content_len(),
+            files: metadata.file_count(),
+        };
+        self.serve_record(&rec)?;
+        let mut st = self.state.lock().expect("never poisoned");
+        st.shares.retain(|s| s.id != id);
+        st.shares.push(rec);
+        self.save(&st);
+        Ok(id)
+    }
+}
