@@ -12,8 +12,10 @@ use crate::chunk::hex;
 use crate::crypto::ShareKey;
 use crate::daemon::ids::{find_id, key_from_hex, parse_id};
 use crate::daemon::registry::Served;
+use crate::daemon::state::State;
 use crate::daemon::state::{FetchRecord, JobStatus, Origin, PinRecord};
-use crate::daemon::Daemon;
+use crate::daemon::IdError;
+use crate::daemon::{Daemon, KeptShareError, RequestError};
 use crate::link::Link;
 use crate::manifest::ManifestId;
 use crate::seal::SealOptions;
@@ -25,19 +27,17 @@ impl Daemon {
         self: &Arc<Self>,
         paths: Vec<PathBuf>,
         hints: bool,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, RequestError> {
         if let Some(p) = paths.iter().find(|p| !p.is_absolute()) {
-            return Err(format!("{} is not an absolute path", p.display()));
+            return Err(RequestError::NotAbsolute(p.clone()));
         }
-        let key = ShareKey::generate().map_err(|e| e.to_string())?;
+        let key = ShareKey::generate()?;
         let k2 = key.duplicate();
         let p2 = paths.clone();
         let share = tokio::task::spawn_blocking(move || {
             LocalShare::create(&p2, &k2, &SealOptions::default(), |_| {})
         })
-        .await
-        .expect("sealing does not panic")
-        .map_err(|e| e.to_string())?;
+        .await??;
         let skipped: Vec<String> = share
             .source()
             .skipped()
@@ -75,10 +75,10 @@ impl Daemon {
         out: PathBuf,
         force: bool,
         peers: Vec<String>,
-    ) -> Result<ManifestId, String> {
-        let link = Link::parse_read_link(link).map_err(|e| e.to_string())?;
+    ) -> Result<ManifestId, RequestError> {
+        let link = Link::parse_read_link(link)?;
         if !out.is_absolute() {
-            return Err(format!("{} is not an absolute path", out.display()));
+            return Err(RequestError::NotAbsolute(out));
         }
         let id = *link.manifest_id();
         if self.running("fetch", &id) {
@@ -86,20 +86,14 @@ impl Daemon {
             let st = self.state.lock().expect("never poisoned");
             if let Some(r) = st.fetches.iter().find(|f| f.id == hex(&id.0)) {
                 if r.out != out {
-                    return Err(format!(
-                        "this share is already being fetched into {}; wait for that fetch (see `peerdrop list`)",
-                        r.out.display()
-                    ));
+                    return Err(RequestError::FetchingElsewhere(r.out.clone()));
                 }
             }
             return Ok(id);
         }
         let rec = FetchRecord {
             id: hex(&id.0),
-            key: hex(link
-                .require_key()
-                .map_err(|e| e.to_string())?
-                .expose_secret()),
+            key: hex(link.require_key()?.expose_secret()),
             out,
             sources: Daemon::sources_of(&link, &peers),
             force,
@@ -119,15 +113,14 @@ impl Daemon {
 
     /// `pin`: starts (or joins) a background pin; refuses read links, so
     /// the key can never be stored here.
-    pub fn pin(self: &Arc<Self>, link: &str, peers: Vec<String>) -> Result<ManifestId, String> {
-        let link: Link = link
-            .parse()
-            .map_err(|e: crate::link::ParseError| e.to_string())?;
+    pub fn pin(
+        self: &Arc<Self>,
+        link: &str,
+        peers: Vec<String>,
+    ) -> Result<ManifestId, RequestError> {
+        let link: Link = link.parse()?;
         if link.key().is_some() {
-            return Err(
-                "refusing a read link for a pin: send the pin link (without the part after '#')"
-                    .into(),
-            );
+            return Err(RequestError::ReadLinkForPin);
         }
         let id = *link.manifest_id();
         if self.running("pin", &id) {
@@ -203,18 +196,9 @@ impl Daemon {
 
     /// `unshare`: stops serving a share or pin and forgets it (files shared
     /// or fetched stay where they are; a pin's chunks stay in the store).
-    pub fn unshare(&self, given: &str) -> Result<Value, String> {
+    pub fn unshare(&self, given: &str) -> Result<Value, RequestError> {
         let mut st = self.state.lock().expect("never poisoned");
-        let mut ids: Vec<String> = st
-            .shares
-            .iter()
-            .map(|s| s.id.clone())
-            .chain(st.pins.iter().map(|p| p.id.clone()))
-            .collect();
-        // A re-seeded share can also be pinned here: one id, listed once.
-        ids.sort();
-        ids.dedup();
-        let id = find_id(ids.iter(), given)?;
+        let id = Daemon::served_id(&st, given)?;
         st.shares.retain(|s| s.id != id);
         st.pins.retain(|p| p.id != id);
         self.save(&st);
@@ -227,7 +211,7 @@ impl Daemon {
     }
 
     /// `link`: a share's read link again, or its pin link.
-    pub async fn link(&self, given: &str, pin: bool) -> Result<Value, String> {
+    pub async fn link(&self, given: &str, pin: bool) -> Result<Value, RequestError> {
         let (mid, id, key) = self.link_parts(given, pin)?;
         Ok(json!({"ok": true, "id": id, "link": self.link_for(mid, key).await}))
     }
@@ -236,26 +220,31 @@ impl Daemon {
         &self,
         given: &str,
         pin: bool,
-    ) -> Result<(ManifestId, String, Option<ShareKey>), String> {
+    ) -> Result<(ManifestId, String, Option<ShareKey>), RequestError> {
         let st = self.state.lock().expect("never poisoned");
-        let mut ids: Vec<String> = st
+        let id = Daemon::served_id(&st, given)?;
+        let mid = parse_id(&id).ok_or(KeptShareError::BadId)?;
+        let key = match st.shares.iter().find(|s| s.id == id) {
+            Some(s) if !pin => Some(key_from_hex(&s.key).ok_or(KeptShareError::BadKey)?),
+            Some(_) => None,
+            None if pin => None,
+            None => return Err(RequestError::OnlyPinned),
+        };
+        Ok((mid, id, key))
+    }
+
+    /// The one share or pin id that `given` is a prefix of.
+    fn served_id(st: &State, given: &str) -> Result<String, IdError> {
+        let mut ids: Vec<&String> = st
             .shares
             .iter()
-            .map(|s| s.id.clone())
-            .chain(st.pins.iter().map(|p| p.id.clone()))
+            .map(|s| &s.id)
+            .chain(st.pins.iter().map(|p| &p.id))
             .collect();
         // A re-seeded share can also be pinned here: one id, listed once.
         ids.sort();
         ids.dedup();
-        let id = find_id(ids.iter(), given)?;
-        let mid = parse_id(&id).ok_or("bad id")?;
-        let key = match st.shares.iter().find(|s| s.id == id) {
-            Some(s) if !pin => Some(key_from_hex(&s.key).ok_or("bad key in state")?),
-            Some(_) => None,
-            None if pin => None,
-            None => return Err("this node only pins that share and has no key for it: only its pin link exists here (use --pin)".into()),
-        };
-        Ok((mid, id, key))
+        find_id(ids.into_iter(), given)
     }
 
     /// `status`: identity, addresses, peers and transfers.

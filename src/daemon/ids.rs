@@ -2,24 +2,23 @@
 
 use crate::chunk::unhex;
 use crate::crypto::ShareKey;
+use crate::daemon::IdError;
 use crate::manifest::ManifestId;
 
 /// Parses a manifest id given in full or as a unique hex prefix (8+ digits).
 pub(super) fn find_id<'a>(
     ids: impl Iterator<Item = &'a String>,
     given: &str,
-) -> Result<String, String> {
+) -> Result<String, IdError> {
     let given = given.to_ascii_lowercase();
     if given.len() < 8 {
-        return Err("give at least 8 hex digits of the id (see `peerdrop list`)".into());
+        return Err(IdError::TooShort);
     }
     let found: Vec<&String> = ids.filter(|id| id.starts_with(&given)).collect();
     match found.as_slice() {
         [one] => Ok((*one).clone()),
-        [] => Err(format!(
-            "no share, fetch or pin has an id starting with {given}"
-        )),
-        _ => Err(format!("{given} matches several ids; give more digits")),
+        [] => Err(IdError::NoMatch(given)),
+        _ => Err(IdError::Ambiguous(given)),
     }
 }
 

@@ -19,6 +19,7 @@
 pub mod config;
 pub mod control;
 mod data_dir;
+mod errors;
 mod handlers;
 mod ids;
 mod jobs;
@@ -42,6 +43,7 @@ use crate::net::serve::{serve, ServeConfig};
 use crate::store::chunks::ChunkDir;
 use config::Config;
 use data_dir::{dir_err, identity, ports_of, with_kept_port};
+pub use errors::{IdError, KeptShareError, RequestError};
 use jobs::Job;
 pub use jobs::JobProgress;
 use registry::Registry;

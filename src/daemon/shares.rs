@@ -11,7 +11,7 @@ use crate::crypto::ShareKey;
 use crate::daemon::ids::{key_from_hex, parse_id};
 use crate::daemon::registry::Pinned;
 use crate::daemon::state::{self, JobStatus, Origin, ShareRecord};
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, KeptShareError};
 use crate::manifest::Manifest;
 use crate::meta::Metadata;
 use crate::store::share::LocalShare;
@@ -60,19 +60,19 @@ impl Daemon {
     }
 
     /// Serves a saved share from its files.
-    pub(super) fn serve_record(&self, rec: &ShareRecord) -> Result<(), String> {
+    pub(super) fn serve_record(&self, rec: &ShareRecord) -> Result<(), KeptShareError> {
         let dir = self.share_dir(&rec.id);
-        let id = parse_id(&rec.id).ok_or("bad id")?;
-        let key = key_from_hex(&rec.key).ok_or("bad key")?;
-        let mbytes = fs::read(dir.join("manifest")).map_err(|e| e.to_string())?;
-        let manifest = Manifest::decode_verified(&id, &mbytes).map_err(|e| e.to_string())?;
-        let metadata =
-            Metadata::decode(&fs::read(dir.join("metadata")).map_err(|e| e.to_string())?)
-                .map_err(|e| e.to_string())?;
+        let id = parse_id(&rec.id).ok_or(KeptShareError::BadId)?;
+        let key = key_from_hex(&rec.key).ok_or(KeptShareError::BadKey)?;
+        let read = |name: &str| {
+            let path = dir.join(name);
+            fs::read(&path).map_err(KeptShareError::io(&path))
+        };
+        let manifest = Manifest::decode_verified(&id, &read("manifest")?)?;
+        let metadata = Metadata::decode(&read("metadata")?)?;
         let roots: HashMap<String, PathBuf> = rec.roots.clone().into_iter().collect();
-        let source = Source::from_metadata(metadata, &roots).map_err(|e| e.to_string())?;
-        let share =
-            LocalShare::open(source, &key, manifest).ok_or("the key does not open the manifest")?;
+        let source = Source::from_metadata(metadata, &roots)?;
+        let share = LocalShare::open(source, &key, manifest).ok_or(KeptShareError::WrongKey)?;
         self.registry.add_local(share);
         self.announce(id);
         Ok(())
@@ -87,14 +87,16 @@ impl Daemon {
         metadata: &Metadata,
         roots: BTreeMap<String, PathBuf>,
         origin: Origin,
-    ) -> Result<String, String> {
+    ) -> Result<String, KeptShareError> {
         let id = hex(&manifest.id().0);
         let dir = self.share_dir(&id);
-        fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        state::write_private(&dir.join("manifest"), &manifest.encode())
-            .map_err(|e| e.to_string())?;
-        state::write_private(&dir.join("metadata"), &metadata.encode())
-            .map_err(|e| e.to_string())?;
+        fs::create_dir_all(&dir).map_err(KeptShareError::io(&dir))?;
+        let write = |name: &str, bytes: &[u8]| {
+            let path = dir.join(name);
+            state::write_private(&path, bytes).map_err(KeptShareError::io(&path))
+        };
+        write("manifest", &manifest.encode())?;
+        write("metadata", &metadata.encode())?;
         let rec = ShareRecord {
             id: id.clone(),
             key: hex(key.expose_secret()),

@@ -8,7 +8,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::daemon::control::{Request, MAX_REQUEST};
 use crate::daemon::state::JobStatus;
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, RequestError};
 
 /// Accepts control connections until the task is aborted.
 pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
@@ -54,6 +54,11 @@ async fn write_line(w: &mut (impl AsyncWriteExt + Unpin), v: &Value) -> std::io:
     w.write_all(line.as_bytes()).await
 }
 
+/// The error line for `e`: the one place a request's error becomes an answer.
+fn failure(e: &RequestError) -> Value {
+    fail(e)
+}
+
 fn fail(e: impl ToString) -> Value {
     json!({"ok": false, "error": e.to_string()})
 }
@@ -66,14 +71,17 @@ async fn handle(conn: UnixStream, daemon: Arc<Daemon>) -> std::io::Result<()> {
         .await?;
     let req: Request = match serde_json::from_str(line.trim()) {
         Ok(r) => r,
-        Err(e) => return write_line(&mut wr, &fail(format!("bad request: {e}"))).await,
+        Err(e) => return write_line(&mut wr, &failure(&RequestError::BadRequest(e))).await,
     };
     let reply = match req {
-        Request::Share { paths, hints } => daemon.share(paths, hints).await.unwrap_or_else(fail),
+        Request::Share { paths, hints } => daemon
+            .share(paths, hints)
+            .await
+            .unwrap_or_else(|e| failure(&e)),
         Request::List => daemon.list(),
         Request::Status => daemon.status().await,
-        Request::Unshare { id } => daemon.unshare(&id).unwrap_or_else(fail),
-        Request::Link { id, pin } => daemon.link(&id, pin).await.unwrap_or_else(fail),
+        Request::Unshare { id } => daemon.unshare(&id).unwrap_or_else(|e| failure(&e)),
+        Request::Link { id, pin } => daemon.link(&id, pin).await.unwrap_or_else(|e| failure(&e)),
         Request::Fetch {
             link,
             out,
@@ -82,7 +90,7 @@ async fn handle(conn: UnixStream, daemon: Arc<Daemon>) -> std::io::Result<()> {
             detach,
         } => match daemon.fetch(&link, out, force, peers) {
             Ok(id) => return follow(&mut wr, &daemon, "fetch", id, detach).await,
-            Err(e) => fail(e),
+            Err(e) => failure(&e),
         },
         Request::Pin {
             link,
@@ -90,7 +98,7 @@ async fn handle(conn: UnixStream, daemon: Arc<Daemon>) -> std::io::Result<()> {
             detach,
         } => match daemon.pin(&link, peers) {
             Ok(id) => return follow(&mut wr, &daemon, "pin", id, detach).await,
-            Err(e) => fail(e),
+            Err(e) => failure(&e),
         },
     };
     write_line(&mut wr, &reply).await
@@ -107,7 +115,7 @@ async fn follow(
 ) -> std::io::Result<()> {
     let idh = id.to_string();
     let Some(mut rx) = daemon.watch(kind, &id) else {
-        return write_line(wr, &fail("the job vanished")).await;
+        return write_line(wr, &failure(&RequestError::NoSuchJob)).await;
     };
     if detach {
         return write_line(wr, &json!({"ok": true, "id": idh, "detached": true})).await;

@@ -1,0 +1,109 @@
+//! Why a control request was not carried out, and why a kept share cannot
+//! be served. The control server turns a [`RequestError`] into the answer's
+//! error line in one place (`control::server`).
+
+use std::path::PathBuf;
+
+use crate::crypto::KeyError;
+use crate::link::ParseError;
+use crate::manifest::ManifestError;
+use crate::meta::MetadataError;
+use crate::store::share::ShareError;
+use crate::store::source::SourceError;
+
+/// Why a control request failed. Every message says what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The request line is not a valid request.
+    #[error("bad request: {0}")]
+    BadRequest(#[source] serde_json::Error),
+    /// A relative path: the daemon's working directory is not the client's.
+    #[error("{} is not an absolute path", .0.display())]
+    NotAbsolute(PathBuf),
+    /// The link does not parse, or is the wrong kind for the command.
+    #[error(transparent)]
+    Link(#[from] ParseError),
+    /// `pin` was given a read link; the key must never reach a pinning node.
+    #[error("refusing a read link for a pin: send the pin link (without the part after '#')")]
+    ReadLinkForPin,
+    /// The share is already being fetched, into another folder.
+    #[error("this share is already being fetched into {}; wait for that fetch (see `peerdrop list`)", .0.display())]
+    FetchingElsewhere(PathBuf),
+    /// The id prefix matches nothing, or several ids.
+    #[error(transparent)]
+    Id(#[from] IdError),
+    /// A read link was asked for a share this node only pins.
+    #[error("this node only pins that share and has no key for it: only its pin link exists here (use --pin)")]
+    OnlyPinned,
+    /// No share key could be drawn.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The paths cannot be shared.
+    #[error(transparent)]
+    Share(#[from] ShareError),
+    /// The share was made but cannot be kept or served.
+    #[error(transparent)]
+    Kept(#[from] KeptShareError),
+    /// The sealing task stopped without an answer (a bug).
+    #[error("sealing stopped unexpectedly: {0}")]
+    SealTask(#[from] tokio::task::JoinError),
+    /// The job was started but is not in the job table (a bug).
+    #[error("the job vanished")]
+    NoSuchJob,
+}
+
+/// Why an id given to `unshare` or `link` names no single share or pin.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IdError {
+    /// Fewer than 8 hex digits.
+    #[error("give at least 8 hex digits of the id (see `peerdrop list`)")]
+    TooShort,
+    /// No id starts with it.
+    #[error("no share, fetch or pin has an id starting with {0}")]
+    NoMatch(String),
+    /// Several ids start with it.
+    #[error("{0} matches several ids; give more digits")]
+    Ambiguous(String),
+}
+
+/// Why a share kept in the data dir cannot be saved or served again.
+#[derive(Debug, thiserror::Error)]
+pub enum KeptShareError {
+    /// Reading or writing `shares/<id>/` failed.
+    #[error("{}: {error}", path.display())]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        error: std::io::Error,
+    },
+    /// The saved id is not 64 hex digits (state.json was edited).
+    #[error("the saved id is not a manifest id")]
+    BadId,
+    /// The saved key is not a key (state.json was edited).
+    #[error("the saved key is unreadable")]
+    BadKey,
+    /// The saved manifest is damaged.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The saved file list is damaged.
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    /// The shared files no longer match the saved file list.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The saved key does not open the saved manifest.
+    #[error("the saved key does not open the saved manifest")]
+    WrongKey,
+}
+
+impl KeptShareError {
+    /// An I/O error on `path`.
+    pub(super) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> KeptShareError + '_ {
+        move |error| KeptShareError::Io {
+            path: path.to_owned(),
+            error,
+        }
+    }
+}
