@@ -52,10 +52,11 @@ use std::time::{Duration, Instant};
 
 use libp2p::multiaddr::Protocol;
 use libp2p::Multiaddr;
+use peerdrop::daemon::control::{LinkReply, ShareReply, StatusReply};
 use peerdrop::link::Link;
 use peerdrop::manifest::Manifest;
 use peerdrop::net::serve::ServeConfig;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
 
 use common::proc::{clock_ticks, Proc, Snapshot, Usage};
 use common::{
@@ -177,20 +178,12 @@ fn run() -> BoxResult<bool> {
     eprintln!("phase 1: daemon start, share, one fetcher");
     let mut d1 = Daemon::start(&ctx, &data_dir, "daemon-1")?;
     let share_start = Instant::now();
-    let shared = d1.cli_json(&ctx, &["share", path_str(&input)?, "--json"], SHARE_LIMIT)?;
+    let shared: ShareReply =
+        d1.cli_json(&ctx, &["share", path_str(&input)?, "--json"], SHARE_LIMIT)?;
     let share_secs = share_start.elapsed().as_secs_f64();
     let after_share = d1.proc.snapshot();
-    if shared["ok"] != true {
-        return Err(format!("share answered {shared}").into());
-    }
-    let id = shared["id"]
-        .as_str()
-        .ok_or("share printed no id")?
-        .to_owned();
-    let link = shared["link"]
-        .as_str()
-        .ok_or("share printed no link")?
-        .to_owned();
+    let id = shared.id.to_string();
+    let link = shared.link;
     let hint_addrs = check_loopback(&link)?;
     let manifest = read_manifest(&data_dir, &id, &link)?;
     eprintln!(
@@ -214,17 +207,14 @@ fn run() -> BoxResult<bool> {
     // Phase 2: a fresh daemon process, then all fetchers at once.
     eprintln!("phase 2: fresh daemon on the same data dir, {n_fetchers} fetchers at once");
     let mut d2 = Daemon::start(&ctx, &data_dir, "daemon-2")?;
-    let relinked = d2.cli_json(&ctx, &["link", &id, "--json"], CLI_LIMIT)?;
-    let link2 = relinked["link"]
-        .as_str()
-        .ok_or_else(|| format!("link answered {relinked}"))?
-        .to_owned();
+    let relinked: LinkReply = d2.cli_json(&ctx, &["link", &id, "--json"], CLI_LIMIT)?;
+    let link2 = relinked.link;
     check_loopback(&link2)?;
     sync_fs(tmp.path())?;
     let many = fetch_phase(&ctx, tmp.path(), &link2, n_fetchers, "many", &want)?;
     let d2_after = d2.proc.snapshot();
-    let status = d2.cli_json(&ctx, &["status", "--json"], CLI_LIMIT)?;
-    let uploaded = status["uploaded_bytes"].as_u64();
+    let status: StatusReply = d2.cli_json(&ctx, &["status", "--json"], CLI_LIMIT)?;
+    let uploaded = Some(status.uploaded_bytes);
     let d2_exit = d2.stop()?;
     eprintln!(
         "    {n_fetchers} fetchers: {:.2}s ({:.0} MB/s aggregate), {}/{n_fetchers} correct",
@@ -582,13 +572,11 @@ impl Daemon {
             ready,
         };
         // Its own word on where it listens: 127.0.0.1 only.
-        let status = d.cli_json(ctx, &["status", "--json"], CLI_LIMIT)?;
-        let listen = status["listen"]
-            .as_array()
-            .filter(|l| !l.is_empty())
-            .ok_or_else(|| format!("status answered {status}"))?;
-        for a in listen {
-            let a = a.as_str().unwrap_or_default();
+        let status: StatusReply = d.cli_json(ctx, &["status", "--json"], CLI_LIMIT)?;
+        if status.listen.is_empty() {
+            return Err(format!("{name} listens nowhere").into());
+        }
+        for a in &status.listen {
             if !a.starts_with("/ip4/127.0.0.1/") {
                 return Err(format!("{name} listens on {a}, not only on 127.0.0.1").into());
             }
@@ -596,8 +584,14 @@ impl Daemon {
         Ok(d)
     }
 
-    /// Runs `peerdrop ARGS --data-dir DIR` and parses its last stdout line.
-    fn cli_json(&self, ctx: &Ctx, args: &[&str], limit: Duration) -> BoxResult<Value> {
+    /// Runs `peerdrop ARGS --data-dir DIR` and reads its last stdout line as
+    /// the command's reply type.
+    fn cli_json<T: DeserializeOwned>(
+        &self,
+        ctx: &Ctx,
+        args: &[&str],
+        limit: Duration,
+    ) -> BoxResult<T> {
         let text = cli(ctx, args[0], args, &self.dir, limit)?;
         let last = text
             .lines()

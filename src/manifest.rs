@@ -49,6 +49,44 @@ impl fmt::Display for ManifestId {
     }
 }
 
+/// Why text is not a manifest id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a manifest id: a manifest id is 64 hex digits (see `peerdrop list`)")]
+pub struct BadManifestId;
+
+impl std::str::FromStr for ManifestId {
+    type Err = BadManifestId;
+
+    /// 64 hex digits, as [`fmt::Display`] writes them (either case).
+    fn from_str(s: &str) -> Result<ManifestId, BadManifestId> {
+        let bytes = crate::chunk::unhex(s).ok_or(BadManifestId)?;
+        Ok(ManifestId(bytes.try_into().map_err(|_| BadManifestId)?))
+    }
+}
+
+/// Text formats (the control API's JSON, `state.json`) carry an id as its 64
+/// hex digits; binary formats as its 32 bytes, exactly as a `[u8; 32]`.
+impl serde::Serialize for ManifestId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            self.0.serialize(s)
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ManifestId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ManifestId, D::Error> {
+        if d.is_human_readable() {
+            let text = String::deserialize(d)?;
+            text.parse().map_err(serde::de::Error::custom)
+        } else {
+            <[u8; 32]>::deserialize(d).map(ManifestId)
+        }
+    }
+}
+
 impl fmt::Debug for ManifestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ManifestId({})", hex(&self.0))

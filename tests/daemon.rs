@@ -312,3 +312,36 @@ fn a_full_disk_fails_that_fetch_only_and_the_daemon_stays_up() {
     );
     assert_eq!(b.json(&["status"])["ok"], true);
 }
+
+/// One raw request line to a daemon's socket; every answer line back.
+fn raw_request(dir: &Path, line: &str) -> Vec<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(dir.join("control.sock")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(format!("{line}\n").as_bytes()).unwrap();
+    BufReader::new(s).lines().map(|l| l.unwrap()).collect()
+}
+
+#[test]
+fn a_request_of_another_protocol_version_is_refused_naming_both() {
+    use peerdrop::daemon::control::{ErrorCode, Failure, StatusReply, VERSION};
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Daemon::start(&sub(&tmp, "A"));
+    let next = VERSION + 1;
+    let lines = raw_request(&a.dir, &format!(r#"{{"version":{next},"cmd":"teleport"}}"#));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let f: Failure = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(f.code, ErrorCode::UnsupportedVersion, "{f:?}");
+    assert_eq!(f.version, Some(VERSION));
+    assert!(
+        f.error.contains(&format!("version {VERSION}"))
+            && f.error.contains(&format!("version {next}")),
+        "{}",
+        f.error
+    );
+    // A request without a version is version 1 (the protocol before the
+    // field existed), and is answered as such.
+    let lines = raw_request(&a.dir, r#"{"cmd":"status"}"#);
+    let s: StatusReply = serde_json::from_str(&lines[0]).unwrap();
+    assert!(!s.peer_id.is_empty());
+}

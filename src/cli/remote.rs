@@ -1,12 +1,17 @@
 //! `peerdrop daemon` and the commands that drive it over its control socket.
 
+use std::io::Write;
 use std::path::Path;
 
-use anyhow::{bail, Context};
-use peerdrop::daemon::control::{request, Request};
+use anyhow::Context;
+use peerdrop::daemon::control::{
+    self, Command, Event, FetchRequest, JobKind, JobReply, LinkRequest, ListRequest, PinRequest,
+    ShareRequest, ShareState, StatusRequest, UnshareRequest,
+};
+use peerdrop::daemon::state::{JobStatus, Origin};
 use peerdrop::daemon::{self, DaemonOptions};
 use peerdrop::link::Link;
-use serde_json::Value;
+use peerdrop::manifest::ManifestId;
 
 use crate::cli::{output, DaemonArgs, FetchArgs, IdArgs, JsonArgs, LinkArgs, PinArgs, ShareArgs};
 
@@ -42,36 +47,35 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Sends `req`, printing progress lines; fails with the daemon's error.
-fn call(
+/// Sends `cmd` and returns its reply; with `--json`, every line of the
+/// answer goes to stdout as the daemon sent it.
+fn call<C: Command>(
     dir: &Path,
-    req: &Request,
+    cmd: C,
     json: bool,
-    mut progress: impl FnMut(&Value),
-) -> anyhow::Result<Value> {
-    let last = request(dir, req, |v| {
-        if v.get("event").is_some() {
-            if json {
-                output::json_line(v);
-            }
-            progress(v);
+    mut progress: impl FnMut(&Event),
+) -> anyhow::Result<C::Reply> {
+    let reply = control::call(dir, cmd, |raw, event| {
+        if json {
+            raw_line(raw);
+        }
+        if let Some(e) = event {
+            progress(e);
         }
     })?;
-    if last["ok"] != true {
-        if json {
-            output::json_line(&last);
-        }
-        bail!(
-            "{}",
-            last["error"]
-                .as_str()
-                .unwrap_or("the daemon reported an error")
-        );
-    }
-    if json {
-        output::json_line(&last);
-    }
-    Ok(last)
+    Ok(reply)
+}
+
+/// One line on stdout (a closed stdout is not worth reporting).
+fn raw_line(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// The first 16 hex digits of an id, as `list` shows them.
+fn short(id: &ManifestId) -> String {
+    id.to_string()[..16].to_owned()
 }
 
 /// `peerdrop share`.
@@ -81,37 +85,33 @@ pub fn share(a: &ShareArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| std::path::absolute(p).with_context(|| format!("resolving {}", p.display())))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let v = call(
-        &a.dir.path()?,
-        &Request::Share {
-            paths,
-            hints: !a.no_hints,
-        },
-        a.json,
-        |_| {},
-    )?;
+    let req = ShareRequest {
+        paths,
+        hints: !a.no_hints,
+    };
+    let r = call(&a.dir.path()?, req, a.json, |_| {})?;
     if !a.json {
-        for s in v["skipped"].as_array().into_iter().flatten() {
-            eprintln!("peerdrop: skipped {}", s.as_str().unwrap_or_default());
+        for s in &r.skipped {
+            eprintln!("peerdrop: skipped {s}");
         }
-        println!("{}", v["link"].as_str().unwrap_or_default());
+        println!("{}", r.link);
         eprintln!(
             "sharing {} file(s), {} (id {})",
-            v["files"],
-            output::human_bytes(v["bytes"].as_u64().unwrap_or(0)),
-            &v["id"].as_str().unwrap_or_default()[..16]
+            r.files,
+            output::human_bytes(r.bytes),
+            short(&r.id)
         );
     }
     Ok(())
 }
 
-fn follow_bar(json: bool) -> (indicatif::ProgressBar, impl FnMut(&Value)) {
+fn follow_bar(json: bool) -> (indicatif::ProgressBar, impl FnMut(&Event)) {
     let bar = output::bytes_bar(0, "fetching", json);
     let b = bar.clone();
-    (bar, move |v: &Value| {
-        if let (Some(n), Some(t)) = (v["bytes"].as_u64(), v["total"].as_u64()) {
-            b.set_length(t);
-            b.set_position(n);
+    (bar, move |e: &Event| match e {
+        Event::Progress { bytes, total, .. } => {
+            b.set_length(*total);
+            b.set_position(*bytes);
         }
     })
 }
@@ -122,7 +122,7 @@ pub fn fetch(a: &FetchArgs) -> anyhow::Result<()> {
     // Checked here too, so a mistake is reported before the daemon is asked.
     Link::parse_read_link(&text)?;
     let out = std::path::absolute(&a.get.out)?;
-    let req = Request::Fetch {
+    let req = FetchRequest {
         link: text.trim().to_owned(),
         out: out.clone(),
         force: a.get.force,
@@ -131,22 +131,21 @@ pub fn fetch(a: &FetchArgs) -> anyhow::Result<()> {
     };
     let (bar, progress) = follow_bar(a.json);
     let start = std::time::Instant::now();
-    let v = call(&a.dir.path()?, &req, a.json, progress);
+    let r = call(&a.dir.path()?, req, a.json, progress);
     bar.finish_and_clear();
-    let v = v?;
+    let r = r?;
     if !a.json {
-        if a.detach {
-            eprintln!(
+        match r {
+            JobReply::Detached(d) => eprintln!(
                 "fetching in the background into {} (id {}); see `peerdrop list`",
                 out.display(),
-                v["id"].as_str().unwrap_or_default()
-            );
-        } else {
-            eprintln!(
+                d.id
+            ),
+            JobReply::Done(d) => eprintln!(
                 "fetched into {}: {}",
                 out.display(),
-                output::summary(v["bytes"].as_u64().unwrap_or(0), start.elapsed())
-            );
+                output::summary(d.bytes, start.elapsed())
+            ),
         }
     }
     Ok(())
@@ -156,82 +155,74 @@ pub fn fetch(a: &FetchArgs) -> anyhow::Result<()> {
 pub fn pin(a: &PinArgs) -> anyhow::Result<()> {
     let link: Link = crate::cli::link_text(a.link.as_deref())?.parse()?;
     // The key never reaches the daemon: only the pin link is sent.
-    let req = Request::Pin {
+    let req = PinRequest {
         link: link.to_pin_link().to_uri_string(),
         peers: a.peer.iter().map(|p| p.to_string()).collect(),
         detach: a.detach,
     };
     let (bar, progress) = follow_bar(a.json);
-    let v = call(&a.dir.path()?, &req, a.json, progress);
+    let r = call(&a.dir.path()?, req, a.json, progress);
     bar.finish_and_clear();
-    let v = v?;
+    let r = r?;
     if !a.json {
-        eprintln!(
-            "{} {}",
-            if a.detach {
-                "pinning in the background:"
-            } else {
-                "pinned"
-            },
-            v["id"].as_str().unwrap_or_default()
-        );
+        let what = match r {
+            JobReply::Detached(_) => "pinning in the background:",
+            JobReply::Done(_) => "pinned",
+        };
+        eprintln!("{what} {}", r.id());
     }
     Ok(())
 }
 
 /// `peerdrop list`.
 pub fn list(a: &JsonArgs) -> anyhow::Result<()> {
-    let v = call(&a.dir.path()?, &Request::List, a.json, |_| {})?;
+    let r = call(&a.dir.path()?, ListRequest {}, a.json, |_| {})?;
     if a.json {
         return Ok(());
     }
-    let short = |v: &Value| {
-        v.as_str()
-            .unwrap_or_default()
-            .chars()
-            .take(16)
-            .collect::<String>()
+    let size = output::human_bytes;
+    let state = |s: &JobStatus| match s {
+        JobStatus::Running => ("running", String::new()),
+        JobStatus::Done => ("done", String::new()),
+        JobStatus::Failed { error } => ("failed", format!("  ({error})")),
     };
-    let size = |v: &Value| output::human_bytes(v.as_u64().unwrap_or(0));
     println!("SHARES");
-    for s in v["shares"].as_array().into_iter().flatten() {
+    for s in &r.shares {
         println!(
-            "  {}  {:<8} {:<8} {:>10}  {} file(s)  {}",
-            short(&s["id"]),
-            s["state"].as_str().unwrap_or(""),
-            s["origin"].as_str().unwrap_or(""),
-            size(&s["bytes"]),
-            s["files"],
-            s["names"]
+            "  {}  {:<8} {:<8} {:>10}  {} file(s)  {:?}",
+            short(&s.id),
+            match s.state {
+                ShareState::Serving => "serving",
+                ShareState::Stale => "stale",
+            },
+            match s.origin {
+                Origin::Shared => "shared",
+                Origin::Fetched => "fetched",
+            },
+            size(s.bytes),
+            s.files,
+            s.names
         );
     }
     println!("FETCHES");
-    for f in v["fetches"].as_array().into_iter().flatten() {
+    for f in &r.fetches {
+        let (st, error) = state(&f.status);
         println!(
-            "  {}  {:<8} {:>10} / {:<10} -> {}{}",
-            short(&f["id"]),
-            f["status"]["state"].as_str().unwrap_or(""),
-            size(&f["bytes"]),
-            size(&f["total"]),
-            f["out"].as_str().unwrap_or(""),
-            f["status"]["error"]
-                .as_str()
-                .map(|e| format!("  ({e})"))
-                .unwrap_or_default()
+            "  {}  {st:<8} {:>10} / {:<10} -> {}{error}",
+            short(&f.id),
+            size(f.bytes),
+            size(f.total),
+            f.out.display(),
         );
     }
     println!("PINS");
-    for p in v["pins"].as_array().into_iter().flatten() {
+    for p in &r.pins {
+        let (st, error) = state(&p.status);
         println!(
-            "  {}  {:<8} {:>10} / {:<10}{}",
-            short(&p["id"]),
-            p["status"]["state"].as_str().unwrap_or(""),
-            size(&p["bytes"]),
-            size(&p["total"]),
-            p["status"]["error"]
-                .as_str()
-                .map(|e| format!("  ({e})"))
-                .unwrap_or_default()
+            "  {}  {st:<8} {:>10} / {:<10}{error}",
+            short(&p.id),
+            size(p.bytes),
+            size(p.total),
         );
     }
     Ok(())
@@ -239,77 +230,56 @@ pub fn list(a: &JsonArgs) -> anyhow::Result<()> {
 
 /// `peerdrop unshare`.
 pub fn unshare(a: &IdArgs) -> anyhow::Result<()> {
-    let v = call(
-        &a.dir.path()?,
-        &Request::Unshare { id: a.id.clone() },
-        a.json,
-        |_| {},
-    )?;
+    let req = UnshareRequest { id: a.id.parse()? };
+    let r = call(&a.dir.path()?, req, a.json, |_| {})?;
     if !a.json {
-        eprintln!("no longer serving {}", v["id"].as_str().unwrap_or_default());
+        eprintln!("no longer serving {}", r.id);
     }
     Ok(())
 }
 
 /// `peerdrop link`.
 pub fn link(a: &LinkArgs) -> anyhow::Result<()> {
-    let v = call(
-        &a.dir.path()?,
-        &Request::Link {
-            id: a.id.clone(),
-            pin: a.pin,
-        },
-        a.json,
-        |_| {},
-    )?;
+    let req = LinkRequest {
+        id: a.id.parse()?,
+        pin: a.pin,
+    };
+    let r = call(&a.dir.path()?, req, a.json, |_| {})?;
     if !a.json {
-        println!("{}", v["link"].as_str().unwrap_or_default());
+        println!("{}", r.link);
     }
     Ok(())
 }
 
 /// `peerdrop status`.
 pub fn status(a: &JsonArgs) -> anyhow::Result<()> {
-    let v = call(&a.dir.path()?, &Request::Status, a.json, |_| {})?;
+    let r = call(&a.dir.path()?, StatusRequest {}, a.json, |_| {})?;
     if a.json {
         return Ok(());
     }
-    println!("peer id:   {}", v["peer_id"].as_str().unwrap_or_default());
-    for l in v["listen"].as_array().into_iter().flatten() {
-        println!("listening: {}", l.as_str().unwrap_or_default());
+    println!("peer id:   {}", r.peer_id);
+    for l in &r.listen {
+        println!("listening: {l}");
     }
-    println!(
-        "re-seeding: {}",
-        if v["reseed"] == true { "on" } else { "off" }
-    );
-    println!(
-        "uploaded:  {}",
-        output::human_bytes(v["uploaded_bytes"].as_u64().unwrap_or(0))
-    );
-    let peers = v["connected"].as_array().cloned().unwrap_or_default();
-    println!("peers:     {}", peers.len());
-    for p in peers {
-        println!(
-            "  {} {} ({})",
-            p["peer"].as_str().unwrap_or_default(),
-            p["addr"].as_str().unwrap_or_default(),
-            if p["relayed"] == true {
-                "relayed"
-            } else {
-                "direct"
-            }
-        );
+    println!("re-seeding: {}", if r.reseed { "on" } else { "off" });
+    println!("uploaded:  {}", output::human_bytes(r.uploaded_bytes));
+    println!("peers:     {}", r.connected.len());
+    for p in &r.connected {
+        let how = if p.relayed { "relayed" } else { "direct" };
+        println!("  {} {} ({how})", p.peer, p.addr);
     }
-    let transfers = v["transfers"].as_array().cloned().unwrap_or_default();
-    println!("transfers: {}", transfers.len());
-    for t in transfers {
+    println!("transfers: {}", r.transfers.len());
+    for t in &r.transfers {
         println!(
             "  {} {} {}/{} at {}/s",
-            t["kind"].as_str().unwrap_or_default(),
-            &t["id"].as_str().unwrap_or_default()[..16],
-            output::human_bytes(t["bytes"].as_u64().unwrap_or(0)),
-            output::human_bytes(t["total"].as_u64().unwrap_or(0)),
-            output::human_bytes(t["rate"].as_u64().unwrap_or(0))
+            match t.kind {
+                JobKind::Fetch => "fetch",
+                JobKind::Pin => "pin",
+            },
+            short(&t.id),
+            output::human_bytes(t.bytes),
+            output::human_bytes(t.total),
+            output::human_bytes(t.rate)
         );
     }
     Ok(())

@@ -17,6 +17,12 @@ pub enum RequestError {
     /// The request line is not a valid request.
     #[error("bad request: {0}")]
     BadRequest(#[source] serde_json::Error),
+    /// The request speaks a protocol version this daemon does not.
+    #[error("this daemon speaks control protocol version {}, but the request is version {got}: use the peerdrop binary that matches the running daemon, or restart the daemon with the new one", crate::daemon::control::VERSION)]
+    UnsupportedVersion {
+        /// The request's version.
+        got: u32,
+    },
     /// A relative path: the daemon's working directory is not the client's.
     #[error("{} is not an absolute path", .0.display())]
     NotAbsolute(PathBuf),
@@ -26,6 +32,9 @@ pub enum RequestError {
     /// `pin` was given a read link; the key must never reach a pinning node.
     #[error("refusing a read link for a pin: send the pin link (without the part after '#')")]
     ReadLinkForPin,
+    /// A `peers` entry that is not a multiaddr ending in `/p2p/PEER`.
+    #[error("{0:?} is not a peer address: give a multiaddr ending in /p2p/PEER_ID")]
+    BadPeer(String),
     /// The share is already being fetched, into another folder.
     #[error("this share is already being fetched into {}; wait for that fetch (see `peerdrop list`)", .0.display())]
     FetchingElsewhere(PathBuf),
@@ -50,6 +59,15 @@ pub enum RequestError {
     /// The job was started but is not in the job table (a bug).
     #[error("the job vanished")]
     NoSuchJob,
+    /// The client is not the daemon's user.
+    #[error("permission denied: this daemon belongs to another user")]
+    OtherUser,
+    /// The followed job failed (its progress is kept).
+    #[error("{0}")]
+    JobFailed(String),
+    /// The daemon stopped while the job was followed.
+    #[error("the daemon stopped the job; it resumes when the daemon starts again")]
+    JobStopped,
 }
 
 /// Why an id given to `unshare` or `link` names no single share or pin.
@@ -58,6 +76,9 @@ pub enum IdError {
     /// Fewer than 8 hex digits.
     #[error("give at least 8 hex digits of the id (see `peerdrop list`)")]
     TooShort,
+    /// Not hex digits, or more than 64 of them.
+    #[error("{0:?} is not an id: an id is up to 64 hex digits (see `peerdrop list`)")]
+    NotHex(String),
     /// No id starts with it.
     #[error("no share, fetch or pin has an id starting with {0}")]
     NoMatch(String),
@@ -78,9 +99,6 @@ pub enum KeptShareError {
         #[source]
         error: std::io::Error,
     },
-    /// The saved id is not 64 hex digits (state.json was edited).
-    #[error("the saved id is not a manifest id")]
-    BadId,
     /// The saved key is not a key (state.json was edited).
     #[error("the saved key is unreadable")]
     BadKey,

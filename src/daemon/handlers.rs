@@ -1,4 +1,7 @@
-//! What the daemon does for each control request.
+//! What the daemon does for each control request: one method per command,
+//! taking the command's request type and returning its reply type (see
+//! `control::proto`). `fetch` and `pin` return the job's id; the control
+//! server then follows the job.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -6,16 +9,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use libp2p::multiaddr::Protocol;
-use serde_json::{json, Value};
 
 use crate::chunk::hex;
 use crate::crypto::ShareKey;
-use crate::daemon::ids::{find_id, key_from_hex, parse_id};
+use crate::daemon::control::{
+    Connection, FetchRequest, FetchRow, IdPrefix, JobKind, LinkReply, LinkRequest, ListReply,
+    PinRequest, PinRow, ShareReply, ShareRequest, ShareRow, ShareState, StatusReply, Transfer,
+    UnshareReply,
+};
+use crate::daemon::ids::{find_id, key_from_hex};
 use crate::daemon::registry::Served;
-use crate::daemon::state::State;
-use crate::daemon::state::{FetchRecord, JobStatus, Origin, PinRecord};
-use crate::daemon::IdError;
-use crate::daemon::{Daemon, KeptShareError, RequestError};
+use crate::daemon::state::{FetchRecord, JobStatus, Origin, PinRecord, State};
+use crate::daemon::{Daemon, IdError, JobProgress, KeptShareError, RequestError};
 use crate::link::Link;
 use crate::manifest::ManifestId;
 use crate::seal::SealOptions;
@@ -23,22 +28,19 @@ use crate::store::share::LocalShare;
 
 impl Daemon {
     /// `share`: seals the paths (reading them once) and serves them.
-    pub async fn share(
-        self: &Arc<Self>,
-        paths: Vec<PathBuf>,
-        hints: bool,
-    ) -> Result<Value, RequestError> {
+    pub async fn share(self: &Arc<Self>, req: ShareRequest) -> Result<ShareReply, RequestError> {
+        let ShareRequest { paths, hints } = req;
         if let Some(p) = paths.iter().find(|p| !p.is_absolute()) {
             return Err(RequestError::NotAbsolute(p.clone()));
         }
         let key = ShareKey::generate()?;
-        let k2 = key.duplicate();
-        let p2 = paths.clone();
+        let seal_key = key.duplicate();
+        let seal_paths = paths.clone();
         let share = tokio::task::spawn_blocking(move || {
-            LocalShare::create(&p2, &k2, &SealOptions::default(), |_| {})
+            LocalShare::create(&seal_paths, &seal_key, &SealOptions::default(), |_| {})
         })
         .await??;
-        let skipped: Vec<String> = share
+        let skipped = share
             .source()
             .skipped()
             .iter()
@@ -57,219 +59,234 @@ impl Daemon {
                 Some((e.path.as_str().to_owned(), p.clone()))
             })
             .collect();
-        let metadata = share.source().metadata().clone();
-        let manifest = share.manifest().clone();
-        let id = self.keep_share(&key, &manifest, &metadata, roots, Origin::Shared)?;
-        Ok(json!({
-            "ok": true, "id": id, "link": if hints { self.link_for(manifest.id(), Some(key)).await } else {
-                Link::new(manifest.id(), Vec::new(), Some(key)).expect("no hints").to_uri_string()
-            },
-            "files": metadata.file_count(), "bytes": metadata.content_len(), "skipped": skipped,
-        }))
+        let metadata = share.source().metadata();
+        let id = self.keep_share(&key, share.manifest(), metadata, roots, Origin::Shared)?;
+        let link = if hints {
+            self.link_for(id, Some(key)).await
+        } else {
+            Link::new(id, Vec::new(), Some(key))
+                .expect("no hints")
+                .to_uri_string()
+        };
+        Ok(ShareReply {
+            id,
+            link,
+            files: metadata.file_count() as u64,
+            bytes: metadata.content_len(),
+            skipped,
+        })
     }
 
     /// `fetch`: starts (or joins) a background fetch; returns its id.
-    pub fn fetch(
-        self: &Arc<Self>,
-        link: &str,
-        out: PathBuf,
-        force: bool,
-        peers: Vec<String>,
-    ) -> Result<ManifestId, RequestError> {
-        let link = Link::parse_read_link(link)?;
-        if !out.is_absolute() {
-            return Err(RequestError::NotAbsolute(out));
+    pub fn fetch(self: &Arc<Self>, req: FetchRequest) -> Result<ManifestId, RequestError> {
+        let link = Link::parse_read_link(&req.link)?;
+        if !req.out.is_absolute() {
+            return Err(RequestError::NotAbsolute(req.out));
         }
+        Daemon::check_peers(&req.peers)?;
         let id = *link.manifest_id();
-        if self.running("fetch", &id) {
+        if self.running(JobKind::Fetch, &id) {
             // Join it, but only if it is the same request.
             let st = self.state.lock().expect("never poisoned");
-            if let Some(r) = st.fetches.iter().find(|f| f.id == hex(&id.0)) {
-                if r.out != out {
+            if let Some(r) = st.fetches.iter().find(|f| f.id == id) {
+                if r.out != req.out {
                     return Err(RequestError::FetchingElsewhere(r.out.clone()));
                 }
             }
             return Ok(id);
         }
         let rec = FetchRecord {
-            id: hex(&id.0),
+            id,
             key: hex(link.require_key()?.expose_secret()),
-            out,
-            sources: Daemon::sources_of(&link, &peers),
-            force,
+            out: req.out,
+            sources: Daemon::sources_of(&link, &req.peers),
+            force: req.force,
             status: JobStatus::Running,
             bytes: 0,
             paths: Vec::new(),
         };
-        {
-            let mut st = self.state.lock().expect("never poisoned");
-            st.fetches.retain(|f| f.id != rec.id);
-            st.fetches.push(rec.clone());
-            self.save(&st);
-        }
+        self.update_state(|st| st.put_fetch(rec.clone()));
         self.start_fetch(rec);
         Ok(id)
     }
 
     /// `pin`: starts (or joins) a background pin; refuses read links, so
     /// the key can never be stored here.
-    pub fn pin(
-        self: &Arc<Self>,
-        link: &str,
-        peers: Vec<String>,
-    ) -> Result<ManifestId, RequestError> {
-        let link: Link = link.parse()?;
+    pub fn pin(self: &Arc<Self>, req: PinRequest) -> Result<ManifestId, RequestError> {
+        let link: Link = req.link.parse()?;
         if link.key().is_some() {
             return Err(RequestError::ReadLinkForPin);
         }
+        Daemon::check_peers(&req.peers)?;
         let id = *link.manifest_id();
-        if self.running("pin", &id) {
+        if self.running(JobKind::Pin, &id) {
             return Ok(id);
         }
         let rec = PinRecord {
-            id: hex(&id.0),
-            sources: Daemon::sources_of(&link, &peers),
+            id,
+            sources: Daemon::sources_of(&link, &req.peers),
             status: JobStatus::Running,
             bytes: 0,
         };
-        {
-            let mut st = self.state.lock().expect("never poisoned");
-            st.pins.retain(|p| p.id != rec.id);
-            st.pins.push(rec.clone());
-            self.save(&st);
-        }
+        self.update_state(|st| st.put_pin(rec.clone()));
         self.start_pin(rec);
         Ok(id)
     }
 
     /// `list`: shares, pins and fetches.
-    pub fn list(&self) -> Value {
-        let st = self.state.lock().expect("never poisoned").clone();
+    pub fn list(&self) -> ListReply {
+        // Rows are built under the locks: the state (with its keys) is not
+        // copied.
+        let st = self.state.lock().expect("never poisoned");
         let jobs = self.jobs.lock().expect("never poisoned");
-        let progress = |kind: &'static str, id: &str| {
-            parse_id(id)
-                .and_then(|i| jobs.get(&(kind, i)))
-                .map(|j| j.progress.borrow().clone())
+        let progress = |kind: JobKind, id: &ManifestId, saved: u64| {
+            let live: Option<JobProgress> =
+                jobs.get(&(kind, *id)).map(|j| j.progress.borrow().clone());
+            live.map_or((saved, saved), |p| (p.bytes, p.total.max(saved)))
         };
-        let shares: Vec<Value> = st
+        let shares = st
             .shares
             .iter()
             .map(|s| {
-                let stale = parse_id(&s.id)
-                    .and_then(|i| self.registry.get(&i))
+                let stale = self
+                    .registry
+                    .get(&s.id)
                     .map(|served| matches!(&*served, Served::Local(p) if p.share().is_stale()))
                     .unwrap_or(true);
-                json!({
-                    "id": s.id, "origin": s.origin, "names": s.roots.keys().collect::<Vec<_>>(),
-                    "files": s.files, "bytes": s.bytes, "state": if stale { "stale" } else { "serving" },
-                })
+                ShareRow {
+                    id: s.id,
+                    origin: s.origin,
+                    names: s.roots.keys().cloned().collect(),
+                    files: s.files as u64,
+                    bytes: s.bytes,
+                    state: if stale {
+                        ShareState::Stale
+                    } else {
+                        ShareState::Serving
+                    },
+                }
             })
             .collect();
-        let fetches: Vec<Value> = st
+        let fetches = st
             .fetches
             .iter()
             .map(|f| {
-                let p = progress("fetch", &f.id);
-                json!({
-                    "id": f.id, "out": f.out, "status": f.status,
-                    "bytes": p.as_ref().map_or(f.bytes, |p| p.bytes),
-                    "total": p.as_ref().map_or(f.bytes, |p| p.total.max(f.bytes)),
-                    "sources": f.sources,
-                })
+                let (bytes, total) = progress(JobKind::Fetch, &f.id, f.bytes);
+                FetchRow {
+                    id: f.id,
+                    out: f.out.clone(),
+                    status: f.status.clone(),
+                    bytes,
+                    total,
+                    sources: f.sources.clone(),
+                }
             })
             .collect();
-        let pins: Vec<Value> = st
+        let pins = st
             .pins
             .iter()
             .map(|p| {
-                let pr = progress("pin", &p.id);
-                json!({
-                    "id": p.id, "status": p.status,
-                    "bytes": pr.as_ref().map_or(p.bytes, |x| x.bytes),
-                    "total": pr.as_ref().map_or(p.bytes, |x| x.total.max(p.bytes)),
-                    "sources": p.sources,
-                })
+                let (bytes, total) = progress(JobKind::Pin, &p.id, p.bytes);
+                PinRow {
+                    id: p.id,
+                    status: p.status.clone(),
+                    bytes,
+                    total,
+                    sources: p.sources.clone(),
+                }
             })
             .collect();
-        json!({"ok": true, "shares": shares, "fetches": fetches, "pins": pins})
+        ListReply {
+            shares,
+            fetches,
+            pins,
+        }
     }
 
     /// `unshare`: stops serving a share or pin and forgets it (files shared
     /// or fetched stay where they are; a pin's chunks stay in the store).
-    pub fn unshare(&self, given: &str) -> Result<Value, RequestError> {
-        let mut st = self.state.lock().expect("never poisoned");
-        let id = Daemon::served_id(&st, given)?;
-        st.shares.retain(|s| s.id != id);
-        st.pins.retain(|p| p.id != id);
-        self.save(&st);
-        drop(st);
+    pub fn unshare(&self, prefix: &IdPrefix) -> Result<UnshareReply, RequestError> {
+        let id = self.update_state(|st| {
+            let id = served_id(st, prefix)?;
+            st.shares.retain(|s| s.id != id);
+            st.pins.retain(|p| p.id != id);
+            Ok::<_, IdError>(id)
+        })?;
         let _ = fs::remove_dir_all(self.share_dir(&id));
-        if let Some(m) = parse_id(&id) {
-            self.registry.remove(&m);
-        }
-        Ok(json!({"ok": true, "id": id}))
+        self.registry.remove(&id);
+        Ok(UnshareReply { id })
     }
 
     /// `link`: a share's read link again, or its pin link.
-    pub async fn link(&self, given: &str, pin: bool) -> Result<Value, RequestError> {
-        let (mid, id, key) = self.link_parts(given, pin)?;
-        Ok(json!({"ok": true, "id": id, "link": self.link_for(mid, key).await}))
-    }
-
-    pub(super) fn link_parts(
-        &self,
-        given: &str,
-        pin: bool,
-    ) -> Result<(ManifestId, String, Option<ShareKey>), RequestError> {
-        let st = self.state.lock().expect("never poisoned");
-        let id = Daemon::served_id(&st, given)?;
-        let mid = parse_id(&id).ok_or(KeptShareError::BadId)?;
-        let key = match st.shares.iter().find(|s| s.id == id) {
-            Some(s) if !pin => Some(key_from_hex(&s.key).ok_or(KeptShareError::BadKey)?),
-            Some(_) => None,
-            None if pin => None,
-            None => return Err(RequestError::OnlyPinned),
+    pub async fn link(&self, req: &LinkRequest) -> Result<LinkReply, RequestError> {
+        let (id, key) = {
+            let st = self.state.lock().expect("never poisoned");
+            let id = served_id(&st, &req.id)?;
+            let key = match st.shares.iter().find(|s| s.id == id) {
+                Some(s) if !req.pin => Some(key_from_hex(&s.key).ok_or(KeptShareError::BadKey)?),
+                Some(_) => None,
+                None if req.pin => None,
+                None => return Err(RequestError::OnlyPinned),
+            };
+            (id, key)
         };
-        Ok((mid, id, key))
-    }
-
-    /// The one share or pin id that `given` is a prefix of.
-    fn served_id(st: &State, given: &str) -> Result<String, IdError> {
-        let mut ids: Vec<&String> = st
-            .shares
-            .iter()
-            .map(|s| &s.id)
-            .chain(st.pins.iter().map(|p| &p.id))
-            .collect();
-        // A re-seeded share can also be pinned here: one id, listed once.
-        ids.sort();
-        ids.dedup();
-        find_id(ids.into_iter(), given)
+        Ok(LinkReply {
+            id,
+            link: self.link_for(id, key).await,
+        })
     }
 
     /// `status`: identity, addresses, peers and transfers.
-    pub async fn status(&self) -> Value {
+    pub async fn status(&self) -> StatusReply {
         let connected = self.client.connected().await.unwrap_or_default();
-        let transfers: Vec<Value> = self
+        let transfers = self
             .jobs
             .lock()
             .expect("never poisoned")
             .iter()
-            .filter(|(_, j)| j.progress.borrow().status == JobStatus::Running)
-            .map(|((_, id), j)| {
+            .filter_map(|(&(kind, id), j)| {
                 let p = j.progress.borrow().clone();
                 let secs = j.started.elapsed().as_secs_f64().max(1e-3);
-                json!({"id": id.to_string(), "kind": j.kind, "bytes": p.bytes, "total": p.total, "rate": (p.bytes as f64 / secs) as u64})
+                (p.status == JobStatus::Running).then(|| Transfer {
+                    id,
+                    kind,
+                    bytes: p.bytes,
+                    total: p.total,
+                    rate: (p.bytes as f64 / secs) as u64,
+                })
             })
             .collect();
-        json!({
-            "ok": true,
-            "peer_id": self.client.peer_id().to_base58(),
-            "listen": self.listen_addrs().await.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-            "connected": connected.iter().map(|(p, a)| json!({"peer": p.to_base58(), "addr": a.to_string(), "relayed": a.iter().any(|p| matches!(p, Protocol::P2pCircuit))})).collect::<Vec<_>>(),
-            "transfers": transfers,
-            "uploaded_bytes": self.registry.uploaded(),
-            "reseed": self.config.reseed,
-        })
+        StatusReply {
+            peer_id: self.client.peer_id().to_base58(),
+            listen: self
+                .listen_addrs()
+                .await
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
+            connected: connected
+                .iter()
+                .map(|(peer, addr)| Connection {
+                    peer: peer.to_base58(),
+                    addr: addr.to_string(),
+                    relayed: addr.iter().any(|p| matches!(p, Protocol::P2pCircuit)),
+                })
+                .collect(),
+            transfers,
+            uploaded_bytes: self.registry.uploaded(),
+            reseed: self.config.reseed,
+        }
     }
+}
+
+/// The one share or pin id that `prefix` names (a re-seeded share can also
+/// be pinned here: one id, two records).
+fn served_id(st: &State, prefix: &IdPrefix) -> Result<ManifestId, IdError> {
+    find_id(
+        st.shares
+            .iter()
+            .map(|s| &s.id)
+            .chain(st.pins.iter().map(|p| &p.id)),
+        prefix,
+    )
 }

@@ -2,28 +2,24 @@
 
 use crate::chunk::unhex;
 use crate::crypto::ShareKey;
+use crate::daemon::control::IdPrefix;
 use crate::daemon::IdError;
 use crate::manifest::ManifestId;
 
-/// Parses a manifest id given in full or as a unique hex prefix (8+ digits).
+/// The one id among `ids` that starts with `prefix` (an id may be listed
+/// more than once).
 pub(super) fn find_id<'a>(
-    ids: impl Iterator<Item = &'a String>,
-    given: &str,
-) -> Result<String, IdError> {
-    let given = given.to_ascii_lowercase();
-    if given.len() < 8 {
-        return Err(IdError::TooShort);
+    ids: impl Iterator<Item = &'a ManifestId>,
+    prefix: &IdPrefix,
+) -> Result<ManifestId, IdError> {
+    let mut found: Option<ManifestId> = None;
+    for id in ids.filter(|id| prefix.matches(id)) {
+        match found {
+            Some(f) if f != *id => return Err(IdError::Ambiguous(prefix.to_string())),
+            _ => found = Some(*id),
+        }
     }
-    let found: Vec<&String> = ids.filter(|id| id.starts_with(&given)).collect();
-    match found.as_slice() {
-        [one] => Ok((*one).clone()),
-        [] => Err(IdError::NoMatch(given)),
-        _ => Err(IdError::Ambiguous(given)),
-    }
-}
-
-pub(super) fn parse_id(hex_id: &str) -> Option<ManifestId> {
-    Some(ManifestId(unhex(hex_id)?.try_into().ok()?))
+    found.ok_or_else(|| IdError::NoMatch(prefix.to_string()))
 }
 
 pub(super) fn key_from_hex(h: &str) -> Option<ShareKey> {

@@ -4,7 +4,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::Multiaddr;
 
 use crate::crypto::ShareKey;
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, RequestError};
 use crate::link::Link;
 use crate::manifest::ManifestId;
 use crate::net::{hint_addrs, PeerAddr};
@@ -48,6 +48,18 @@ impl Daemon {
             .collect();
         v.extend(extra.iter().cloned());
         v
+    }
+
+    /// Refuses a `peers` entry that is not a multiaddr ending in /p2p/PEER
+    /// (it would be stored and never used).
+    pub(super) fn check_peers(peers: &[String]) -> Result<(), RequestError> {
+        match peers
+            .iter()
+            .find(|p| p.parse().ok().and_then(PeerAddr::from_multiaddr).is_none())
+        {
+            Some(bad) => Err(RequestError::BadPeer(bad.clone())),
+            None => Ok(()),
+        }
     }
 
     pub(super) fn parse_sources(sources: &[String]) -> Vec<PeerAddr> {

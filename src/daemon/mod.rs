@@ -42,6 +42,7 @@ use crate::net::node::{self, Client, NodeConfig};
 use crate::net::serve::{serve, ServeConfig};
 use crate::store::chunks::ChunkDir;
 use config::Config;
+use control::JobKind;
 use data_dir::{dir_err, identity, ports_of, with_kept_port};
 pub use errors::{IdError, KeptShareError, RequestError};
 use jobs::Job;
@@ -100,8 +101,8 @@ pub struct Daemon {
     client: Client,
     registry: Arc<Registry>,
     state: Mutex<State>,
-    /// Running and finished jobs this run, by kind ("fetch" or "pin") and id.
-    jobs: Mutex<HashMap<(&'static str, ManifestId), Job>>,
+    /// Running and finished jobs this run, by kind and id.
+    jobs: Mutex<HashMap<(JobKind, ManifestId), Job>>,
     store: ChunkDir,
 }
 
@@ -217,6 +218,14 @@ impl Daemon {
         if let Err(e) = state.save(&self.data_dir.join("state.json")) {
             tracing::error!("{e}");
         }
+    }
+
+    /// Changes the state under its lock, then saves it.
+    fn update_state<T>(&self, change: impl FnOnce(&mut State) -> T) -> T {
+        let mut st = self.state.lock().expect("never poisoned");
+        let out = change(&mut st);
+        self.save(&st);
+        out
     }
 
     /// Announces in the DHT that this node serves `id` (under its locator).

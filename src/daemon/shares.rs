@@ -8,23 +8,25 @@ use std::sync::Arc;
 
 use crate::chunk::hex;
 use crate::crypto::ShareKey;
-use crate::daemon::ids::{key_from_hex, parse_id};
+use crate::daemon::ids::key_from_hex;
 use crate::daemon::registry::Pinned;
 use crate::daemon::state::{self, JobStatus, Origin, ShareRecord};
 use crate::daemon::{Daemon, KeptShareError};
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, ManifestId};
 use crate::meta::Metadata;
 use crate::store::share::LocalShare;
 use crate::store::source::Source;
 
 impl Daemon {
-    pub(super) fn share_dir(&self, id: &str) -> PathBuf {
-        self.data_dir.join("shares").join(id)
+    pub(super) fn share_dir(&self, id: &ManifestId) -> PathBuf {
+        self.data_dir.join("shares").join(id.to_string())
     }
 
     /// Serves the shares and pins in the state, and resumes interrupted jobs.
     pub(super) fn restore(self: &Arc<Self>) {
-        let state = self.state.lock().expect("never poisoned").clone();
+        // Held throughout, instead of cloning the state (and its keys):
+        // nothing here waits for the state lock.
+        let state = self.state.lock().expect("never poisoned");
         for rec in &state.shares {
             if let Err(e) = self.serve_record(rec) {
                 tracing::warn!(id = %rec.id, "cannot serve a saved share: {e}");
@@ -32,21 +34,7 @@ impl Daemon {
         }
         for pin in &state.pins {
             match pin.status {
-                JobStatus::Done => {
-                    let r = parse_id(&pin.id)
-                        .and_then(|id| Some((id, self.store.get_manifest(&id).ok()?)))
-                        .and_then(|(id, b)| Some((id, Manifest::decode_verified(&id, &b).ok()?)));
-                    match r {
-                        Some((id, m)) => {
-                            self.registry
-                                .add_pinned(id, Pinned::new(m, self.store.clone()));
-                            self.announce(id);
-                        }
-                        None => {
-                            tracing::warn!(id = %pin.id, "a pinned manifest is missing from the store")
-                        }
-                    }
-                }
+                JobStatus::Done => self.serve_pin(&pin.id),
                 JobStatus::Running => self.start_pin(pin.clone()),
                 JobStatus::Failed { .. } => {}
             }
@@ -59,10 +47,26 @@ impl Daemon {
         }
     }
 
+    /// Serves a finished pin from the chunk store.
+    fn serve_pin(&self, id: &ManifestId) {
+        let manifest = match self.store.get_manifest(id) {
+            Ok(bytes) => Manifest::decode_verified(id, &bytes).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match manifest {
+            Ok(m) => {
+                self.registry
+                    .add_pinned(*id, Pinned::new(m, self.store.clone()));
+                self.announce(*id);
+            }
+            Err(e) => tracing::warn!(%id, "cannot serve a pin: its manifest in the store: {e}"),
+        }
+    }
+
     /// Serves a saved share from its files.
     pub(super) fn serve_record(&self, rec: &ShareRecord) -> Result<(), KeptShareError> {
         let dir = self.share_dir(&rec.id);
-        let id = parse_id(&rec.id).ok_or(KeptShareError::BadId)?;
+        let id = rec.id;
         let key = key_from_hex(&rec.key).ok_or(KeptShareError::BadKey)?;
         let read = |name: &str| {
             let path = dir.join(name);
@@ -87,8 +91,8 @@ impl Daemon {
         metadata: &Metadata,
         roots: BTreeMap<String, PathBuf>,
         origin: Origin,
-    ) -> Result<String, KeptShareError> {
-        let id = hex(&manifest.id().0);
+    ) -> Result<ManifestId, KeptShareError> {
+        let id = manifest.id();
         let dir = self.share_dir(&id);
         fs::create_dir_all(&dir).map_err(KeptShareError::io(&dir))?;
         let write = |name: &str, bytes: &[u8]| {
@@ -98,7 +102,7 @@ impl Daemon {
         write("manifest", &manifest.encode())?;
         write("metadata", &metadata.encode())?;
         let rec = ShareRecord {
-            id: id.clone(),
+            id,
             key: hex(key.expose_secret()),
             roots,
             origin,
@@ -106,10 +110,7 @@ impl Daemon {
             files: metadata.file_count(),
         };
         self.serve_record(&rec)?;
-        let mut st = self.state.lock().expect("never poisoned");
-        st.shares.retain(|s| s.id != id);
-        st.shares.push(rec);
-        self.save(&st);
+        self.update_state(|st| st.put_share(rec));
         Ok(id)
     }
 }

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::daemon::DaemonError;
+use crate::manifest::ManifestId;
 
 /// Where a served share came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,8 +30,8 @@ pub enum Origin {
 /// A share this node serves from files.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ShareRecord {
-    /// Manifest id, hex.
-    pub id: String,
+    /// Manifest id (hex in the file).
+    pub id: ManifestId,
     /// Share key, hex.
     pub key: String,
     /// Top-level name → where it is on disk.
@@ -61,8 +62,8 @@ pub enum JobStatus {
 /// A fetch into a folder of this machine.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FetchRecord {
-    /// Manifest id, hex.
-    pub id: String,
+    /// Manifest id (hex in the file).
+    pub id: ManifestId,
     /// Share key, hex (a fetch is made with a read link).
     pub key: String,
     /// Destination folder.
@@ -82,8 +83,8 @@ pub struct FetchRecord {
 /// A pin: ciphertext hosted in the chunk store, no key.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PinRecord {
-    /// Manifest id, hex.
-    pub id: String,
+    /// Manifest id (hex in the file).
+    pub id: ManifestId,
     /// Sources: multiaddrs ending in /p2p/PEER.
     pub sources: Vec<String>,
     /// Where it stands.
@@ -140,6 +141,34 @@ impl State {
             return Err(bad(format!("unknown version {}", state.version)));
         }
         Ok(state)
+    }
+
+    /// The fetch record of `id`.
+    pub fn fetch_mut(&mut self, id: &ManifestId) -> Option<&mut FetchRecord> {
+        self.fetches.iter_mut().find(|r| r.id == *id)
+    }
+
+    /// The pin record of `id`.
+    pub fn pin_mut(&mut self, id: &ManifestId) -> Option<&mut PinRecord> {
+        self.pins.iter_mut().find(|r| r.id == *id)
+    }
+
+    /// Adds a share record, replacing any of the same id.
+    pub fn put_share(&mut self, rec: ShareRecord) {
+        self.shares.retain(|r| r.id != rec.id);
+        self.shares.push(rec);
+    }
+
+    /// Adds a fetch record at the end, replacing any of the same id.
+    pub fn put_fetch(&mut self, rec: FetchRecord) {
+        self.fetches.retain(|r| r.id != rec.id);
+        self.fetches.push(rec);
+    }
+
+    /// Adds a pin record at the end, replacing any of the same id.
+    pub fn put_pin(&mut self, rec: PinRecord) {
+        self.pins.retain(|r| r.id != rec.id);
+        self.pins.push(rec);
     }
 
     /// Writes the state atomically.

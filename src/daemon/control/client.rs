@@ -1,14 +1,15 @@
-//! The CLI's side of the control socket: one request, the answer's lines.
+//! The CLI's side of the control socket: one request, the answer's lines,
+//! the final line read as the command's reply type.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::Path;
 
-use serde_json::Value;
+use serde::Deserialize;
 
-use crate::daemon::control::Request;
+use crate::daemon::control::{request_line, Command, ErrorCode, Event, Failure, VERSION};
 
-/// Why the CLI could not talk to the daemon.
+/// Why the CLI could not get an answer from the daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Nothing listens on the socket.
@@ -23,41 +24,103 @@ pub enum ClientError {
     /// The daemon answered something unreadable.
     #[error("the daemon sent an invalid answer: {0}")]
     Invalid(String),
+    /// The daemon refused or failed the request.
+    #[error("{}", .0.error)]
+    Failed(Failure),
+    /// A daemon from before protocol versions refused the request.
+    #[error("{0} (the running daemon is older than this peerdrop; restart it with this binary)")]
+    OldDaemon(String),
+    /// The daemon answers in another protocol version.
+    #[error("the daemon speaks control protocol version {daemon}, this peerdrop speaks version {VERSION}: use the peerdrop binary that matches the running daemon, or restart the daemon with this one")]
+    Version {
+        /// The daemon's version.
+        daemon: u32,
+    },
+    /// The connection closed before the final line.
+    #[error("the daemon closed the connection without an answer (was it stopped?); a fetch or pin resumes when the daemon starts again")]
+    NoAnswer,
 }
 
-/// Sends one request and calls `on_line` for every line of the answer; the
-/// last line is returned.
-pub fn request(
+impl ClientError {
+    /// The daemon's error code, if the daemon answered with an error.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Failed(f) => Some(f.code),
+            _ => None,
+        }
+    }
+}
+
+/// What tells the lines of an answer apart.
+#[derive(Deserialize)]
+struct LineHead {
+    ok: Option<bool>,
+    version: Option<u32>,
+}
+
+fn invalid(e: serde_json::Error) -> ClientError {
+    ClientError::Invalid(e.to_string())
+}
+
+/// Sends `cmd` and reads the answer. `on_line` gets every line as it came
+/// (for `--json`), with the progress event in it if it is one this build
+/// knows; the final line is returned as the command's reply.
+pub fn call<C: Command>(
     data_dir: &Path,
-    req: &Request,
-    mut on_line: impl FnMut(&Value),
-) -> Result<Value, ClientError> {
+    cmd: C,
+    mut on_line: impl FnMut(&str, Option<&Event>),
+) -> Result<C::Reply, ClientError> {
+    let mut s = connect(data_dir)?;
+    let mut line = request_line(&cmd.into());
+    line.push('\n');
+    s.write_all(line.as_bytes())?;
+    for l in BufReader::new(s).lines() {
+        let l = l?;
+        let head: LineHead = serde_json::from_str(&l).map_err(invalid)?;
+        match head.ok {
+            None => {
+                // A newer daemon may send events this build does not know.
+                let event = serde_json::from_str::<Event>(&l).ok();
+                on_line(&l, event.as_ref());
+            }
+            Some(false) => {
+                on_line(&l, None);
+                let f: Failure = serde_json::from_str(&l).map_err(invalid)?;
+                return Err(match f.version {
+                    None => ClientError::OldDaemon(f.error),
+                    Some(_) => ClientError::Failed(f),
+                });
+            }
+            Some(true) => {
+                on_line(&l, None);
+                if head.version != Some(VERSION) {
+                    return Err(ClientError::Version {
+                        daemon: head.version.unwrap_or(0),
+                    });
+                }
+                return serde_json::from_str(&l).map_err(invalid);
+            }
+        }
+    }
+    Err(ClientError::NoAnswer)
+}
+
+fn connect(data_dir: &Path) -> Result<StdUnixStream, ClientError> {
     let sock = data_dir.join("control.sock");
     let shown = data_dir.display().to_string();
-    let mut s = match StdUnixStream::connect(&sock) {
-        Ok(s) => s,
+    match StdUnixStream::connect(&sock) {
+        Ok(s) => Ok(s),
         Err(e)
             if matches!(
                 e.kind(),
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
             ) =>
         {
-            return Err(ClientError::NotRunning(shown));
+            Err(ClientError::NotRunning(shown))
         }
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            return Err(ClientError::Denied(shown))
+            Err(ClientError::Denied(shown))
         }
-        Err(e) => return Err(e.into()),
-    };
-    let mut line = serde_json::to_string(req).expect("requests serialize");
-    line.push('\n');
-    s.write_all(line.as_bytes())?;
-    let mut last = None;
-    for l in BufReader::new(s).lines() {
-        let v: Value =
-            serde_json::from_str(&l?).map_err(|e| ClientError::Invalid(e.to_string()))?;
-        on_line(&v);
-        last = Some(v);
+        Err(e) => Err(e.into()),
     }
-    last.ok_or_else(|| ClientError::Invalid("no answer".into()))
 }

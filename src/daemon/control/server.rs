@@ -2,13 +2,17 @@
 
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as TokioBufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::daemon::control::{Request, MAX_REQUEST};
+use crate::daemon::control::{
+    parse_request, ErrorCode, Event, Failure, Final, JobDetached, JobDone, JobKind, JobReply,
+    Request, MAX_REQUEST, VERSION,
+};
 use crate::daemon::state::JobStatus;
-use crate::daemon::{Daemon, RequestError};
+use crate::daemon::{Daemon, IdError, RequestError};
+use crate::manifest::ManifestId;
 
 /// Accepts control connections until the task is aborted.
 pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
@@ -30,11 +34,7 @@ pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
                     let _ = TokioBufReader::new(rd.take(MAX_REQUEST))
                         .read_line(&mut line)
                         .await;
-                    let _ = write_line(
-                        &mut wr,
-                        &fail("permission denied: this daemon belongs to another user"),
-                    )
-                    .await;
+                    let _ = write_failure(&mut wr, &RequestError::OtherUser).await;
                 });
                 continue;
             }
@@ -48,19 +48,66 @@ pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
     }
 }
 
-async fn write_line(w: &mut (impl AsyncWriteExt + Unpin), v: &Value) -> std::io::Result<()> {
-    let mut line = v.to_string();
-    line.push('\n');
-    w.write_all(line.as_bytes()).await
+type Writer = tokio::net::unix::OwnedWriteHalf;
+
+async fn write_json(w: &mut Writer, v: &impl Serialize) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(v).expect("answers serialize");
+    line.push(b'\n');
+    w.write_all(&line).await
+}
+
+/// Writes the final line of an answer that succeeded.
+async fn write_final(w: &mut Writer, reply: &impl Serialize) -> std::io::Result<()> {
+    write_json(
+        w,
+        &Final {
+            version: VERSION,
+            ok: true,
+            reply,
+        },
+    )
+    .await
+}
+
+/// Writes the final line of an answer that failed.
+async fn write_failure(w: &mut Writer, e: &RequestError) -> std::io::Result<()> {
+    write_json(w, &failure(e)).await
+}
+
+async fn answer(w: &mut Writer, r: Result<impl Serialize, RequestError>) -> std::io::Result<()> {
+    match r {
+        Ok(reply) => write_final(w, &reply).await,
+        Err(e) => write_failure(w, &e).await,
+    }
 }
 
 /// The error line for `e`: the one place a request's error becomes an answer.
-fn failure(e: &RequestError) -> Value {
-    fail(e)
-}
-
-fn fail(e: impl ToString) -> Value {
-    json!({"ok": false, "error": e.to_string()})
+pub(super) fn failure(e: &RequestError) -> Failure {
+    use RequestError as E;
+    let code = match e {
+        E::BadRequest(_) => ErrorCode::BadRequest,
+        E::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
+        E::NotAbsolute(_)
+        | E::Link(_)
+        | E::ReadLinkForPin
+        | E::BadPeer(_)
+        | E::Share(_)
+        | E::Id(IdError::TooShort | IdError::NotHex(_) | IdError::Ambiguous(_)) => {
+            ErrorCode::Invalid
+        }
+        E::Id(IdError::NoMatch(_)) => ErrorCode::NotFound,
+        E::FetchingElsewhere(_) | E::OnlyPinned => ErrorCode::Conflict,
+        E::JobFailed(_) => ErrorCode::JobFailed,
+        E::JobStopped => ErrorCode::JobStopped,
+        E::OtherUser => ErrorCode::Denied,
+        E::Key(_) | E::Kept(_) | E::SealTask(_) | E::NoSuchJob => ErrorCode::Internal,
+    };
+    Failure {
+        version: Some(VERSION),
+        ok: false,
+        error: e.to_string(),
+        code,
+    }
 }
 
 async fn handle(conn: UnixStream, daemon: Arc<Daemon>) -> std::io::Result<()> {
@@ -69,78 +116,71 @@ async fn handle(conn: UnixStream, daemon: Arc<Daemon>) -> std::io::Result<()> {
     TokioBufReader::new(rd.take(MAX_REQUEST))
         .read_line(&mut line)
         .await?;
-    let req: Request = match serde_json::from_str(line.trim()) {
+    let req = match parse_request(line.trim()) {
         Ok(r) => r,
-        Err(e) => return write_line(&mut wr, &failure(&RequestError::BadRequest(e))).await,
+        Err(e) => return write_failure(&mut wr, &e).await,
     };
-    let reply = match req {
-        Request::Share { paths, hints } => daemon
-            .share(paths, hints)
-            .await
-            .unwrap_or_else(|e| failure(&e)),
-        Request::List => daemon.list(),
-        Request::Status => daemon.status().await,
-        Request::Unshare { id } => daemon.unshare(&id).unwrap_or_else(|e| failure(&e)),
-        Request::Link { id, pin } => daemon.link(&id, pin).await.unwrap_or_else(|e| failure(&e)),
-        Request::Fetch {
-            link,
-            out,
-            force,
-            peers,
-            detach,
-        } => match daemon.fetch(&link, out, force, peers) {
-            Ok(id) => return follow(&mut wr, &daemon, "fetch", id, detach).await,
-            Err(e) => failure(&e),
-        },
-        Request::Pin {
-            link,
-            peers,
-            detach,
-        } => match daemon.pin(&link, peers) {
-            Ok(id) => return follow(&mut wr, &daemon, "pin", id, detach).await,
-            Err(e) => failure(&e),
-        },
-    };
-    write_line(&mut wr, &reply).await
+    let w = &mut wr;
+    match req {
+        Request::Share(r) => answer(w, daemon.share(r).await).await,
+        Request::List(_) => write_final(w, &daemon.list()).await,
+        Request::Status(_) => write_final(w, &daemon.status().await).await,
+        Request::Unshare(r) => answer(w, daemon.unshare(&r.id)).await,
+        Request::Link(r) => answer(w, daemon.link(&r).await).await,
+        Request::Fetch(r) => {
+            let detach = r.detach;
+            match daemon.fetch(r) {
+                Ok(id) => follow(w, &daemon, JobKind::Fetch, id, detach).await,
+                Err(e) => write_failure(w, &e).await,
+            }
+        }
+        Request::Pin(r) => {
+            let detach = r.detach;
+            match daemon.pin(r) {
+                Ok(id) => follow(w, &daemon, JobKind::Pin, id, detach).await,
+                Err(e) => write_failure(w, &e).await,
+            }
+        }
+    }
 }
 
 /// Streams a job's progress until it ends (or answers at once if detached).
 /// A client that goes away does not stop the job.
 async fn follow(
-    wr: &mut (impl AsyncWriteExt + Unpin),
+    w: &mut Writer,
     daemon: &Daemon,
-    kind: &'static str,
-    id: crate::manifest::ManifestId,
+    kind: JobKind,
+    id: ManifestId,
     detach: bool,
 ) -> std::io::Result<()> {
-    let idh = id.to_string();
     let Some(mut rx) = daemon.watch(kind, &id) else {
-        return write_line(wr, &failure(&RequestError::NoSuchJob)).await;
+        return write_failure(w, &RequestError::NoSuchJob).await;
     };
     if detach {
-        return write_line(wr, &json!({"ok": true, "id": idh, "detached": true})).await;
+        let reply = JobReply::Detached(JobDetached { id, detached: true });
+        return write_final(w, &reply).await;
     }
     loop {
         let p = rx.borrow_and_update().clone();
         match p.status {
             JobStatus::Running => {
-                write_line(
-                    wr,
-                    &json!({"event": "progress", "id": idh, "bytes": p.bytes, "total": p.total}),
-                )
-                .await?;
+                let event = Event::Progress {
+                    id,
+                    bytes: p.bytes,
+                    total: p.total,
+                };
+                write_json(w, &event).await?;
             }
             JobStatus::Done => {
-                return write_line(wr, &json!({"ok": true, "id": idh, "bytes": p.total})).await
+                let reply = JobReply::Done(JobDone { id, bytes: p.total });
+                return write_final(w, &reply).await;
             }
-            JobStatus::Failed { error } => return write_line(wr, &fail(error)).await,
+            JobStatus::Failed { error } => {
+                return write_failure(w, &RequestError::JobFailed(error)).await
+            }
         }
         if rx.changed().await.is_err() {
-            return write_line(
-                wr,
-                &fail("the daemon stopped the job; it resumes when the daemon starts again"),
-            )
-            .await;
+            return write_failure(w, &RequestError::JobStopped).await;
         }
         // Progress lines at most four times a second.
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;

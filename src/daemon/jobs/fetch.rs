@@ -2,82 +2,77 @@
 
 use std::sync::Arc;
 
-use crate::daemon::ids::{key_from_hex, parse_id};
+use tokio::sync::mpsc;
+
+use crate::daemon::control::JobKind;
+use crate::daemon::ids::key_from_hex;
 use crate::daemon::state::{FetchRecord, JobStatus, Origin};
 use crate::daemon::Daemon;
 use crate::link::Link;
-use crate::net::fetch::fetch;
+use crate::net::fetch::{fetch, Fetched, Progress};
 
 impl Daemon {
+    /// Starts the fetch job of `rec` (a record already in the state).
     pub(in crate::daemon) fn start_fetch(self: &Arc<Self>, rec: FetchRecord) {
-        let Some(id) = parse_id(&rec.id) else { return };
-        self.spawn_job(id, "fetch", move |me, ptx| async move {
-            let Some(key) = key_from_hex(&rec.key) else {
-                return JobStatus::Failed {
-                    error: "the saved key is unreadable; fetch the link again".into(),
-                };
-            };
-            let link = Link::new(id, Vec::new(), Some(key)).expect("no hints");
-            let sources = Daemon::parse_sources(&rec.sources);
-            let r = fetch(
-                &me.client,
-                &link,
-                sources,
-                &rec.out,
-                &me.fetch_options(rec.force),
-                ptx,
-            )
-            .await;
-            match r {
-                Ok(done) => {
-                    if me.config.reseed {
-                        let roots = done
-                            .paths
-                            .iter()
-                            .filter_map(|p| Some((p.file_name()?.to_str()?.to_owned(), p.clone())))
-                            .collect();
-                        let key = link.key().expect("a read link");
-                        if let Err(e) = me.keep_share(
-                            key,
-                            &done.manifest,
-                            &done.metadata,
-                            roots,
-                            Origin::Fetched,
-                        ) {
-                            tracing::warn!("cannot re-seed {}: {e}", rec.id);
-                        }
-                    }
-                    me.update_fetch(&rec.id, |f| {
-                        f.status = JobStatus::Done;
-                        f.bytes = done.bytes;
-                        f.paths = done.paths.clone();
-                        // Kept only while needed to resume (a re-seeded
-                        // share keeps its own copy in its share record).
-                        f.key.clear();
-                    });
-                    JobStatus::Done
-                }
-                Err(e) => {
-                    let error = e.to_string();
-                    tracing::warn!(id = %rec.id, "fetch failed: {error}");
-                    me.update_fetch(&rec.id, |f| {
-                        f.status = JobStatus::Failed {
-                            error: error.clone(),
-                        };
-                        // Fetching again takes the link (and its key) again.
-                        f.key.clear();
-                    });
-                    JobStatus::Failed { error }
-                }
-            }
+        self.spawn_job(JobKind::Fetch, rec.id, move |me, ptx| {
+            me.run_fetch(rec, ptx)
         });
     }
 
-    pub(in crate::daemon) fn update_fetch(&self, id: &str, f: impl FnOnce(&mut FetchRecord)) {
-        let mut st = self.state.lock().expect("never poisoned");
-        if let Some(r) = st.fetches.iter_mut().find(|r| r.id == id) {
-            f(r);
+    async fn run_fetch(
+        self: Arc<Self>,
+        rec: FetchRecord,
+        ptx: mpsc::UnboundedSender<Progress>,
+    ) -> JobStatus {
+        let Some(key) = key_from_hex(&rec.key) else {
+            return JobStatus::Failed {
+                error: "the saved key is unreadable; fetch the link again".into(),
+            };
+        };
+        let link = Link::new(rec.id, Vec::new(), Some(key)).expect("no hints");
+        let sources = Daemon::parse_sources(&rec.sources);
+        let opts = self.fetch_options(rec.force);
+        let r = fetch(&self.client, &link, sources, &rec.out, &opts, ptx).await;
+        let status = match &r {
+            Ok(done) => {
+                if self.config.reseed {
+                    self.reseed(&link, done);
+                }
+                JobStatus::Done
+            }
+            Err(e) => {
+                tracing::warn!(id = %rec.id, "fetch failed: {e}");
+                JobStatus::Failed {
+                    error: e.to_string(),
+                }
+            }
+        };
+        self.update_state(|st| {
+            if let Some(f) = st.fetch_mut(&rec.id) {
+                f.status = status.clone();
+                if let Ok(done) = &r {
+                    f.bytes = done.metadata.content_len();
+                    f.paths = done.paths.clone();
+                }
+                // Kept only while needed to resume: a re-seeded share keeps
+                // its own copy, and fetching again takes the link again.
+                f.key.clear();
+            }
+        });
+        status
+    }
+
+    /// Serves what a fetch wrote, from where it wrote it.
+    fn reseed(&self, link: &Link, done: &Fetched) {
+        let roots = done
+            .paths
+            .iter()
+            .filter_map(|p| Some((p.file_name()?.to_str()?.to_owned(), p.clone())))
+            .collect();
+        let key = link.key().expect("a read link");
+        if let Err(e) = self.keep_share(key, &done.manifest, &done.metadata, roots, Origin::Fetched)
+        {
+            tracing::warn!("cannot re-seed {}: {e}", link.manifest_id());
         }
-        self.save(&st);
     }
 }

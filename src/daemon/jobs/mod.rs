@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
+use crate::daemon::control::JobKind;
 use crate::daemon::state::JobStatus;
 use crate::daemon::Daemon;
 use crate::manifest::ManifestId;
@@ -26,11 +27,35 @@ pub struct JobProgress {
     pub status: JobStatus,
 }
 
-/// A job as the daemon's table holds it.
+/// A job as the daemon's table holds it (its kind and id are the key).
 pub(in crate::daemon) struct Job {
     pub(in crate::daemon) progress: watch::Receiver<JobProgress>,
     pub(in crate::daemon) started: Instant,
-    pub(in crate::daemon) kind: &'static str,
+}
+
+/// The fetch API reports on an unbounded sender (`net::fetch`, not ours to
+/// change here). This is the one place the daemon makes such a channel: its
+/// receiver is drained at once into a `watch` (one value, so what watchers
+/// see is bounded), and the fetcher sends one small event per chunk, so the
+/// queue holds only what arrived since the forwarder last ran.
+fn progress_bridge(
+    tx: watch::Sender<JobProgress>,
+) -> (
+    mpsc::UnboundedSender<Progress>,
+    tokio::task::JoinHandle<watch::Sender<JobProgress>>,
+) {
+    let (ptx, mut prx) = mpsc::unbounded_channel();
+    let forward = tokio::spawn(async move {
+        while let Some(p) = prx.recv().await {
+            tx.send_modify(|j| match p {
+                Progress::Started { total, .. } => j.total = total,
+                Progress::Resumed { bytes } | Progress::Bytes(bytes) => j.bytes = bytes,
+                _ => {}
+            });
+        }
+        tx
+    });
+    (ptx, forward)
 }
 
 impl Daemon {
@@ -44,12 +69,18 @@ impl Daemon {
         }
     }
 
-    /// Registers a job and returns the sender its task reports on.
-    pub(in crate::daemon) fn new_job(
-        &self,
+    /// Registers job (`kind`, `id`) and runs `work` on a task of its own.
+    /// `work` gets the daemon and a sender for its progress, and returns the
+    /// job's final status, which is published after every progress event.
+    pub(in crate::daemon) fn spawn_job<F, Fut>(
+        self: &Arc<Self>,
+        kind: JobKind,
         id: ManifestId,
-        kind: &'static str,
-    ) -> watch::Sender<JobProgress> {
+        work: F,
+    ) where
+        F: FnOnce(Arc<Self>, mpsc::UnboundedSender<Progress>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = JobStatus> + Send + 'static,
+    {
         let (tx, rx) = watch::channel(JobProgress {
             bytes: 0,
             total: 0,
@@ -60,56 +91,19 @@ impl Daemon {
             Job {
                 progress: rx,
                 started: Instant::now(),
-                kind,
             },
         );
-        tx
-    }
-
-    /// Forwards fetch progress to a job's watchers.
-    pub(in crate::daemon) fn watch_progress(
-        tx: watch::Sender<JobProgress>,
-    ) -> (
-        mpsc::UnboundedSender<Progress>,
-        tokio::task::JoinHandle<watch::Sender<JobProgress>>,
-    ) {
-        let (ptx, mut prx) = mpsc::unbounded_channel();
-        let h = tokio::spawn(async move {
-            while let Some(p) = prx.recv().await {
-                tx.send_modify(|j| match p {
-                    Progress::Started { total, .. } => j.total = total,
-                    Progress::Resumed { bytes } | Progress::Bytes(bytes) => j.bytes = bytes,
-                    _ => {}
-                });
-            }
-            tx
-        });
-        (ptx, h)
-    }
-
-    /// Registers job (`kind`, `id`) and runs `work` on a task of its own.
-    /// `work` gets the daemon and a sender for its progress, and returns the
-    /// job's final status, which is published after every progress event.
-    pub(in crate::daemon) fn spawn_job<F, Fut>(
-        self: &Arc<Self>,
-        id: ManifestId,
-        kind: &'static str,
-        work: F,
-    ) where
-        F: FnOnce(Arc<Self>, mpsc::UnboundedSender<Progress>) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = JobStatus> + Send + 'static,
-    {
-        let tx = self.new_job(id, kind);
         let me = self.clone();
         tokio::spawn(async move {
-            let (ptx, forward) = Daemon::watch_progress(tx);
+            let (ptx, forward) = progress_bridge(tx);
             let status = work(me, ptx).await;
             let tx = forward.await.expect("the forwarder does not panic");
             tx.send_modify(|j| j.status = status);
         });
     }
 
-    pub(in crate::daemon) fn running(&self, kind: &'static str, id: &ManifestId) -> bool {
+    /// Whether job (`kind`, `id`) is running.
+    pub(in crate::daemon) fn running(&self, kind: JobKind, id: &ManifestId) -> bool {
         self.jobs
             .lock()
             .expect("never poisoned")
@@ -117,12 +111,8 @@ impl Daemon {
             .is_some_and(|j| j.progress.borrow().status == JobStatus::Running)
     }
 
-    /// A watcher on a job's progress (`kind` is "fetch" or "pin").
-    pub fn watch(
-        &self,
-        kind: &'static str,
-        id: &ManifestId,
-    ) -> Option<watch::Receiver<JobProgress>> {
+    /// A watcher on a job's progress.
+    pub fn watch(&self, kind: JobKind, id: &ManifestId) -> Option<watch::Receiver<JobProgress>> {
         self.jobs
             .lock()
             .expect("never poisoned")

@@ -2,55 +2,53 @@
 
 use std::sync::Arc;
 
-use crate::daemon::ids::parse_id;
+use tokio::sync::mpsc;
+
+use crate::daemon::control::JobKind;
 use crate::daemon::registry::Pinned;
 use crate::daemon::state::{JobStatus, PinRecord};
 use crate::daemon::Daemon;
-use crate::net::fetch::fetch_ciphertext;
+use crate::net::fetch::{fetch_ciphertext, Progress};
 
 impl Daemon {
+    /// Starts the pin job of `rec` (a record already in the state).
     pub(in crate::daemon) fn start_pin(self: &Arc<Self>, rec: PinRecord) {
-        let Some(id) = parse_id(&rec.id) else { return };
-        self.spawn_job(id, "pin", move |me, ptx| async move {
-            let sources = Daemon::parse_sources(&rec.sources);
-            let r = fetch_ciphertext(
-                &me.client,
-                id,
-                sources,
-                &me.store,
-                &me.fetch_options(false),
-                ptx,
-            )
-            .await;
-            match r {
-                Ok(m) => {
-                    let bytes = m.sealed_size();
-                    me.registry.add_pinned(id, Pinned::new(m, me.store.clone()));
-                    me.announce(id);
-                    me.update_pin(&rec.id, |p| {
-                        p.status = JobStatus::Done;
-                        p.bytes = bytes;
-                    });
-                    JobStatus::Done
-                }
-                Err(e) => {
-                    let error = e.to_string();
-                    me.update_pin(&rec.id, |p| {
-                        p.status = JobStatus::Failed {
-                            error: error.clone(),
-                        }
-                    });
-                    JobStatus::Failed { error }
-                }
-            }
-        });
+        self.spawn_job(JobKind::Pin, rec.id, move |me, ptx| me.run_pin(rec, ptx));
     }
 
-    pub(in crate::daemon) fn update_pin(&self, id: &str, f: impl FnOnce(&mut PinRecord)) {
-        let mut st = self.state.lock().expect("never poisoned");
-        if let Some(r) = st.pins.iter_mut().find(|r| r.id == id) {
-            f(r);
-        }
-        self.save(&st);
+    async fn run_pin(
+        self: Arc<Self>,
+        rec: PinRecord,
+        ptx: mpsc::UnboundedSender<Progress>,
+    ) -> JobStatus {
+        let id = rec.id;
+        let sources = Daemon::parse_sources(&rec.sources);
+        let opts = self.fetch_options(false);
+        let r = fetch_ciphertext(&self.client, id, sources, &self.store, &opts, ptx).await;
+        let (status, bytes) = match r {
+            Ok(m) => {
+                let bytes = m.sealed_size();
+                self.registry
+                    .add_pinned(id, Pinned::new(m, self.store.clone()));
+                self.announce(id);
+                (JobStatus::Done, Some(bytes))
+            }
+            Err(e) => {
+                tracing::warn!(%id, "pin failed: {e}");
+                (
+                    JobStatus::Failed {
+                        error: e.to_string(),
+                    },
+                    None,
+                )
+            }
+        };
+        self.update_state(|st| {
+            if let Some(p) = st.pin_mut(&id) {
+                p.status = status.clone();
+                p.bytes = bytes.unwrap_or(p.bytes);
+            }
+        });
+        status
     }
 }
