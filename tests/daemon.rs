@@ -74,38 +74,59 @@ fn share_fetch_restart_and_fetch_again_with_the_same_link() {
     drop(b);
 }
 
-#[test]
-fn a_fetch_killed_with_the_daemon_resumes_when_it_restarts() {
-    let tmp = tempfile::tempdir().unwrap();
-    let adir = sub(&tmp, "A");
+/// A daemon in `tmp/A` sharing a 24 MiB `tmp/movie.bin` at `rate` bytes per
+/// second, so that the middle of a fetch lasts long enough to hit.
+fn slow_share(tmp: &tempfile::TempDir, rate: u64, seed: u64) -> (Daemon, PathBuf, String) {
+    let adir = sub(tmp, "A");
     fs::create_dir_all(&adir).unwrap();
-    // Slow the sharer down so that "the middle" lasts long enough to hit.
-    fs::write(adir.join("peerdrop.toml"), "max_upload_rate = 6291456\n").unwrap();
+    fs::write(
+        adir.join("peerdrop.toml"),
+        format!("max_upload_rate = {rate}\n"),
+    )
+    .unwrap();
     let a = Daemon::start(&adir);
-    let f = sub(&tmp, "movie.bin");
-    fs::write(&f, bytes(2, 24 << 20)).unwrap();
+    let f = sub(tmp, "movie.bin");
+    fs::write(&f, bytes(seed, 24 << 20)).unwrap();
     let link = a.share(&f);
-    let mut b = Daemon::start(&sub(&tmp, "B"));
-    let out = sub(&tmp, "out");
-    let o = fetch(&b.dir, &link, &out, &["--detach"]);
-    assert!(o.status.success(), "{}", err(&o));
+    (a, f, link)
+}
+
+/// Polls `list` until the first fetch has `min` bytes.
+fn wait_for_bytes(d: &Daemon, min: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let l = b.json(&["list"]);
-        if l["fetches"][0]["bytes"].as_u64().unwrap_or(0) >= 4 << 20 {
-            break;
+        let l = d.json(&["list"]);
+        if l["fetches"][0]["bytes"].as_u64().unwrap_or(0) >= min {
+            return;
         }
         assert!(Instant::now() < deadline, "no progress: {l}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    b.kill();
+}
+
+/// Nothing of the interrupted fetch of `f` into `out` is there yet; a daemon
+/// started again on `dir` completes it.
+fn restarts_and_completes(dir: &Path, out: &Path, f: &Path) {
     assert!(!out.join("movie.bin").exists());
-    let b = Daemon::start(&b.dir.clone());
+    let b = Daemon::start(dir);
     wait_for(&b, "fetches", "done");
     assert_eq!(
         fs::read(out.join("movie.bin")).unwrap(),
-        fs::read(&f).unwrap()
+        fs::read(f).unwrap()
     );
+}
+
+#[test]
+fn a_fetch_killed_with_the_daemon_resumes_when_it_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_a, f, link) = slow_share(&tmp, 6 << 20, 2);
+    let mut b = Daemon::start(&sub(&tmp, "B"));
+    let out = sub(&tmp, "out");
+    let o = fetch(&b.dir, &link, &out, &["--detach"]);
+    assert!(o.status.success(), "{}", err(&o));
+    wait_for_bytes(&b, 4 << 20);
+    b.kill();
+    restarts_and_completes(&b.dir, &out, &f);
     assert_eq!(names_in(&out), ["movie.bin"]);
 }
 
@@ -344,4 +365,59 @@ fn a_request_of_another_protocol_version_is_refused_naming_both() {
     let lines = raw_request(&a.dir, r#"{"cmd":"status"}"#);
     let s: StatusReply = serde_json::from_str(&lines[0]).unwrap();
     assert!(!s.peer_id.is_empty());
+}
+
+#[test]
+fn a_stopped_daemon_tells_its_followers_and_the_job_resumes() {
+    use peerdrop::daemon::control::{ErrorCode, Failure};
+    use std::io::Read;
+    let tmp = tempfile::tempdir().unwrap();
+    let (_a, f, link) = slow_share(&tmp, 4 << 20, 5);
+    let mut b = Daemon::start(&sub(&tmp, "B"));
+    let out = sub(&tmp, "out");
+    // A follower: `peerdrop fetch --json` prints the daemon's lines.
+    let follower = Command::new(BIN)
+        .args(["fetch", "--json", "-o"])
+        .arg(&out)
+        .arg("--data-dir")
+        .arg(&b.dir)
+        .env("PEERDROP_LINK", &link)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_bytes(&b, 2 << 20);
+    // A connection that never sends its request does not hold the stop up.
+    let mut idle = std::os::unix::net::UnixStream::connect(b.dir.join("control.sock")).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let asked = Instant::now();
+    b.stop(); // asserts a clean exit
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "the daemon took {took:?} to stop"
+    );
+    assert_eq!(
+        idle.read(&mut [0u8; 64]).unwrap(),
+        0,
+        "the idle connection was closed"
+    );
+
+    let o = wait_bounded(follower);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    let stdout = String::from_utf8(o.stdout.clone()).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines.len() >= 2, "{stdout}");
+    // The daemon's last line says the job was stopped, not failed; the CLI
+    // adds its error line after it.
+    let last: Failure = serde_json::from_str(lines[lines.len() - 2]).unwrap();
+    assert_eq!(last.code, ErrorCode::JobStopped, "{stdout}");
+    assert!(
+        err(&o).contains("resumes when the daemon starts again"),
+        "{}",
+        err(&o)
+    );
+    restarts_and_completes(&b.dir, &out, &f);
 }

@@ -27,11 +27,13 @@ mod links;
 pub mod registry;
 mod shares;
 pub mod state;
+mod tasks;
 
 use std::collections::HashMap;
 use std::fs;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use libp2p::multiaddr::Protocol;
 use libp2p::Multiaddr;
@@ -49,6 +51,12 @@ use jobs::Job;
 pub use jobs::JobProgress;
 use registry::Registry;
 use state::State;
+use tasks::{Stop, Tasks};
+
+/// How long shutdown waits for jobs to stop once told to.
+const JOB_DRAIN: Duration = Duration::from_secs(10);
+/// How long shutdown waits for control connections to finish their answer.
+const CONTROL_DRAIN: Duration = Duration::from_secs(5);
 
 /// Why the daemon cannot start or run.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +111,10 @@ pub struct Daemon {
     state: Mutex<State>,
     /// Running and finished jobs this run, by kind and id.
     jobs: Mutex<HashMap<(JobKind, ManifestId), Job>>,
+    /// The job tasks, waited for on shutdown.
+    job_tasks: Tasks,
+    /// Raised on shutdown: jobs and control connections stop.
+    stop: Stop,
     store: ChunkDir,
 }
 
@@ -183,6 +195,7 @@ pub async fn run(
     tracing::info!(peer = %client.peer_id(), "daemon started");
 
     let registry = Arc::new(Registry::default());
+    let (stopper, stop) = Stop::new();
     let daemon = Arc::new(Daemon {
         data_dir: data_dir.clone(),
         config: config.clone(),
@@ -190,6 +203,8 @@ pub async fn run(
         registry: registry.clone(),
         state: Mutex::new(state),
         jobs: Mutex::new(HashMap::new()),
+        job_tasks: Tasks::default(),
+        stop: stop.clone(),
         store,
     });
     daemon.restore();
@@ -202,14 +217,34 @@ pub async fn run(
         },
     ));
     let (listener, socket) = data_dir::bind_control(&data_dir)?;
-    let control_task = tokio::spawn(control::serve(listener, daemon.clone()));
+    let control_task = tokio::spawn(control::serve(
+        listener,
+        daemon.clone(),
+        stop,
+        CONTROL_DRAIN,
+    ));
     shutdown.await;
     tracing::info!("shutting down");
-    control_task.abort();
+    // New clients find no daemon; jobs stop (their records stay `running`,
+    // so they resume on the next start); followers get a last line saying
+    // so; then the node goes down.
     let _ = fs::remove_file(&socket);
-    serve_task.abort();
+    stopper.stop();
+    let aborted = daemon.job_tasks.drain(JOB_DRAIN).await;
+    if aborted > 0 {
+        tracing::warn!("{aborted} job(s) did not stop within {JOB_DRAIN:?}; aborted");
+    }
+    if control_task.await.is_err() {
+        tracing::error!("the control server panicked");
+    }
     client.shutdown().await;
+    // The serve loop ends when the node's streams do.
+    // net::serve takes no stop signal and its loop outlives the node: stop
+    // it here (its per-stream tasks are its own).
+    serve_task.abort();
+    let _ = serve_task.await;
     drop(lock);
+    tracing::info!("stopped");
     Ok(())
 }
 

@@ -127,7 +127,11 @@ pub fn bounded(mut c: Command) -> Output {
     c.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let child = c.spawn().unwrap();
+    wait_bounded(c.spawn().unwrap())
+}
+
+/// Waits for `child` (killed by its PID if it takes too long).
+pub fn wait_bounded(child: Child) -> Output {
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

@@ -18,4 +18,4 @@ mod server;
 
 pub use client::{call, ClientError};
 pub use proto::*;
-pub use server::serve;
+pub(in crate::daemon) use server::serve;

@@ -1,32 +1,48 @@
 //! The daemon's side of the control socket: accept, check the peer, answer.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as TokioBufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::task::JoinSet;
 
 use crate::daemon::control::{
     parse_request, ErrorCode, Event, Failure, Final, JobDetached, JobDone, JobKind, JobReply,
     Request, MAX_REQUEST, VERSION,
 };
 use crate::daemon::state::JobStatus;
+use crate::daemon::tasks::{self, Stop};
 use crate::daemon::{Daemon, IdError, RequestError};
 use crate::manifest::ManifestId;
 
-/// Accepts control connections until the task is aborted.
-pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
+/// Accepts control connections until `stop`, then waits up to `drain` for
+/// the open ones to finish their answer (followers of a job end when the
+/// jobs stop) and aborts the rest.
+pub(in crate::daemon) async fn serve(
+    listener: UnixListener,
+    daemon: Arc<Daemon>,
+    mut stop: Stop,
+    drain: Duration,
+) {
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
+    let mut conns = JoinSet::new();
     loop {
-        let Ok((conn, _)) = listener.accept().await else {
+        let accepted = tokio::select! {
+            () = stop.wait() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            r = listener.accept() => r,
+        };
+        let Ok((conn, _)) = accepted else {
             continue;
         };
         match conn.peer_cred() {
             Ok(c) if c.uid() == me => {}
             other => {
                 tracing::warn!(uid = ?other.map(|c| c.uid()).ok(), "refused a control connection from another user");
-                tokio::spawn(async move {
+                conns.spawn(async move {
                     // Read (and ignore) the request first, so closing does
                     // not reset the connection before the client reads why.
                     let (rd, mut wr) = conn.into_split();
@@ -40,11 +56,17 @@ pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
             }
         }
         let daemon = daemon.clone();
-        tokio::spawn(async move {
-            if let Err(e) = handle(conn, daemon).await {
+        let stop = stop.clone();
+        conns.spawn(async move {
+            if let Err(e) = handle(conn, daemon, stop).await {
                 tracing::debug!("control connection: {e}");
             }
         });
+    }
+    drop(listener);
+    let aborted = tasks::drain(&mut conns, drain).await;
+    if aborted > 0 {
+        tracing::warn!("{aborted} control connection(s) did not finish within {drain:?}; closed");
     }
 }
 
@@ -110,12 +132,15 @@ pub(super) fn failure(e: &RequestError) -> Failure {
     }
 }
 
-async fn handle(conn: UnixStream, daemon: Arc<Daemon>) -> std::io::Result<()> {
+async fn handle(conn: UnixStream, daemon: Arc<Daemon>, mut stop: Stop) -> std::io::Result<()> {
     let (rd, mut wr) = conn.into_split();
     let mut line = String::new();
-    TokioBufReader::new(rd.take(MAX_REQUEST))
-        .read_line(&mut line)
-        .await?;
+    let mut reader = TokioBufReader::new(rd.take(MAX_REQUEST));
+    tokio::select! {
+        r = reader.read_line(&mut line) => r?,
+        // No request yet: nothing to finish.
+        () = stop.wait() => return Ok(()),
+    };
     let req = match parse_request(line.trim()) {
         Ok(r) => r,
         Err(e) => return write_failure(&mut wr, &e).await,

@@ -81,6 +81,10 @@ impl Daemon {
         F: FnOnce(Arc<Self>, mpsc::UnboundedSender<Progress>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = JobStatus> + Send + 'static,
     {
+        if self.stop.requested() {
+            // Shutting down: the record stays `running` for the next start.
+            return;
+        }
         let (tx, rx) = watch::channel(JobProgress {
             bytes: 0,
             total: 0,
@@ -94,11 +98,21 @@ impl Daemon {
             },
         );
         let me = self.clone();
-        tokio::spawn(async move {
+        let mut stop = self.stop.clone();
+        self.job_tasks.spawn(async move {
             let (ptx, forward) = progress_bridge(tx);
-            let status = work(me, ptx).await;
+            // Stopping drops `work` where it waits, which is how a fetch is
+            // told to stop (the fetch API takes no stop signal). Its record
+            // stays `running`, so it resumes on the next start; watchers
+            // see the sender go away without a final status.
+            let status = tokio::select! {
+                status = work(me, ptx) => Some(status),
+                () = stop.wait() => None,
+            };
             let tx = forward.await.expect("the forwarder does not panic");
-            tx.send_modify(|j| j.status = status);
+            if let Some(status) = status {
+                tx.send_modify(|j| j.status = status);
+            }
         });
     }
 
