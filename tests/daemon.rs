@@ -242,7 +242,32 @@ fn another_local_user_is_refused() {
     let o = as_nobody();
     assert_eq!(o.status.code(), Some(1));
     assert!(err(&o).contains("belongs to another user"), "{}", err(&o));
-    // The owner still gets in.
+    // That was the CLI refusing a data dir that is not its user's. The
+    // daemon checks the peer's uid itself too: a raw client whose effective
+    // uid is another user's (this thread's only) is refused.
+    let dir = a.dir.clone();
+    let refused = std::thread::spawn(move || {
+        use rustix::process::Uid;
+        use std::io::Write;
+        rustix::thread::set_thread_res_uid(None, Uid::from_raw(65534), None).unwrap();
+        let s = std::os::unix::net::UnixStream::connect(dir.join("control.sock"));
+        rustix::thread::set_thread_res_uid(None, Uid::ROOT, None).unwrap();
+        let mut s = s.unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(b"{\"cmd\":\"status\"}\n").unwrap();
+        read_failure(&s)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        refused.code,
+        peerdrop::daemon::control::ErrorCode::Denied,
+        "{refused:?}"
+    );
+    assert!(refused.error.contains("belongs to another user"));
+    // The owner still gets in, once the dir is private again (the CLI
+    // refuses a data dir others may enter).
+    fs::set_permissions(&a.dir, fs::Permissions::from_mode(0o700)).unwrap();
     assert_eq!(a.json(&["status"])["ok"], true);
 }
 
@@ -420,4 +445,278 @@ fn a_stopped_daemon_tells_its_followers_and_the_job_resumes() {
         err(&o)
     );
     restarts_and_completes(&b.dir, &out, &f);
+}
+
+// --- The control socket under stress and attack (audit F-14, F-15, F-20).
+
+fn pid_of(d: &Daemon) -> i32 {
+    d.child.as_ref().unwrap().id() as i32
+}
+
+/// User plus system CPU seconds that process `pid` has used.
+fn cpu_secs(pid: i32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses): utime and
+    // stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = rest
+        .split(' ')
+        .skip(11)
+        .take(2)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (f[0] + f[1]) as f64 / ticks
+}
+
+fn connect(dir: &Path) -> std::os::unix::net::UnixStream {
+    let s = std::os::unix::net::UnixStream::connect(dir.join("control.sock")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+    s
+}
+
+/// Reads one answer line from `s` and returns it as an error line.
+fn read_failure(s: &std::os::unix::net::UnixStream) -> peerdrop::daemon::control::Failure {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+}
+
+#[test]
+fn a_connection_that_sends_nothing_is_told_so_and_closed() {
+    use peerdrop::daemon::control::ErrorCode;
+    use std::io::Read;
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Daemon::start(&sub(&tmp, "A"));
+    let mut s = connect(&a.dir);
+    let asked = Instant::now();
+    let f = read_failure(&s);
+    assert_eq!(f.code, ErrorCode::Timeout, "{f:?}");
+    assert!(asked.elapsed() < Duration::from_secs(20));
+    assert_eq!(s.read(&mut [0u8; 16]).unwrap(), 0, "then closed");
+    assert_eq!(a.json(&["status"])["ok"], true);
+}
+
+#[test]
+fn control_connections_beyond_the_cap_wait_their_turn() {
+    use peerdrop::daemon::control::ErrorCode;
+    const CAP: usize = 64;
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Daemon::start(&sub(&tmp, "A"));
+    // CAP + 16 clients that send nothing: the daemon holds at most CAP of
+    // them at once, so the last 16 are only answered (timed out) after the
+    // first ones are.
+    let start = Instant::now();
+    let readers: Vec<_> = (0..CAP + 16)
+        .map(|_| {
+            let s = connect(&a.dir);
+            std::thread::spawn(move || {
+                let f = read_failure(&s);
+                assert_eq!(f.code, ErrorCode::Timeout, "{f:?}");
+                start.elapsed()
+            })
+        })
+        .collect();
+    let mut at: Vec<Duration> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    at.sort();
+    let first = at[0];
+    let in_first_wave = at.iter().filter(|t| **t < first + (first / 2)).count();
+    assert!(
+        in_first_wave <= CAP,
+        "{in_first_wave} connections were served at once (answers at {at:?})"
+    );
+    assert_eq!(a.json(&["status"])["ok"], true);
+}
+
+#[test]
+fn the_daemon_backs_off_instead_of_spinning_when_out_of_descriptors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Daemon::start(&sub(&tmp, "A"));
+    let pid = pid_of(&a);
+    let open = fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as u64;
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // Room for two more descriptors only; the connections after those wait
+    // in the backlog, so every accept() fails with EMFILE.
+    let mut tight = libc::rlimit {
+        rlim_cur: open + 2,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: prlimit on our own child, with valid pointers.
+    assert_eq!(
+        unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) },
+        0
+    );
+    tight.rlim_max = old.rlim_max;
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &tight, std::ptr::null_mut()) },
+        0
+    );
+    let conns: Vec<_> = (0..8).map(|_| connect(&a.dir)).collect();
+    // Measure its CPU over a window shorter than the request timeout (so
+    // the two it accepted are still held).
+    let cpu0 = cpu_secs(pid);
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_secs(pid) - cpu0;
+    let wall = t0.elapsed().as_secs_f64();
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &old, std::ptr::null_mut()) },
+        0
+    );
+    drop(conns);
+    assert!(
+        used < 0.25 * wall,
+        "the daemon used {used:.2} s of CPU in {wall:.2} s while out of descriptors"
+    );
+    // And it serves again once descriptors are back.
+    assert_eq!(a.json(&["status"])["ok"], true);
+}
+
+/// A listener planted at `dir/control.sock` by someone else; returns what
+/// it received once `done` is set.
+fn planted_listener(
+    dir: &Path,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<u8>> {
+    use std::io::Read;
+    use std::sync::atomic::Ordering;
+    let l = std::os::unix::net::UnixListener::bind(dir.join("control.sock")).unwrap();
+    l.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done.load(Ordering::SeqCst) && Instant::now() < deadline {
+            match l.accept() {
+                Ok((mut s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    let mut line = [0u8; 4096];
+                    let n = s.read(&mut line).unwrap_or(0);
+                    got.extend_from_slice(&line[..n]);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        got
+    })
+}
+
+fn a_read_link() -> String {
+    use peerdrop::crypto::ShareKey;
+    use peerdrop::manifest::ManifestId;
+    peerdrop::link::Link::new(
+        ManifestId([7; 32]),
+        Vec::new(),
+        Some(ShareKey::generate().unwrap()),
+    )
+    .unwrap()
+    .to_uri_string()
+}
+
+#[test]
+fn the_cli_sends_no_link_into_a_data_dir_that_is_not_private_and_its_own() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = sub(&tmp, "shared-dir");
+    fs::create_dir_all(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let planted = planted_listener(&dir, done.clone());
+    let o = fetch(&dir, &a_read_link(), &sub(&tmp, "out"), &[]);
+    let stderr = err(&o);
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        // Mode 0700 but another user's: refused too.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    }
+    let o2 = root.then(|| fetch(&dir, &a_read_link(), &sub(&tmp, "out"), &[]));
+    done.store(true, Ordering::SeqCst);
+    let got = planted.join().unwrap();
+    assert!(
+        got.is_empty(),
+        "the CLI sent {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr.contains("mode is 755"), "{stderr}");
+    if let Some(o2) = o2 {
+        assert_eq!(o2.status.code(), Some(1));
+        assert!(err(&o2).contains("uid 65534"), "{}", err(&o2));
+    }
+}
+
+#[test]
+fn the_cli_sends_no_link_to_a_socket_served_by_another_user() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to run a daemon as another user");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o711)).unwrap();
+    // Another user's daemon, in a dir of theirs.
+    let theirs = sub(&tmp, "theirs");
+    fs::create_dir_all(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    let child = Command::new(BIN)
+        .args([
+            "daemon",
+            "--no-mdns",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--data-dir",
+        ])
+        .arg(&theirs)
+        .uid(65534)
+        .gid(65534)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _theirs = Daemon {
+        child: Some(child),
+        dir: theirs.clone(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !theirs.join("control.sock").exists() {
+        assert!(Instant::now() < deadline, "their daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Our private data dir, whose control.sock leads to their daemon.
+    let ours = sub(&tmp, "ours");
+    fs::create_dir_all(&ours).unwrap();
+    fs::set_permissions(&ours, fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink(theirs.join("control.sock"), ours.join("control.sock")).unwrap();
+    let o = fetch(&ours, &a_read_link(), &sub(&tmp, "out"), &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("served by uid 65534"), "{}", err(&o));
+}
+
+#[test]
+fn the_daemon_refuses_to_share_its_own_data_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Daemon::start(&sub(&tmp, "A"));
+    fs::write(sub(&tmp, "notes.txt"), b"mine").unwrap();
+    // The folder holding the data dir, and a file inside it.
+    for p in [tmp.path().to_path_buf(), a.dir.join("state.json")] {
+        let o = cli(&a.dir, &["share", p.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1), "shared {}", p.display());
+        assert!(err(&o).contains("data dir"), "{}", err(&o));
+    }
+    assert_eq!(a.json(&["list"])["shares"].as_array().unwrap().len(), 0);
+    // A folder beside it is fine.
+    a.share(&sub(&tmp, "notes.txt"));
 }

@@ -2,7 +2,6 @@
 //! node identity, the control socket and the ports kept across restarts.
 
 use std::fs::{self, File};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -78,9 +77,11 @@ pub(super) fn lock(data_dir: &Path) -> Result<File, DaemonError> {
         .write(true)
         .open(&lock_path)
         .map_err(dir_err(&lock_path))?;
-    // SAFETY: flock on a file descriptor we own; held until the process ends.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(DaemonError::Locked(data_dir.to_owned()));
+    // Held as long as the file is open (until the daemon ends).
+    match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => return Err(DaemonError::Locked(data_dir.to_owned())),
+        Err(e) => return Err(dir_err(&lock_path)(e.into())),
     }
     Ok(lock)
 }

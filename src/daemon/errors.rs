@@ -32,6 +32,14 @@ pub enum RequestError {
     /// `pin` was given a read link; the key must never reach a pinning node.
     #[error("refusing a read link for a pin: send the pin link (without the part after '#')")]
     ReadLinkForPin,
+    /// The path holds this daemon's data dir, or lies inside it.
+    #[error("refusing to share {}: it holds or lies inside this daemon's data dir {}, which keeps its keys; share the files beside it instead", path.display(), data_dir.display())]
+    HoldsDataDir {
+        /// The path given.
+        path: PathBuf,
+        /// The data dir.
+        data_dir: PathBuf,
+    },
     /// A `peers` entry that is not a multiaddr ending in `/p2p/PEER`.
     #[error("{0:?} is not a peer address: give a multiaddr ending in /p2p/PEER_ID")]
     BadPeer(String),
@@ -62,6 +70,9 @@ pub enum RequestError {
     /// The client is not the daemon's user.
     #[error("permission denied: this daemon belongs to another user")]
     OtherUser,
+    /// No request line arrived in time.
+    #[error("no request within {0:?}: send the request line right after connecting")]
+    Timeout(std::time::Duration),
     /// The followed job failed (its progress is kept).
     #[error("{0}")]
     JobFailed(String),

@@ -10,16 +10,15 @@ use std::sync::Arc;
 
 use libp2p::multiaddr::Protocol;
 
-use crate::chunk::hex;
 use crate::crypto::ShareKey;
 use crate::daemon::control::{
     Connection, FetchRequest, FetchRow, IdPrefix, JobKind, LinkReply, LinkRequest, ListReply,
     PinRequest, PinRow, ShareReply, ShareRequest, ShareRow, ShareState, StatusReply, Transfer,
     UnshareReply,
 };
-use crate::daemon::ids::{find_id, key_from_hex};
+use crate::daemon::ids::find_id;
 use crate::daemon::registry::Served;
-use crate::daemon::state::{FetchRecord, JobStatus, Origin, PinRecord, State};
+use crate::daemon::state::{FetchRecord, JobStatus, Origin, PinRecord, State, StoredKey};
 use crate::daemon::{Daemon, IdError, JobProgress, KeptShareError, RequestError};
 use crate::link::Link;
 use crate::manifest::ManifestId;
@@ -33,6 +32,7 @@ impl Daemon {
         if let Some(p) = paths.iter().find(|p| !p.is_absolute()) {
             return Err(RequestError::NotAbsolute(p.clone()));
         }
+        self.check_not_data_dir(&paths)?;
         let key = ShareKey::generate()?;
         let seal_key = key.duplicate();
         let seal_paths = paths.clone();
@@ -77,6 +77,28 @@ impl Daemon {
         })
     }
 
+    /// Refuses a path that holds the data dir or lies inside it: sharing it
+    /// would hand out `state.json`'s keys and the node identity. (Symbolic
+    /// links inside a shared tree are never followed.)
+    fn check_not_data_dir(&self, paths: &[PathBuf]) -> Result<(), RequestError> {
+        let Ok(own) = fs::canonicalize(&self.data_dir) else {
+            return Ok(());
+        };
+        for p in paths {
+            // A path that does not resolve is reported by the scan.
+            let Ok(real) = fs::canonicalize(p) else {
+                continue;
+            };
+            if own.starts_with(&real) || real.starts_with(&own) {
+                return Err(RequestError::HoldsDataDir {
+                    path: p.clone(),
+                    data_dir: self.data_dir.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// `fetch`: starts (or joins) a background fetch; returns its id.
     pub fn fetch(self: &Arc<Self>, req: FetchRequest) -> Result<ManifestId, RequestError> {
         let link = Link::parse_read_link(&req.link)?;
@@ -97,7 +119,7 @@ impl Daemon {
         }
         let rec = FetchRecord {
             id,
-            key: hex(link.require_key()?.expose_secret()),
+            key: Some(StoredKey::of(link.require_key()?)),
             out: req.out,
             sources: Daemon::sources_of(&link, &req.peers),
             force: req.force,
@@ -223,7 +245,7 @@ impl Daemon {
             let st = self.state.lock().expect("never poisoned");
             let id = served_id(&st, &req.id)?;
             let key = match st.shares.iter().find(|s| s.id == id) {
-                Some(s) if !req.pin => Some(key_from_hex(&s.key).ok_or(KeptShareError::BadKey)?),
+                Some(s) if !req.pin => Some(s.key.to_key().ok_or(KeptShareError::BadKey)?),
                 Some(_) => None,
                 None if req.pin => None,
                 None => return Err(RequestError::OnlyPinned),

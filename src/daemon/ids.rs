@@ -1,7 +1,5 @@
 //! Ids as the control API takes them: in full or as a unique prefix.
 
-use crate::chunk::unhex;
-use crate::crypto::ShareKey;
 use crate::daemon::control::IdPrefix;
 use crate::daemon::IdError;
 use crate::manifest::ManifestId;
@@ -20,8 +18,4 @@ pub(super) fn find_id<'a>(
         }
     }
     found.ok_or_else(|| IdError::NoMatch(prefix.to_string()))
-}
-
-pub(super) fn key_from_hex(h: &str) -> Option<ShareKey> {
-    ShareKey::from_bytes(unhex(h)?.try_into().ok()?).ok()
 }

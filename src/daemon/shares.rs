@@ -6,11 +6,9 @@ use std::fs;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::chunk::hex;
 use crate::crypto::ShareKey;
-use crate::daemon::ids::key_from_hex;
 use crate::daemon::registry::Pinned;
-use crate::daemon::state::{self, JobStatus, Origin, ShareRecord};
+use crate::daemon::state::{self, JobStatus, Origin, ShareRecord, StoredKey};
 use crate::daemon::{Daemon, KeptShareError};
 use crate::manifest::{Manifest, ManifestId};
 use crate::meta::Metadata;
@@ -67,7 +65,7 @@ impl Daemon {
     pub(super) fn serve_record(&self, rec: &ShareRecord) -> Result<(), KeptShareError> {
         let dir = self.share_dir(&rec.id);
         let id = rec.id;
-        let key = key_from_hex(&rec.key).ok_or(KeptShareError::BadKey)?;
+        let key = rec.key.to_key().ok_or(KeptShareError::BadKey)?;
         let read = |name: &str| {
             let path = dir.join(name);
             fs::read(&path).map_err(KeptShareError::io(&path))
@@ -103,7 +101,7 @@ impl Daemon {
         write("metadata", &metadata.encode())?;
         let rec = ShareRecord {
             id,
-            key: hex(key.expose_secret()),
+            key: StoredKey::of(key),
             roots,
             origin,
             bytes: metadata.content_len(),

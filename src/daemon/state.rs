@@ -4,18 +4,77 @@
 //! crash leaves the old or the new state, never half of one.
 //!
 //! Keys are stored only for shares this node made or fetched with a read
-//! link (it needs them to re-encrypt what it serves); pins have no key field.
+//! link (it needs them to re-encrypt what it serves) and for fetches until
+//! they end; pins have no key field. In memory a key is a [`StoredKey`]:
+//! zeroed when dropped, never shown by `Debug`.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use zeroize::Zeroizing;
 
+use crate::chunk::{hex, unhex};
+use crate::crypto::ShareKey;
 use crate::daemon::DaemonError;
 use crate::manifest::ManifestId;
+
+/// A share key as the state holds it (64 hex digits in the file).
+#[derive(Clone)]
+pub struct StoredKey(Zeroizing<[u8; 32]>);
+
+impl StoredKey {
+    /// The bytes of `key`, to be kept.
+    pub fn of(key: &ShareKey) -> StoredKey {
+        StoredKey(Zeroizing::new(*key.expose_secret()))
+    }
+
+    /// The key again; `None` if the stored bytes are no key (all zero).
+    pub fn to_key(&self) -> Option<ShareKey> {
+        ShareKey::from_bytes(*self.0).ok()
+    }
+
+    fn parse(text: &str) -> Option<StoredKey> {
+        let bytes = Zeroizing::new(unhex(text)?);
+        let mut key = Zeroizing::new([0u8; 32]);
+        (bytes.len() == 32).then(|| key.copy_from_slice(&bytes))?;
+        Some(StoredKey(key))
+    }
+}
+
+impl fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StoredKey(redacted)")
+    }
+}
+
+impl Serialize for StoredKey {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&Zeroizing::new(hex(&*self.0)))
+    }
+}
+
+impl<'de> Deserialize<'de> for StoredKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<StoredKey, D::Error> {
+        let text = Zeroizing::new(String::deserialize(d)?);
+        StoredKey::parse(&text).ok_or_else(|| serde::de::Error::custom("a key is 64 hex digits"))
+    }
+}
+
+/// A fetch's key: absent, or `""` as written before keys were optional.
+fn key_or_empty<'de, D: Deserializer<'de>>(d: D) -> Result<Option<StoredKey>, D::Error> {
+    let text = Zeroizing::new(String::deserialize(d)?);
+    if text.is_empty() {
+        return Ok(None);
+    }
+    StoredKey::parse(&text)
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom("a key is 64 hex digits"))
+}
 
 /// Where a served share came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,8 +91,8 @@ pub enum Origin {
 pub struct ShareRecord {
     /// Manifest id (hex in the file).
     pub id: ManifestId,
-    /// Share key, hex.
-    pub key: String,
+    /// Share key.
+    pub key: StoredKey,
     /// Top-level name → where it is on disk.
     pub roots: BTreeMap<String, PathBuf>,
     /// Shared here or fetched.
@@ -64,8 +123,14 @@ pub enum JobStatus {
 pub struct FetchRecord {
     /// Manifest id (hex in the file).
     pub id: ManifestId,
-    /// Share key, hex (a fetch is made with a read link).
-    pub key: String,
+    /// Share key (a fetch is made with a read link), kept only while the
+    /// fetch may still resume.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "key_or_empty"
+    )]
+    pub key: Option<StoredKey>,
     /// Destination folder.
     pub out: PathBuf,
     /// Sources: multiaddrs ending in /p2p/PEER.
@@ -135,7 +200,7 @@ impl State {
             Ok(m) if m.len() > MAX_STATE_LEN => return Err(bad("too large".into())),
             Ok(_) => {}
         }
-        let text = fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let text = Zeroizing::new(fs::read_to_string(path).map_err(|e| bad(e.to_string()))?);
         let state: State = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
         if state.version != 1 {
             return Err(bad(format!("unknown version {}", state.version)));
@@ -173,7 +238,7 @@ impl State {
 
     /// Writes the state atomically.
     pub fn save(&self, path: &Path) -> Result<(), DaemonError> {
-        let text = serde_json::to_vec_pretty(self).expect("state serializes");
+        let text = Zeroizing::new(serde_json::to_vec_pretty(self).expect("state serializes"));
         write_private(path, &text)
             .map_err(|e| DaemonError::State(format!("{}: {e}", path.display())))
     }
@@ -182,9 +247,14 @@ impl State {
 /// Writes `bytes` to `path` atomically, readable by the owner only.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
+    // A *.tmp left by a crash keeps whatever mode (and links) it has: never
+    // write into it, make a new one, created here with mode 0600.
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let mut f = File::options()
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .write(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
@@ -197,4 +267,40 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_private_file_is_0600_even_over_a_stale_tmp_of_another_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let tmp = dir.path().join("state.tmp");
+        fs::write(&tmp, b"left by a crash").unwrap();
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)).unwrap();
+        write_private(&path, b"secret").unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(fs::read(&path).unwrap(), b"secret");
+        assert!(!tmp.exists());
+    }
+
+    #[test]
+    fn keys_read_back_and_never_show() {
+        let key = ShareKey::from_bytes([9; 32]).unwrap();
+        let stored = StoredKey::of(&key);
+        assert_eq!(format!("{stored:?}"), "StoredKey(redacted)");
+        let text = serde_json::to_string(&stored).unwrap();
+        assert_eq!(text, format!("\"{}\"", "09".repeat(32)));
+        let back: StoredKey = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.to_key().unwrap().expose_secret(), key.expose_secret());
+        // A fetch record written before keys were optional had "" once done.
+        let old = r#"{"id":"0909090909090909090909090909090909090909090909090909090909090909","key":"","out":"/o","sources":[],"force":false,"status":{"state":"done"},"bytes":1,"paths":[]}"#;
+        let f: FetchRecord = serde_json::from_str(old).unwrap();
+        assert!(f.key.is_none());
+        assert!(!serde_json::to_string(&f).unwrap().contains("key"));
+    }
 }

@@ -2,6 +2,7 @@
 //! the final line read as the command's reply type.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::Path;
 
@@ -18,6 +19,37 @@ pub enum ClientError {
     /// The socket exists but we may not use it.
     #[error("permission denied on {0}: the daemon belongs to another user")]
     Denied(String),
+    /// The data dir is another user's: its socket may be anyone's.
+    #[error("permission denied on data dir {dir}: it belongs to another user (uid {owner}; you are uid {me}), so its socket is not yours to use; nothing was sent")]
+    NotOurDir {
+        /// The data dir.
+        dir: String,
+        /// Its owner.
+        owner: u32,
+        /// Our effective uid.
+        me: u32,
+    },
+    /// Others may write into the data dir, so anyone could have put the
+    /// socket there.
+    #[error("refusing data dir {dir}: its mode is {mode:o}, so another user could have planted its socket; nothing was sent. If the dir is yours, run `chmod 700 {dir}` (the daemon does so each time it starts)")]
+    LooseDir {
+        /// The data dir.
+        dir: String,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The process at the other end of the socket is another user's.
+    #[error(
+        "refusing {sock}: it is served by uid {peer}, not by you (uid {me}); nothing was sent"
+    )]
+    NotOurDaemon {
+        /// The socket.
+        sock: String,
+        /// The serving process's uid.
+        peer: u32,
+        /// Our effective uid.
+        me: u32,
+    },
     /// The connection failed.
     #[error("talking to the daemon failed: {0}")]
     Io(#[from] std::io::Error),
@@ -105,7 +137,42 @@ pub fn call<C: Command>(
     Err(ClientError::NoAnswer)
 }
 
+/// Connects to the daemon of `data_dir`, and makes sure it is ours before
+/// anything (a read link, say) is sent: the data dir is ours and private,
+/// and the process that listens runs as us.
 fn connect(data_dir: &Path) -> Result<StdUnixStream, ClientError> {
+    let s = open(data_dir)?;
+    let me = rustix::process::geteuid().as_raw();
+    let dir = std::fs::metadata(data_dir)?;
+    let shown = || data_dir.display().to_string();
+    if dir.uid() != me {
+        return Err(ClientError::NotOurDir {
+            dir: shown(),
+            owner: dir.uid(),
+            me,
+        });
+    }
+    if dir.mode() & 0o077 != 0 {
+        return Err(ClientError::LooseDir {
+            dir: shown(),
+            mode: dir.mode() & 0o7777,
+        });
+    }
+    let peer = rustix::net::sockopt::socket_peercred(&s)
+        .map_err(std::io::Error::from)?
+        .uid
+        .as_raw();
+    if peer != me {
+        return Err(ClientError::NotOurDaemon {
+            sock: data_dir.join("control.sock").display().to_string(),
+            peer,
+            me,
+        });
+    }
+    Ok(s)
+}
+
+fn open(data_dir: &Path) -> Result<StdUnixStream, ClientError> {
     let sock = data_dir.join("control.sock");
     let shown = data_dir.display().to_string();
     match StdUnixStream::connect(&sock) {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as TokioBufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::daemon::control::{
@@ -17,6 +18,19 @@ use crate::daemon::tasks::{self, Stop};
 use crate::daemon::{Daemon, IdError, RequestError};
 use crate::manifest::ManifestId;
 
+/// Most control connections served at once. More wait in the socket's
+/// backlog until one ends; every connection ends (the request line has a
+/// deadline), so none waits for ever.
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long a client may take to send its request line.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one answer line may take to be taken by the client.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The first and the longest pause after a failed accept (out of file
+/// descriptors, say): retrying at once would spin on the same error.
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
 /// Accepts control connections until `stop`, then waits up to `drain` for
 /// the open ones to finish their answer (followers of a job end when the
 /// jobs stop) and aborts the rest.
@@ -26,38 +40,54 @@ pub(in crate::daemon) async fn serve(
     mut stop: Stop,
     drain: Duration,
 ) {
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut conns = JoinSet::new();
+    let mut backoff = FIRST_BACKOFF;
     loop {
         let accepted = tokio::select! {
             () = stop.wait() => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-            r = listener.accept() => r,
+            accepted = accept(&listener, &slots) => accepted,
         };
-        let Ok((conn, _)) = accepted else {
-            continue;
-        };
-        match conn.peer_cred() {
-            Ok(c) if c.uid() == me => {}
-            other => {
-                tracing::warn!(uid = ?other.map(|c| c.uid()).ok(), "refused a control connection from another user");
-                conns.spawn(async move {
-                    // Read (and ignore) the request first, so closing does
-                    // not reset the connection before the client reads why.
-                    let (rd, mut wr) = conn.into_split();
-                    let mut line = String::new();
-                    let _ = TokioBufReader::new(rd.take(MAX_REQUEST))
-                        .read_line(&mut line)
-                        .await;
-                    let _ = write_failure(&mut wr, &RequestError::OtherUser).await;
-                });
+        let (conn, slot) = match accepted {
+            Ok(a) => {
+                backoff = FIRST_BACKOFF;
+                a
+            }
+            Err(e) => {
+                if backoff == FIRST_BACKOFF {
+                    tracing::warn!(
+                        "accepting a control connection failed: {e}; retrying with back-off"
+                    );
+                }
+                tokio::select! {
+                    () = stop.wait() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
+        };
+        let peer = conn.peer_cred().map(|c| c.uid());
+        if peer.as_ref().ok() != Some(&me) {
+            tracing::warn!(uid = ?peer.ok(), "refused a control connection from another user");
+            conns.spawn(async move {
+                let _slot = slot;
+                // Read (and ignore) the request first, so closing does not
+                // reset the connection before the client reads why.
+                let (rd, mut wr) = conn.into_split();
+                let mut line = String::new();
+                let mut reader = TokioBufReader::new(rd.take(MAX_REQUEST));
+                let _ = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await;
+                let _ = write_failure(&mut wr, &RequestError::OtherUser).await;
+            });
+            continue;
         }
         let daemon = daemon.clone();
         let stop = stop.clone();
         conns.spawn(async move {
+            let _slot = slot;
             if let Err(e) = handle(conn, daemon, stop).await {
                 tracing::debug!("control connection: {e}");
             }
@@ -70,12 +100,30 @@ pub(in crate::daemon) async fn serve(
     }
 }
 
+/// Waits for a free slot, then for a connection.
+async fn accept(
+    listener: &UnixListener,
+    slots: &Arc<Semaphore>,
+) -> std::io::Result<(UnixStream, OwnedSemaphorePermit)> {
+    let slot = slots
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("the semaphore is never closed");
+    let (conn, _) = listener.accept().await?;
+    Ok((conn, slot))
+}
+
 type Writer = tokio::net::unix::OwnedWriteHalf;
 
 async fn write_json(w: &mut Writer, v: &impl Serialize) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(v).expect("answers serialize");
     line.push(b'\n');
-    w.write_all(&line).await
+    // A client that stops reading must not hold its slot for ever.
+    match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(&line)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
 }
 
 /// Writes the final line of an answer that succeeded.
@@ -113,6 +161,7 @@ pub(super) fn failure(e: &RequestError) -> Failure {
         | E::Link(_)
         | E::ReadLinkForPin
         | E::BadPeer(_)
+        | E::HoldsDataDir { .. }
         | E::Share(_)
         | E::Id(IdError::TooShort | IdError::NotHex(_) | IdError::Ambiguous(_)) => {
             ErrorCode::Invalid
@@ -122,6 +171,7 @@ pub(super) fn failure(e: &RequestError) -> Failure {
         E::JobFailed(_) => ErrorCode::JobFailed,
         E::JobStopped => ErrorCode::JobStopped,
         E::OtherUser => ErrorCode::Denied,
+        E::Timeout(_) => ErrorCode::Timeout,
         E::Key(_) | E::Kept(_) | E::SealTask(_) | E::NoSuchJob => ErrorCode::Internal,
     };
     Failure {
@@ -137,7 +187,10 @@ async fn handle(conn: UnixStream, daemon: Arc<Daemon>, mut stop: Stop) -> std::i
     let mut line = String::new();
     let mut reader = TokioBufReader::new(rd.take(MAX_REQUEST));
     tokio::select! {
-        r = reader.read_line(&mut line) => r?,
+        r = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)) => match r {
+            Ok(r) => r?,
+            Err(_) => return write_failure(&mut wr, &RequestError::Timeout(REQUEST_TIMEOUT)).await,
+        },
         // No request yet: nothing to finish.
         () = stop.wait() => return Ok(()),
     };

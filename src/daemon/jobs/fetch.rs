@@ -5,7 +5,6 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::daemon::control::JobKind;
-use crate::daemon::ids::key_from_hex;
 use crate::daemon::state::{FetchRecord, JobStatus, Origin};
 use crate::daemon::Daemon;
 use crate::link::Link;
@@ -21,10 +20,12 @@ impl Daemon {
 
     async fn run_fetch(
         self: Arc<Self>,
-        rec: FetchRecord,
+        mut rec: FetchRecord,
         ptx: mpsc::UnboundedSender<Progress>,
     ) -> JobStatus {
-        let Some(key) = key_from_hex(&rec.key) else {
+        // The link holds the key from here on; this copy is dropped (and
+        // zeroed) now rather than kept for the whole fetch.
+        let Some(key) = rec.key.take().and_then(|k| k.to_key()) else {
             return JobStatus::Failed {
                 error: "the saved key is unreadable; fetch the link again".into(),
             };
@@ -56,7 +57,7 @@ impl Daemon {
                 }
                 // Kept only while needed to resume: a re-seeded share keeps
                 // its own copy, and fetching again takes the link again.
-                f.key.clear();
+                f.key = None;
             }
         });
         status
