@@ -57,6 +57,8 @@ use tasks::{Stop, Tasks};
 const JOB_DRAIN: Duration = Duration::from_secs(10);
 /// How long shutdown waits for control connections to finish their answer.
 const CONTROL_DRAIN: Duration = Duration::from_secs(5);
+/// How long shutdown waits for the serve loop once the node is down.
+const SERVE_DRAIN: Duration = Duration::from_secs(5);
 
 /// Why the daemon cannot start or run.
 #[derive(Debug, thiserror::Error)]
@@ -239,10 +241,13 @@ pub async fn run(
     }
     client.shutdown().await;
     // The serve loop ends when the node's streams do.
-    // net::serve takes no stop signal and its loop outlives the node: stop
-    // it here (its per-stream tasks are its own).
-    serve_task.abort();
-    let _ = serve_task.await;
+    // The serve loop ends once the node is down and its inbound queue with
+    // it; the deadline only guards against a bug there.
+    let serve_abort = serve_task.abort_handle();
+    if tokio::time::timeout(SERVE_DRAIN, serve_task).await.is_err() {
+        tracing::warn!("the serve task did not end within {SERVE_DRAIN:?}; aborted");
+        serve_abort.abort();
+    }
     drop(lock);
     tracing::info!("stopped");
     Ok(())
