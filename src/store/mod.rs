@@ -22,12 +22,23 @@ use std::path::{Path, PathBuf};
 
 /// An I/O error together with the path it happened on.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {error}", path.display())]
+#[error("{}: {error}{}", path.display(), advice(error))]
 pub struct PathIoError {
     /// The file or folder involved.
     pub path: PathBuf,
     /// What the operating system said.
     pub error: io::Error,
+}
+
+/// What to do about `error`, where the OS's own words do not say: a full disk
+/// mid-transfer is the user's to fix, and nothing verified is lost by it.
+fn advice(error: &io::Error) -> &'static str {
+    match error.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+            "; free some space, then run the same command again: what was already verified is kept"
+        }
+        _ => "",
+    }
 }
 
 /// Attaches `path` to an I/O error.

@@ -108,9 +108,12 @@ where
         // Whether every session ended for want of anything to take.
         let mut all_idle = true;
         while let Some(joined) = sessions.join_next().await {
-            let (peer, end) = joined.expect("sessions do not panic");
+            let (peer, end, delivered) = joined.expect("sessions do not panic");
             if !matches!(end, SessionEnd::Finished) {
                 all_idle = false;
+            }
+            if delivered > 0 {
+                src.delivered(peer);
             }
             match end {
                 SessionEnd::Finished => src.served(peer),

@@ -117,6 +117,8 @@ pub(super) struct Session<V: Verify> {
     taken: VecDeque<u64>,
     /// Answers being verified, in the order they came.
     verifying: VecDeque<(u64, Verification<V::Out>)>,
+    /// Chunks this session handed to the sink.
+    delivered: u64,
 }
 
 impl<V: Verify> Session<V> {
@@ -126,12 +128,14 @@ impl<V: Verify> Session<V> {
             peer,
             taken: VecDeque::new(),
             verifying: VecDeque::new(),
+            delivered: 0,
         }
     }
 
-    /// Runs the session to its end. Returns the peer and why it ended;
-    /// indices it took but did not deliver go back to the queue.
-    pub(super) async fn run(mut self) -> (PeerId, SessionEnd) {
+    /// Runs the session to its end. Returns the peer, why it ended, and how
+    /// many chunks it delivered; indices it took but did not deliver go back
+    /// to the queue.
+    pub(super) async fn run(mut self) -> (PeerId, SessionEnd, u64) {
         let mut end = match self.exchange().await {
             Ok(end) | Err(end) => end,
         };
@@ -144,7 +148,7 @@ impl<V: Verify> Session<V> {
         }
         let mut q = self.job.queue.lock().expect("never poisoned");
         q.give_back(self.taken);
-        (self.peer, end)
+        (self.peer, end, self.delivered)
     }
 
     /// The stream's life: ask what the peer holds, then keep `depth` chunk
@@ -287,6 +291,7 @@ impl<V: Verify> Session<V> {
                     .expect("the sink does not panic")
                     .map_err(SessionEnd::Fatal)?;
                 self.taken.retain(|&x| x != i);
+                self.delivered += 1;
                 self.job.queue.lock().expect("never poisoned").delivered();
                 Ok(())
             }

@@ -50,7 +50,7 @@ pub(super) struct Sources {
     banned: HashSet<PeerId>,
     /// Sources that answered they do not hold the share.
     not_found: HashSet<PeerId>,
-    /// Lost sessions per source.
+    /// Lost sessions per source since it last delivered a chunk.
     strikes: HashMap<PeerId, u32>,
     /// `Busy` answers in a row per source.
     busy: HashMap<PeerId, u32>,
@@ -123,6 +123,13 @@ impl Sources {
     /// A session with `peer` went well: its `Busy` answers are forgotten.
     pub(super) fn served(&mut self, peer: PeerId) {
         self.busy.remove(&peer);
+    }
+
+    /// A session with `peer` delivered chunks: its lost sessions so far are
+    /// forgiven. Strikes count failures in a row, so a path that drops the
+    /// connection every few chunks slows a fetch down but does not end it.
+    pub(super) fn delivered(&mut self, peer: PeerId) {
+        self.strikes.remove(&peer);
     }
 
     /// `peer` answered that it does not hold the share: not asked again.
