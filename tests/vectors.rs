@@ -18,7 +18,9 @@ use peerdrop::chunk::{hex, unhex, ChunkId, ChunkSize, Stream};
 use peerdrop::crypto::{ChunkPosition, ShareKey};
 use peerdrop::link::{Hint, Link};
 use peerdrop::manifest::Manifest;
-use peerdrop::meta::{Entry, EntryKind, Metadata, RelPath, Timestamp};
+use peerdrop::meta::{Entry, EntryKind, Metadata, MetadataError, RelPath, Timestamp};
+use peerdrop::open::OpenError;
+use peerdrop::store::unseal::UnsealError;
 use serde_json::{json, Value};
 
 const FILE: &str = "tests/vectors/format-v1.json";
@@ -382,9 +384,41 @@ fn generate() -> Vec<Vector> {
     out
 }
 
+/// The name of the variant `debug` (an error's `Debug` text) starts with.
+fn variant(debug: String) -> String {
+    debug
+        .split(|c: char| !c.is_alphanumeric() && c != '_')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The machine-readable kind of a refusal: `Type::Variant` of the innermost
+/// error the format defines (the names docs/FORMAT.md uses), with the path
+/// rule for a refused path: `ManifestError::LengthMismatch`,
+/// `MetadataError::BadPath(PathError::DotComponent)`.
+fn kind(e: &ReceiveError) -> String {
+    let open = |e: &OpenError| match e {
+        OpenError::Metadata(MetadataError::BadPath { reason, .. }) => {
+            format!(
+                "MetadataError::BadPath(PathError::{})",
+                variant(format!("{reason:?}"))
+            )
+        }
+        OpenError::Metadata(m) => format!("MetadataError::{}", variant(format!("{m:?}"))),
+        e => format!("OpenError::{}", variant(format!("{e:?}"))),
+    };
+    match e {
+        ReceiveError::Link(e) => format!("ParseError::{}", variant(format!("{e:?}"))),
+        ReceiveError::Manifest(e) => format!("ManifestError::{}", variant(format!("{e:?}"))),
+        ReceiveError::Open(e) | ReceiveError::Unseal(UnsealError::Open(e)) => open(e),
+        ReceiveError::Unseal(e) => format!("UnsealError::{}", variant(format!("{e:?}"))),
+    }
+}
+
 fn outcome(v: &Vector, dest: &Path) -> Value {
-    match receive(&v.link, &v.manifest, &v.chunks, dest, false) {
-        Err(e) => json!({ "error": e }),
+    match receive_typed(&v.link, &v.manifest, &v.chunks, dest, false) {
+        Err(e) => json!({ "error": e.to_string(), "kind": kind(&e) }),
         Ok(_) => {
             let files: Vec<Value> = read_tree(dest)
                 .into_iter()
@@ -460,6 +494,14 @@ fn vectors_behave_as_recorded() {
         let got = outcome(&v, dest.path());
         assert_eq!(got, j["expect"], "vector {}", j["name"]);
         if got.get("error").is_some() {
+            // Every refusal carries its kind, so a second implementation
+            // can match it without copying peerdrop's messages.
+            let kind = j["expect"]["kind"].as_str().unwrap_or_default();
+            assert!(
+                kind.contains("Error::"),
+                "vector {}: kind {kind:?}",
+                j["name"]
+            );
             // A failed share leaves nothing at a final path.
             assert_eq!(
                 final_names_in(dest.path()),
@@ -481,7 +523,7 @@ fn the_format_is_frozen() {
         })
         .collect();
     let text = serde_json::to_string_pretty(&json!({
-        "about": "peerdrop format v1 test vectors; see docs/FORMAT.md. Each vector: a link, the manifest bytes a store returns for its id, the chunks a store holds, and the expected outcome of receiving (files, or the exact error).",
+        "about": "peerdrop format v1 test vectors; see docs/FORMAT.md section 12. Each vector: `key` (hex) and the `link` carrying it; `manifest` (hex), the bytes a store returns for the link's id (tampered in some negative vectors), with `manifest_id` the BLAKE3 of those bytes, not necessarily the link's id; `metadata_chunk_ids` and `content_chunk_ids` as that manifest lists them, or null where it does not decode; `chunks`, chunk id (hex) to sealed chunk (hex), what a store holds; `expect`, the outcome of receiving: `ok`, the files written (`blake3` is the hash of a file's content; modification times are not listed), or `error`, peerdrop's message, with `kind`, the refusal as `Type::Variant` of the error types FORMAT.md names.",
         "vectors": vectors,
     }))
     .unwrap()

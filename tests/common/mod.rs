@@ -127,6 +127,30 @@ pub fn seal_raw(
     (m, chunks)
 }
 
+/// Why [`receive_typed`] failed: the typed error of the step that refused.
+#[derive(Debug)]
+pub enum ReceiveError {
+    /// The link did not parse.
+    Link(peerdrop::link::ParseError),
+    /// The manifest did not verify or decode.
+    Manifest(peerdrop::manifest::ManifestError),
+    /// The key does not open the manifest.
+    Open(peerdrop::open::OpenError),
+    /// Unsealing failed.
+    Unseal(peerdrop::store::unseal::UnsealError),
+}
+
+impl std::fmt::Display for ReceiveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReceiveError::Link(e) => e.fmt(f),
+            ReceiveError::Manifest(e) => e.fmt(f),
+            ReceiveError::Open(e) => e.fmt(f),
+            ReceiveError::Unseal(e) => e.fmt(f),
+        }
+    }
+}
+
 /// Runs the whole receive path on a link text against an untrusted store
 /// holding `manifest` under the link's id: parse, verify manifest, check key,
 /// unseal into `dest`. Errors come back as the text a user would see.
@@ -137,9 +161,21 @@ pub fn receive(
     dest: &Path,
     force: bool,
 ) -> Result<Unsealed, String> {
-    let link = Link::parse_read_link(link).map_err(|e| e.to_string())?;
-    let m = Manifest::decode_verified(link.manifest_id(), manifest).map_err(|e| e.to_string())?;
-    let opener = Opener::new(m, link.require_key().unwrap()).map_err(|e| e.to_string())?;
+    receive_typed(link, manifest, chunks, dest, force).map_err(|e| e.to_string())
+}
+
+/// [`receive`], with the typed error.
+pub fn receive_typed(
+    link: &str,
+    manifest: &[u8],
+    chunks: &ChunkMap,
+    dest: &Path,
+    force: bool,
+) -> Result<Unsealed, ReceiveError> {
+    let link = Link::parse_read_link(link).map_err(ReceiveError::Link)?;
+    let m =
+        Manifest::decode_verified(link.manifest_id(), manifest).map_err(ReceiveError::Manifest)?;
+    let opener = Opener::new(m, link.require_key().unwrap()).map_err(ReceiveError::Open)?;
     // Hands out whatever it holds, even over the size asked for: the
     // receiving side must catch that itself.
     let mut source = |id: &ChunkId, _max: usize| -> io::Result<Vec<u8>> {
@@ -158,7 +194,7 @@ pub fn receive(
         },
         |_| {},
     )
-    .map_err(|e| e.to_string())
+    .map_err(ReceiveError::Unseal)
 }
 
 /// What a tree looks like: relative path → (is_dir, executable, contents).
