@@ -66,6 +66,8 @@ pub fn run(ctx: &mut Ctx, tmp: &Path) -> BoxResult<bool> {
     eprintln!("limits: fdatasync rate, TCP copy over 127.0.0.1");
     let fsyncs = fsync_rate(tmp, Duration::from_secs(2))?;
     let tcp = tcp_copy(256 << 20)?;
+    eprintln!("limits: the file-system work of one small fetch, {clients} at a time");
+    let writes = small_output_rate(tmp, FETCHES, clients)?;
 
     let input = tmp.join("input");
     fs::create_dir(&input)?;
@@ -167,6 +169,9 @@ pub fn run(ctx: &mut Ctx, tmp: &Path) -> BoxResult<bool> {
     println!("machine limits, same run:");
     println!("  fdatasync (200-byte appends)  {fsyncs:>10.0} /s");
     println!("  TCP copy over 127.0.0.1       {:>10.0} MB/s", tcp.mbps());
+    println!(
+        "  a small fetch's disk work     {writes:>10.0} /s  ({clients} threads: staging dir, 4 KiB file, syncfs, rename, fsync of the folder, rmdir; no network, no crypto)"
+    );
     println!();
     println!("| what | count | seconds | per second | target | |");
     println!("|---|---:|---:|---:|---:|---|");
@@ -252,6 +257,30 @@ fn fsync_rate(dir: &Path, within: Duration) -> BoxResult<f64> {
     let secs = start.elapsed().as_secs_f64();
     drop(f);
     fs::remove_file(&path)?;
+    Ok(n as f64 / secs)
+}
+
+/// What writing one small fetch's output costs the file system alone, as
+/// `store::output` does it (a staging folder, the file, one `syncfs`, a
+/// rename into place, an `fsync` of the folder, the staging folder
+/// removed), `clients` at a time: the ceiling for small fetches per second
+/// on this disk.
+fn small_output_rate(tmp: &Path, n: usize, clients: usize) -> BoxResult<f64> {
+    let dest = tmp.join("write-probe");
+    fs::create_dir(&dest)?;
+    let data = vec![7u8; SMALL];
+    let secs = parallel(0..n, clients, |i| {
+        let staging = dest.join(format!(".stage-{i}"));
+        fs::create_dir(&staging)?;
+        let f = staging.join("f");
+        fs::write(&f, &data)?;
+        crate::common::sync_fs(&staging)?;
+        fs::rename(&f, dest.join(format!("f{i}")))?;
+        fs::File::open(&dest)?.sync_all()?;
+        fs::remove_dir(&staging)?;
+        Ok(())
+    })?;
+    fs::remove_dir_all(&dest)?;
     Ok(n as f64 / secs)
 }
 

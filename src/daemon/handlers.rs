@@ -353,29 +353,24 @@ impl Daemon {
                 .map(|j| j.progress.borrow().clone());
             live.map_or((saved, saved), |p| (p.bytes, p.total.max(saved)))
         };
-        let shares = st
+        // Whether a share is stale takes a `stat` per file: done after the
+        // locks are released, so that jobs and requests that change the
+        // state do not wait for thousands of them.
+        let (shares, served): (Vec<ShareRow>, Vec<Option<Arc<Served>>>) = st
             .shares
             .iter()
             .map(|s| {
-                let stale = self
-                    .registry
-                    .get(&s.id)
-                    .map(|served| matches!(&*served, Served::Local(p) if p.share().is_stale()))
-                    .unwrap_or(true);
-                ShareRow {
+                let row = ShareRow {
                     id: s.id,
                     origin: s.origin,
                     names: s.roots.keys().cloned().collect(),
                     files: s.files as u64,
                     bytes: s.bytes,
-                    state: if stale {
-                        ShareState::Stale
-                    } else {
-                        ShareState::Serving
-                    },
-                }
+                    state: ShareState::Serving,
+                };
+                (row, self.registry.get(&s.id))
             })
-            .collect();
+            .unzip();
         let fetches = st
             .fetches
             .iter()
@@ -405,6 +400,17 @@ impl Daemon {
                 }
             })
             .collect();
+        drop(jobs);
+        drop(st);
+        let mut shares = shares;
+        for (row, served) in shares.iter_mut().zip(served) {
+            let stale = served
+                .map(|s| matches!(&*s, Served::Local(p) if p.share().is_stale()))
+                .unwrap_or(true);
+            if stale {
+                row.state = ShareState::Stale;
+            }
+        }
         ListReply {
             shares,
             fetches,
