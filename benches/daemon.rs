@@ -39,6 +39,8 @@
 //! stdout, progress to stderr.
 
 mod common;
+#[path = "daemon/rates.rs"]
+mod rates;
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -109,6 +111,9 @@ fn main() {
 /// Runs everything; `Ok(false)` if the report was printed but some fetch
 /// failed or produced wrong bytes.
 fn run() -> BoxResult<bool> {
+    if std::env::args().any(|a| a == "rates") {
+        return run_rates();
+    }
     let run_start = Instant::now();
     let share_bytes = env_u64("PEERDROP_BENCH_BYTES", DEFAULT_SHARE_BYTES)?;
     let n_fetchers = env_u64("PEERDROP_BENCH_FETCHERS", DEFAULT_FETCHERS)? as usize;
@@ -123,17 +128,8 @@ fn run() -> BoxResult<bool> {
     // Others may rebuild the binary while this runs; a private copy keeps
     // every phase on the same one. Copied before any thread exists, so no
     // fork can inherit the write descriptor (ETXTBSY).
-    let bin = tmp.path().join("peerdrop");
-    fs::copy(BIN, &bin).map_err(|e| format!("copying {BIN}: {e}"))?;
+    let mut ctx = Ctx::private(tmp.path())?;
     let bin_built = built_at(Path::new(BIN));
-    let mut ctx = Ctx {
-        bin,
-        logs: tmp.path().join("logs"),
-        seq: AtomicUsize::new(0),
-        daemon_flags: Vec::new(),
-        receive_flags: Vec::new(),
-    };
-    fs::create_dir(&ctx.logs)?;
     ctx.daemon_flags = no_discovery_flags(&ctx, "daemon")?;
     ctx.receive_flags = no_discovery_flags(&ctx, "receive")?;
 
@@ -268,6 +264,16 @@ fn run() -> BoxResult<bool> {
         total_secs: run_start.elapsed().as_secs_f64(),
     });
     Ok(all_ok)
+}
+
+/// `-- rates`: many small shares and fetches (benches/daemon/rates.rs).
+fn run_rates() -> BoxResult<bool> {
+    let tmp = tempfile::Builder::new()
+        .prefix("peerdrop-bench-rates-")
+        .tempdir()?;
+    eprintln!("temp dir {}", tmp.path().display());
+    let mut ctx = Ctx::private(tmp.path())?;
+    rates::run(&mut ctx, tmp.path())
 }
 
 fn path_str(p: &Path) -> BoxResult<&str> {
@@ -455,9 +461,33 @@ fn check_loopback(link: &str) -> BoxResult<Vec<String>> {
 fn read_manifest(data_dir: &Path, id: &str, link: &str) -> BoxResult<Manifest> {
     let link = Link::parse_read_link(link).map_err(|e| format!("the link: {e}"))?;
     let path = data_dir.join("shares").join(id).join("manifest");
-    let bytes = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        // A small share's manifest is in its record, in the journal.
+        Err(_) => inline_manifest(data_dir, id)
+            .ok_or_else(|| format!("{}: no manifest", path.display()))?,
+    };
     Ok(Manifest::decode_verified(link.manifest_id(), &bytes)
         .map_err(|e| format!("{}: {e}", path.display()))?)
+}
+
+/// A share's manifest from its record in `state.journal` or `state.json`.
+fn inline_manifest(data_dir: &Path, id: &str) -> Option<Vec<u8>> {
+    let from = |rec: &serde_json::Value| -> Option<Vec<u8>> {
+        (rec["id"] == id).then_some(())?;
+        peerdrop::chunk::unhex(rec["manifest"].as_str()?)
+    };
+    let journal = fs::read_to_string(data_dir.join("state.journal")).unwrap_or_default();
+    let in_journal = journal
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|c| c["op"] == "share")
+        .find_map(|c| from(&c));
+    in_journal.or_else(|| {
+        let text = fs::read_to_string(data_dir.join("state.json")).ok()?;
+        let st: serde_json::Value = serde_json::from_str(&text).ok()?;
+        st["shares"].as_array()?.iter().find_map(from)
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -474,6 +504,23 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// A private copy of the binary in `tmp`, and `tmp/logs`. Call before
+    /// any thread exists, so no fork can inherit the copy's write
+    /// descriptor (ETXTBSY).
+    fn private(tmp: &Path) -> BoxResult<Ctx> {
+        let bin = tmp.join("peerdrop");
+        fs::copy(BIN, &bin).map_err(|e| format!("copying {BIN}: {e}"))?;
+        let ctx = Ctx {
+            bin,
+            logs: tmp.join("logs"),
+            seq: AtomicUsize::new(0),
+            daemon_flags: Vec::new(),
+            receive_flags: Vec::new(),
+        };
+        fs::create_dir(&ctx.logs)?;
+        Ok(ctx)
+    }
+
     /// A new log file path, unique within the run.
     fn log(&self, name: &str) -> PathBuf {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);

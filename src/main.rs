@@ -37,6 +37,9 @@ fn main() -> ExitCode {
         Command::Unshare(a) => (a.json, cli::remote::unshare(a)),
         Command::Link(a) => (a.json, cli::remote::link(a)),
         Command::Status(a) => (a.json, cli::remote::status(a)),
+        Command::Cancel(a) => (a.job.json, cli::remote::cancel(a)),
+        Command::Retry(a) => (a.json, cli::remote::retry(a)),
+        Command::Priority(a) => (a.json, cli::remote::priority(a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

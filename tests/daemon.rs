@@ -313,33 +313,44 @@ fn without_a_daemon_the_cli_says_how_to_start_one() {
     );
 }
 
-#[test]
-fn a_full_disk_fails_that_fetch_only_and_the_daemon_stays_up() {
+/// Unmounts its tmpfs when dropped.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A small tmpfs mounted at `at` with `options`; `None` (the test skips)
+/// without root or if it cannot be mounted.
+fn small_tmpfs(at: &Path, options: &str) -> Option<Unmount> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("skipped: needs root to mount a small tmpfs");
-        return;
+        return None;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let small = sub(&tmp, "small");
-    fs::create_dir_all(&small).unwrap();
+    fs::create_dir_all(at).unwrap();
     let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(&small)
+        .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+        .arg(at)
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
     if !mounted {
         eprintln!("skipped: could not mount a tmpfs");
+        return None;
+    }
+    Some(Unmount(at.to_owned()))
+}
+
+#[test]
+fn a_full_disk_fails_that_fetch_only_and_the_daemon_stays_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let small = sub(&tmp, "small");
+    let Some(_unmount) = small_tmpfs(&small, "size=4m") else {
         return;
-    }
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(small.clone());
+    };
     let f = sub(&tmp, "big.bin");
     fs::write(&f, bytes(9, 8 << 20)).unwrap();
     let a = Daemon::start(&sub(&tmp, "A"));
@@ -719,4 +730,278 @@ fn the_daemon_refuses_to_share_its_own_data_dir() {
     assert_eq!(a.json(&["list"])["shares"].as_array().unwrap().len(), 0);
     // A folder beside it is fine.
     a.share(&sub(&tmp, "notes.txt"));
+}
+
+// --- The job queue (issue 12).
+
+/// `n` small files shared by `a` through its control socket, `threads` at
+/// a time; their read links, in order.
+fn share_many(a: &Daemon, dir: &Path, n: usize, threads: usize) -> Vec<String> {
+    use peerdrop::daemon::control::{call, ShareRequest};
+    fs::create_dir_all(dir).unwrap();
+    let paths: Vec<PathBuf> = (0..n)
+        .map(|i| {
+            let p = dir.join(format!("f{i:05}.txt"));
+            fs::write(&p, format!("small file {i}\n").repeat(i % 7 + 1)).unwrap();
+            p
+        })
+        .collect();
+    let mut links = vec![String::new(); n];
+    std::thread::scope(|s| {
+        for (t, chunk) in links.chunks_mut(n.div_ceil(threads)).enumerate() {
+            let paths = &paths;
+            let adir = a.dir.clone();
+            s.spawn(move || {
+                let base = t * n.div_ceil(threads);
+                for (j, link) in chunk.iter_mut().enumerate() {
+                    let req = ShareRequest {
+                        paths: vec![paths[base + j].clone()],
+                        hints: true,
+                    };
+                    *link = call(&adir, req, |_, _| {}).unwrap().link;
+                }
+            });
+        }
+    });
+    links
+}
+
+/// Polls `list` until every fetch is done (none may fail); returns it.
+fn wait_all_fetched(d: &Daemon, n: usize, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let l = d.json(&["list"]);
+        let fetches = l["fetches"].as_array().unwrap();
+        for f in fetches {
+            assert!(
+                f["status"]["state"] != "failed" && f["status"]["state"] != "cancelled",
+                "{f}"
+            );
+        }
+        let done = fetches
+            .iter()
+            .filter(|f| f["status"]["state"] == "done")
+            .count();
+        if done == n {
+            return l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{done} of {n} fetches done after {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_thousand_queued_background_fetches_from_one_source_all_complete() {
+    use peerdrop::daemon::control::{call, FetchRequest};
+    const N: usize = 1000;
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Daemon::start(&sub(&tmp, "A"));
+    let b = Daemon::start(&sub(&tmp, "B"));
+    let input = sub(&tmp, "in");
+    let links = share_many(&a, &input, N, 8);
+    let out = sub(&tmp, "out");
+    fs::create_dir_all(&out).unwrap();
+    // All queued at once (detached), far more than run at a time.
+    for link in &links {
+        let req = FetchRequest {
+            link: link.clone(),
+            out: out.clone(),
+            force: false,
+            peers: Vec::new(),
+            detach: true,
+        };
+        call(&b.dir, req, |_, _| {}).unwrap();
+    }
+    let status = b.json(&["status"]);
+    assert!(
+        status["transfers"].as_array().unwrap().len() <= 16,
+        "at most max_jobs run at once: {status}"
+    );
+    wait_all_fetched(&b, N, Duration::from_secs(240));
+    for i in 0..N {
+        let name = format!("f{i:05}.txt");
+        assert_eq!(
+            fs::read(out.join(&name)).unwrap(),
+            fs::read(input.join(&name)).unwrap()
+        );
+    }
+    assert_eq!(names_in(&out).len(), N, "no staging folder left");
+}
+
+#[test]
+fn a_cancelled_fetch_leaves_no_partial_data_and_a_later_fetch_starts_clean() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_a, f, link) = slow_share(&tmp, 4 << 20, 6);
+    let b = Daemon::start(&sub(&tmp, "B"));
+    let out = sub(&tmp, "out");
+    let o = fetch(&b.dir, &link, &out, &["--detach"]);
+    assert!(o.status.success(), "{}", err(&o));
+    wait_for_bytes(&b, 2 << 20);
+    assert!(!names_in(&out).is_empty(), "the fetch has staged data");
+    let id = b.json(&["list"])["fetches"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = b.json(&["cancel", &id[..12]]);
+    assert_eq!(r["status"]["state"], "cancelled", "{r}");
+    assert_eq!(
+        names_in(&out),
+        Vec::<String>::new(),
+        "nothing of the cancelled fetch is left"
+    );
+    let l = b.json(&["list"]);
+    assert_eq!(l["fetches"][0]["status"]["state"], "cancelled", "{l}");
+    assert!(b.json(&["status"])["transfers"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    // Fetching the link again starts from nothing and completes.
+    let o = cli(
+        &b.dir,
+        &["fetch", "--json", "-o", out.to_str().unwrap(), &link],
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(
+        fs::read(out.join("movie.bin")).unwrap(),
+        fs::read(&f).unwrap()
+    );
+}
+
+/// Polls `list` until `pred` holds for its fetches.
+fn wait_fetches(d: &Daemon, what: &str, pred: impl Fn(&[Value]) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let l = d.json(&["list"]);
+        if pred(l["fetches"].as_array().unwrap()) {
+            return l;
+        }
+        assert!(Instant::now() < deadline, "never {what}: {l}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn state_of<'a>(fetches: &'a [Value], id: &str) -> &'a Value {
+    &fetches.iter().find(|f| f["id"] == id).unwrap()["status"]["state"]
+}
+
+#[test]
+fn the_queue_runs_in_order_takes_priorities_and_survives_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, f, slow) = slow_share(&tmp, 2 << 20, 7);
+    let bdir = sub(&tmp, "B");
+    fs::create_dir_all(&bdir).unwrap();
+    fs::write(bdir.join("peerdrop.toml"), "max_jobs = 1\n").unwrap();
+    let mut b = Daemon::start(&bdir);
+    let out = sub(&tmp, "out");
+    let o = fetch(&b.dir, &slow, &out, &["--detach"]);
+    assert!(o.status.success(), "{}", err(&o));
+    wait_for_bytes(&b, 1 << 20);
+    // Three more, queued behind the slow one (one job at a time).
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let p = sub(&tmp, &format!("small{i}.bin"));
+        // Half a second each at A's rate: the order shows in `list`.
+        fs::write(&p, bytes(20 + i, 1 << 20)).unwrap();
+        let link = a.share(&p);
+        let o = fetch(&b.dir, &link, &out, &["--detach"]);
+        assert!(o.status.success(), "{}", err(&o));
+        ids.push(
+            b.json(&["list"])["fetches"]
+                .as_array()
+                .unwrap()
+                .last()
+                .unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let l = b.json(&["list"]);
+    let fetches = l["fetches"].as_array().unwrap();
+    for id in &ids {
+        assert_eq!(state_of(fetches, id), "queued", "{l}");
+    }
+    assert_eq!(b.json(&["status"])["queued"], 3);
+    // The last one goes first.
+    let r = b.json(&["priority", &ids[2][..10]]);
+    assert_eq!(r["status"]["state"], "queued", "{r}");
+    // Priority of a running job is refused.
+    let slow_id = fetches[0]["id"].as_str().unwrap().to_owned();
+    let o = cli(&b.dir, &["priority", &slow_id[..10]]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("running"), "{}", err(&o));
+
+    // A restart keeps the queue (and the slow one resumes first).
+    b.stop();
+    let b = Daemon::start(&bdir);
+    let l = b.json(&["list"]);
+    let fetches = l["fetches"].as_array().unwrap();
+    assert_eq!(fetches.len(), 4, "{l}");
+    for id in &ids {
+        assert_eq!(state_of(fetches, id), "queued", "{l}");
+    }
+    assert_eq!(state_of(fetches, &slow_id), "running", "{l}");
+    // Cancelling the slow one frees the slot: the prioritised one runs
+    // next, then the others in their order.
+    let r = b.json(&["cancel", &slow_id[..10], "--keep"]);
+    assert_eq!(r["status"]["state"], "cancelled", "{r}");
+    let l = wait_fetches(&b, "the prioritised fetch done", |fs| {
+        state_of(fs, &ids[2]) == "done"
+    });
+    let fetches = l["fetches"].as_array().unwrap();
+    assert_ne!(state_of(fetches, &ids[1]), "done", "{l}");
+    wait_fetches(&b, "all small fetches done", |fs| {
+        ids.iter().all(|id| state_of(fs, id) == "done")
+    });
+    // The kept partial data lets a retry resume; it completes.
+    let r = b.json(&["retry", &slow_id[..10]]);
+    assert_eq!(r["status"]["state"], "queued", "{r}");
+    wait_fetches(&b, "the retried fetch done", |fs| {
+        state_of(fs, &slow_id) == "done"
+    });
+    assert_eq!(
+        fs::read(out.join("movie.bin")).unwrap(),
+        fs::read(&f).unwrap()
+    );
+}
+
+#[test]
+fn a_pin_into_a_too_small_file_system_fails_at_once_and_nothing_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let small = sub(&tmp, "B");
+    let Some(_unmount) = small_tmpfs(&small, "size=4m,mode=0700") else {
+        return;
+    };
+    let f = sub(&tmp, "big.bin");
+    fs::write(&f, bytes(11, 8 << 20)).unwrap();
+    let a = Daemon::start(&sub(&tmp, "A"));
+    let link = a.share(&f);
+    let pin_link = link.split('#').next().unwrap().to_owned();
+    let mut b = Daemon::start(&small);
+    let o = cli(&b.dir, &["pin", &pin_link]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(err(&o).contains("not enough free space"), "{}", err(&o));
+    let l = b.json(&["list"]);
+    assert_eq!(l["pins"][0]["status"]["state"], "failed", "{l}");
+    assert!(b.json(&["status"])["transfers"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    // Checked up front: the store holds far less than the share.
+    let stored = Command::new("du")
+        .args(["-sk"])
+        .arg(small.join("store"))
+        .output()
+        .unwrap();
+    let kib: u64 = String::from_utf8_lossy(&stored.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(kib < 1024, "{kib} KiB stored before refusing");
+    b.stop();
 }

@@ -59,6 +59,12 @@ pub enum Command {
     Link(LinkArgs),
     /// Show the daemon's peer id, addresses, peers and transfers.
     Status(JsonArgs),
+    /// Stop a queued or running fetch or pin (a fetch's partial data is removed unless --keep).
+    Cancel(CancelArgs),
+    /// Queue a failed or cancelled fetch or pin again.
+    Retry(JobArgs),
+    /// Run a queued fetch or pin next, before the rest of the queue.
+    Priority(JobArgs),
 }
 
 /// Where the daemon keeps its data (and its control socket).
@@ -190,6 +196,34 @@ pub struct IdArgs {
     /// Print the answer as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Which job: `peerdrop retry` and `peerdrop priority`.
+#[derive(Args, Debug)]
+pub struct JobArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    /// Fetch or pin id (or a unique prefix of 8+ hex digits).
+    pub id: String,
+    /// The pin, when a fetch and a pin have this id.
+    #[arg(long, conflicts_with = "fetch")]
+    pub pin: bool,
+    /// The fetch, when a fetch and a pin have this id.
+    #[arg(long)]
+    pub fetch: bool,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `peerdrop cancel`.
+#[derive(Args, Debug)]
+pub struct CancelArgs {
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// Keep a fetch's partial data (a later fetch of the link resumes from it).
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// `peerdrop link`.

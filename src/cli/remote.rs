@@ -5,15 +5,19 @@ use std::path::Path;
 
 use anyhow::Context;
 use peerdrop::daemon::control::{
-    self, Command, Event, FetchRequest, JobKind, JobReply, LinkRequest, ListRequest, PinRequest,
-    ShareRequest, ShareState, StatusRequest, UnshareRequest,
+    self, CancelRequest, Command, Event, FetchRequest, JobKind, JobReply, JobStateReply,
+    LinkRequest, ListRequest, PinRequest, PriorityRequest, RetryRequest, ShareRequest, ShareState,
+    StatusRequest, UnshareRequest,
 };
 use peerdrop::daemon::state::{JobStatus, Origin};
 use peerdrop::daemon::{self, DaemonOptions};
 use peerdrop::link::Link;
 use peerdrop::manifest::ManifestId;
 
-use crate::cli::{output, DaemonArgs, FetchArgs, IdArgs, JsonArgs, LinkArgs, PinArgs, ShareArgs};
+use crate::cli::{
+    output, CancelArgs, DaemonArgs, FetchArgs, IdArgs, JobArgs, JsonArgs, LinkArgs, PinArgs,
+    ShareArgs,
+};
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<()> {
@@ -182,9 +186,8 @@ pub fn list(a: &JsonArgs) -> anyhow::Result<()> {
     }
     let size = output::human_bytes;
     let state = |s: &JobStatus| match s {
-        JobStatus::Running => ("running", String::new()),
-        JobStatus::Done => ("done", String::new()),
         JobStatus::Failed { error } => ("failed", format!("  ({error})")),
+        s => (status_name(s), String::new()),
     };
     println!("SHARES");
     for s in &r.shares {
@@ -268,7 +271,7 @@ pub fn status(a: &JsonArgs) -> anyhow::Result<()> {
         let how = if p.relayed { "relayed" } else { "direct" };
         println!("  {} {} ({how})", p.peer, p.addr);
     }
-    println!("transfers: {}", r.transfers.len());
+    println!("transfers: {} ({} queued)", r.transfers.len(), r.queued);
     for t in &r.transfers {
         println!(
             "  {} {} {}/{} at {}/s",
@@ -281,6 +284,73 @@ pub fn status(a: &JsonArgs) -> anyhow::Result<()> {
             output::human_bytes(t.total),
             output::human_bytes(t.rate)
         );
+    }
+    Ok(())
+}
+
+fn status_name(s: &JobStatus) -> &'static str {
+    match s {
+        JobStatus::Queued => "queued",
+        JobStatus::Running => "running",
+        JobStatus::Done => "done",
+        JobStatus::Failed { .. } => "failed",
+        JobStatus::Cancelled => "cancelled",
+    }
+}
+
+fn job_kind(a: &JobArgs) -> Option<JobKind> {
+    match (a.fetch, a.pin) {
+        (true, _) => Some(JobKind::Fetch),
+        (_, true) => Some(JobKind::Pin),
+        _ => None,
+    }
+}
+
+fn print_job(r: &JobStateReply) {
+    let kind = match r.kind {
+        JobKind::Fetch => "fetch",
+        JobKind::Pin => "pin",
+    };
+    eprintln!("{kind} {} is {}", short(&r.id), status_name(&r.status));
+}
+
+/// `peerdrop cancel`.
+pub fn cancel(a: &CancelArgs) -> anyhow::Result<()> {
+    let req = CancelRequest {
+        id: a.job.id.parse()?,
+        kind: job_kind(&a.job),
+        keep: a.keep,
+    };
+    let r = call(&a.job.dir.path()?, req, a.job.json, |_| {})?;
+    if !a.job.json {
+        print_job(&r);
+    }
+    Ok(())
+}
+
+/// `peerdrop retry`.
+pub fn retry(a: &JobArgs) -> anyhow::Result<()> {
+    let req = RetryRequest {
+        id: a.id.parse()?,
+        kind: job_kind(a),
+    };
+    let r = call(&a.dir.path()?, req, a.json, |_| {})?;
+    if !a.json {
+        print_job(&r);
+    }
+    Ok(())
+}
+
+/// `peerdrop priority`.
+pub fn priority(a: &JobArgs) -> anyhow::Result<()> {
+    let req = PriorityRequest {
+        id: a.id.parse()?,
+        kind: job_kind(a),
+    };
+    let r = call(&a.dir.path()?, req, a.json, |_| {})?;
+    if !a.json {
+        print_job(&r);
+        eprintln!("it runs next");
     }
     Ok(())
 }

@@ -26,6 +26,9 @@ pub struct Config {
     pub fetch_wait_secs: u64,
     /// Most established connections.
     pub max_connections: u32,
+    /// Most fetches and pins running at once; more wait in the queue (their
+    /// deadlines start when they run).
+    pub max_jobs: usize,
     /// Find peers on the LAN with mDNS.
     pub mdns: bool,
     /// DHT bootstrap peers (multiaddrs ending in /p2p/PEER_ID).
@@ -52,6 +55,7 @@ impl Default for Config {
             request_timeout_secs: 30,
             fetch_wait_secs: 300,
             max_connections: 256,
+            max_jobs: 16,
             mdns: true,
             bootstrap: Vec::new(),
             dht_server: true,

@@ -64,9 +64,6 @@ pub enum RequestError {
     /// The sealing task stopped without an answer (a bug).
     #[error("sealing stopped unexpectedly: {0}")]
     SealTask(#[from] tokio::task::JoinError),
-    /// The job was started but is not in the job table (a bug).
-    #[error("the job vanished")]
-    NoSuchJob,
     /// The client is not the daemon's user.
     #[error("permission denied: this daemon belongs to another user")]
     OtherUser,
@@ -76,6 +73,30 @@ pub enum RequestError {
     /// The followed job failed (its progress is kept).
     #[error("{0}")]
     JobFailed(String),
+    /// The followed job was cancelled.
+    #[error("the job was cancelled; `peerdrop retry ID` queues it again")]
+    JobCancelled,
+    /// No fetch or pin has that id.
+    #[error("no fetch or pin has an id starting with {0} (see `peerdrop list`)")]
+    NoSuchJobId(String),
+    /// The id names both a fetch and a pin.
+    #[error("{0} is both a fetch and a pin here: say which with --pin or --fetch")]
+    WhichJob(String),
+    /// The job is not in a state the request applies to.
+    #[error("the {kind:?} job {id} is {state}: {what}")]
+    JobState {
+        /// Its kind.
+        kind: crate::daemon::control::JobKind,
+        /// Its id.
+        id: crate::manifest::ManifestId,
+        /// Where it stands.
+        state: &'static str,
+        /// What can be done instead.
+        what: &'static str,
+    },
+    /// A change could not be saved.
+    #[error(transparent)]
+    Store(#[from] crate::daemon::journal::StoreError),
     /// The daemon stopped while the job was followed.
     #[error("the daemon stopped the job; it resumes when the daemon starts again")]
     JobStopped,
@@ -110,6 +131,9 @@ pub enum KeptShareError {
         #[source]
         error: std::io::Error,
     },
+    /// The record could not be saved.
+    #[error(transparent)]
+    Store(#[from] crate::daemon::journal::StoreError),
     /// The saved key is not a key (state.json was edited).
     #[error("the saved key is unreadable")]
     BadKey,

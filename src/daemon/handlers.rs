@@ -11,12 +11,15 @@ use std::sync::Arc;
 use libp2p::multiaddr::Protocol;
 
 use crate::crypto::ShareKey;
+use tokio::sync::watch;
+
 use crate::daemon::control::{
-    Connection, FetchRequest, FetchRow, IdPrefix, JobKind, LinkReply, LinkRequest, ListReply,
-    PinRequest, PinRow, ShareReply, ShareRequest, ShareRow, ShareState, StatusReply, Transfer,
-    UnshareReply,
+    CancelRequest, Connection, FetchRequest, FetchRow, IdPrefix, JobKind, JobStateReply, LinkReply,
+    LinkRequest, ListReply, PinRequest, PinRow, PriorityRequest, RetryRequest, ShareReply,
+    ShareRequest, ShareRow, ShareState, StatusReply, Transfer, UnshareReply,
 };
 use crate::daemon::ids::find_id;
+use crate::daemon::journal::Change;
 use crate::daemon::registry::Served;
 use crate::daemon::state::{FetchRecord, JobStatus, Origin, PinRecord, State, StoredKey};
 use crate::daemon::{Daemon, IdError, JobProgress, KeptShareError, RequestError};
@@ -60,7 +63,9 @@ impl Daemon {
             })
             .collect();
         let metadata = share.source().metadata();
-        let id = self.keep_share(&key, share.manifest(), metadata, roots, Origin::Shared)?;
+        let id = self
+            .keep_share(&key, share.manifest(), metadata, roots, Origin::Shared)
+            .await?;
         let link = if hints {
             self.link_for(id, Some(key)).await
         } else {
@@ -99,60 +104,240 @@ impl Daemon {
         Ok(())
     }
 
-    /// `fetch`: starts (or joins) a background fetch; returns its id.
-    pub fn fetch(self: &Arc<Self>, req: FetchRequest) -> Result<ManifestId, RequestError> {
+    /// `fetch`: queues (or joins) a background fetch; returns its id and a
+    /// watcher on its progress.
+    pub async fn fetch(
+        self: &Arc<Self>,
+        req: FetchRequest,
+    ) -> Result<(ManifestId, watch::Receiver<JobProgress>), RequestError> {
         let link = Link::parse_read_link(&req.link)?;
         if !req.out.is_absolute() {
             return Err(RequestError::NotAbsolute(req.out));
         }
         Daemon::check_peers(&req.peers)?;
         let id = *link.manifest_id();
-        if self.running(JobKind::Fetch, &id) {
-            // Join it, but only if it is the same request.
-            let st = self.state.lock().expect("never poisoned");
-            if let Some(r) = st.fetches.iter().find(|f| f.id == id) {
-                if r.out != req.out {
-                    return Err(RequestError::FetchingElsewhere(r.out.clone()));
-                }
+        let key = StoredKey::of(link.require_key()?);
+        let sources = Daemon::sources_of(&link, &req.peers);
+        let rank = self.jobs.lock().expect("never poisoned").back();
+        // Checked and recorded under the state lock, so two requests for
+        // the same share cannot both start it.
+        self.commit(|tx| {
+            if self.live(JobKind::Fetch, &id) {
+                // Join it, but only if it is the same request.
+                return match tx.state().fetches.iter().find(|f| f.id == id) {
+                    Some(r) if r.out != req.out => {
+                        Err(RequestError::FetchingElsewhere(r.out.clone()))
+                    }
+                    _ => Ok(()),
+                };
             }
-            return Ok(id);
-        }
-        let rec = FetchRecord {
-            id,
-            key: Some(StoredKey::of(link.require_key()?)),
-            out: req.out,
-            sources: Daemon::sources_of(&link, &req.peers),
-            force: req.force,
-            status: JobStatus::Running,
+            tx.change(Change::Fetch(FetchRecord {
+                id,
+                key: Some(key),
+                out: req.out,
+                sources,
+                force: req.force,
+                status: JobStatus::Queued,
+                bytes: 0,
+                paths: Vec::new(),
+                rank,
+            }));
+            Ok(())
+        })
+        .await??;
+        let progress = JobProgress {
             bytes: 0,
-            paths: Vec::new(),
+            total: 0,
+            status: JobStatus::Queued,
         };
-        self.update_state(|st| st.put_fetch(rec.clone()));
-        self.start_fetch(rec);
-        Ok(id)
+        Ok((id, self.enqueue(JobKind::Fetch, id, rank, progress)))
     }
 
-    /// `pin`: starts (or joins) a background pin; refuses read links, so
+    /// `pin`: queues (or joins) a background pin; refuses read links, so
     /// the key can never be stored here.
-    pub fn pin(self: &Arc<Self>, req: PinRequest) -> Result<ManifestId, RequestError> {
+    pub async fn pin(
+        self: &Arc<Self>,
+        req: PinRequest,
+    ) -> Result<(ManifestId, watch::Receiver<JobProgress>), RequestError> {
         let link: Link = req.link.parse()?;
         if link.key().is_some() {
             return Err(RequestError::ReadLinkForPin);
         }
         Daemon::check_peers(&req.peers)?;
         let id = *link.manifest_id();
-        if self.running(JobKind::Pin, &id) {
-            return Ok(id);
-        }
-        let rec = PinRecord {
-            id,
-            sources: Daemon::sources_of(&link, &req.peers),
-            status: JobStatus::Running,
+        let sources = Daemon::sources_of(&link, &req.peers);
+        let rank = self.jobs.lock().expect("never poisoned").back();
+        self.commit(|tx| {
+            if !self.live(JobKind::Pin, &id) {
+                tx.change(Change::Pin(PinRecord {
+                    id,
+                    sources,
+                    status: JobStatus::Queued,
+                    bytes: 0,
+                    rank,
+                }));
+            }
+        })
+        .await?;
+        let progress = JobProgress {
             bytes: 0,
+            total: 0,
+            status: JobStatus::Queued,
         };
-        self.update_state(|st| st.put_pin(rec.clone()));
-        self.start_pin(rec);
-        Ok(id)
+        Ok((id, self.enqueue(JobKind::Pin, id, rank, progress)))
+    }
+
+    /// The one fetch or pin that `prefix` (and `kind`, if given) names.
+    fn find_job(
+        &self,
+        prefix: &IdPrefix,
+        kind: Option<JobKind>,
+    ) -> Result<(JobKind, ManifestId, JobStatus), RequestError> {
+        let st = self.state.lock().expect("never poisoned");
+        let fetches = st.fetches.iter().map(|f| (JobKind::Fetch, f.id, &f.status));
+        let pins = st.pins.iter().map(|p| (JobKind::Pin, p.id, &p.status));
+        let mut found = fetches
+            .chain(pins)
+            .filter(|(k, id, _)| kind.is_none_or(|want| want == *k) && prefix.matches(id));
+        let Some((k, id, status)) = found.next() else {
+            return Err(RequestError::NoSuchJobId(prefix.to_string()));
+        };
+        if let Some((k2, id2, _)) = found.next() {
+            return Err(if id2 == id && k2 != k {
+                RequestError::WhichJob(prefix.to_string())
+            } else {
+                IdError::Ambiguous(prefix.to_string()).into()
+            });
+        }
+        Ok((k, id, status.clone()))
+    }
+
+    /// The status in the record of job (`kind`, `id`).
+    fn job_status(&self, kind: JobKind, id: &ManifestId) -> JobStatus {
+        let st = self.state.lock().expect("never poisoned");
+        let status = match kind {
+            JobKind::Fetch => st.fetches.iter().find(|f| f.id == *id).map(|f| &f.status),
+            JobKind::Pin => st.pins.iter().find(|p| p.id == *id).map(|p| &p.status),
+        };
+        status.cloned().unwrap_or(JobStatus::Cancelled)
+    }
+
+    /// `cancel`: stops a queued or running job; a failed job's partial data
+    /// is removed too (unless `keep`).
+    pub async fn cancel(
+        self: &Arc<Self>,
+        req: &CancelRequest,
+    ) -> Result<JobStateReply, RequestError> {
+        let (kind, id, status) = self.find_job(&req.id, req.kind)?;
+        match status {
+            JobStatus::Done => {
+                return Err(RequestError::JobState {
+                    kind,
+                    id,
+                    state: "done",
+                    what: "nothing to cancel (unshare stops serving it)",
+                })
+            }
+            JobStatus::Queued | JobStatus::Running => {
+                self.stop_job(kind, &id, req.keep).await;
+            }
+            JobStatus::Failed { .. } | JobStatus::Cancelled => {
+                if !req.keep {
+                    self.discard(kind, &id).await;
+                }
+                self.set_status(kind, &id, JobStatus::Cancelled).await;
+            }
+        }
+        Ok(JobStateReply {
+            id,
+            kind,
+            status: self.job_status(kind, &id),
+        })
+    }
+
+    /// `retry`: queues a failed or cancelled job again, at the back.
+    pub async fn retry(
+        self: &Arc<Self>,
+        req: &RetryRequest,
+    ) -> Result<JobStateReply, RequestError> {
+        let (kind, id, status) = self.find_job(&req.id, req.kind)?;
+        let state = match status {
+            JobStatus::Failed { .. } | JobStatus::Cancelled => None,
+            JobStatus::Queued => Some("queued"),
+            JobStatus::Running => Some("running"),
+            JobStatus::Done => Some("done"),
+        };
+        if let Some(state) = state {
+            return Err(RequestError::JobState {
+                kind,
+                id,
+                state,
+                what: "only a failed or cancelled job can be retried",
+            });
+        }
+        let rank = self.jobs.lock().expect("never poisoned").back();
+        let bytes = self
+            .commit(|tx| match kind {
+                JobKind::Fetch => tx
+                    .fetch(&id, |f| {
+                        if f.key.is_none() {
+                            return Err(RequestError::JobState {
+                                kind,
+                                id,
+                                state: "without its key",
+                                what: "fetch the link again",
+                            });
+                        }
+                        f.status = JobStatus::Queued;
+                        f.rank = rank;
+                        Ok(f.bytes)
+                    })
+                    .unwrap_or(Ok(0)),
+                JobKind::Pin => Ok(tx
+                    .pin(&id, |p| {
+                        p.status = JobStatus::Queued;
+                        p.rank = rank;
+                        p.bytes
+                    })
+                    .unwrap_or(0)),
+            })
+            .await??;
+        let progress = JobProgress {
+            bytes,
+            total: bytes,
+            status: JobStatus::Queued,
+        };
+        self.enqueue(kind, id, rank, progress);
+        Ok(JobStateReply {
+            id,
+            kind,
+            status: self.job_status(kind, &id),
+        })
+    }
+
+    /// `priority`: runs a queued job next.
+    pub async fn priority(&self, req: &PriorityRequest) -> Result<JobStateReply, RequestError> {
+        let (kind, id, status) = self.find_job(&req.id, req.kind)?;
+        if !self.run_next(kind, &id).await {
+            let state = match status {
+                JobStatus::Running => "running already",
+                JobStatus::Done => "done",
+                JobStatus::Failed { .. } => "failed",
+                JobStatus::Cancelled => "cancelled",
+                JobStatus::Queued => "not in the queue",
+            };
+            return Err(RequestError::JobState {
+                kind,
+                id,
+                state,
+                what: "only a queued job can be moved to the front (retry queues a failed one)",
+            });
+        }
+        Ok(JobStateReply {
+            id,
+            kind,
+            status: self.job_status(kind, &id),
+        })
     }
 
     /// `list`: shares, pins and fetches.
@@ -162,33 +347,30 @@ impl Daemon {
         let st = self.state.lock().expect("never poisoned");
         let jobs = self.jobs.lock().expect("never poisoned");
         let progress = |kind: JobKind, id: &ManifestId, saved: u64| {
-            let live: Option<JobProgress> =
-                jobs.get(&(kind, *id)).map(|j| j.progress.borrow().clone());
+            let live: Option<JobProgress> = jobs
+                .table
+                .get(&(kind, *id))
+                .map(|j| j.progress.borrow().clone());
             live.map_or((saved, saved), |p| (p.bytes, p.total.max(saved)))
         };
-        let shares = st
+        // Whether a share is stale takes a `stat` per file: done after the
+        // locks are released, so that jobs and requests that change the
+        // state do not wait for thousands of them.
+        let (shares, served): (Vec<ShareRow>, Vec<Option<Arc<Served>>>) = st
             .shares
             .iter()
             .map(|s| {
-                let stale = self
-                    .registry
-                    .get(&s.id)
-                    .map(|served| matches!(&*served, Served::Local(p) if p.share().is_stale()))
-                    .unwrap_or(true);
-                ShareRow {
+                let row = ShareRow {
                     id: s.id,
                     origin: s.origin,
                     names: s.roots.keys().cloned().collect(),
                     files: s.files as u64,
                     bytes: s.bytes,
-                    state: if stale {
-                        ShareState::Stale
-                    } else {
-                        ShareState::Serving
-                    },
-                }
+                    state: ShareState::Serving,
+                };
+                (row, self.registry.get(&s.id))
             })
-            .collect();
+            .unzip();
         let fetches = st
             .fetches
             .iter()
@@ -218,6 +400,17 @@ impl Daemon {
                 }
             })
             .collect();
+        drop(jobs);
+        drop(st);
+        let mut shares = shares;
+        for (row, served) in shares.iter_mut().zip(served) {
+            let stale = served
+                .map(|s| matches!(&*s, Served::Local(p) if p.share().is_stale()))
+                .unwrap_or(true);
+            if stale {
+                row.state = ShareState::Stale;
+            }
+        }
         ListReply {
             shares,
             fetches,
@@ -227,13 +420,23 @@ impl Daemon {
 
     /// `unshare`: stops serving a share or pin and forgets it (files shared
     /// or fetched stay where they are; a pin's chunks stay in the store).
-    pub fn unshare(&self, prefix: &IdPrefix) -> Result<UnshareReply, RequestError> {
-        let id = self.update_state(|st| {
-            let id = served_id(st, prefix)?;
-            st.shares.retain(|s| s.id != id);
-            st.pins.retain(|p| p.id != id);
-            Ok::<_, IdError>(id)
-        })?;
+    /// A running or queued pin is stopped first.
+    pub async fn unshare(
+        self: &Arc<Self>,
+        prefix: &IdPrefix,
+    ) -> Result<UnshareReply, RequestError> {
+        let id = served_id(&self.state.lock().expect("never poisoned"), prefix)?;
+        // Its chunks stay, as the unshare of a finished pin leaves them.
+        self.stop_job(JobKind::Pin, &id, true).await;
+        self.commit(|tx| {
+            if tx.state().shares.iter().any(|s| s.id == id) {
+                tx.change(Change::Unshare { id });
+            }
+            if tx.state().pins.iter().any(|p| p.id == id) {
+                tx.change(Change::Unpin { id });
+            }
+        })
+        .await?;
         let _ = fs::remove_dir_all(self.share_dir(&id));
         self.registry.remove(&id);
         Ok(UnshareReply { id })
@@ -261,23 +464,25 @@ impl Daemon {
     /// `status`: identity, addresses, peers and transfers.
     pub async fn status(&self) -> StatusReply {
         let connected = self.client.connected().await.unwrap_or_default();
-        let transfers = self
-            .jobs
-            .lock()
-            .expect("never poisoned")
-            .iter()
-            .filter_map(|(&(kind, id), j)| {
-                let p = j.progress.borrow().clone();
-                let secs = j.started.elapsed().as_secs_f64().max(1e-3);
-                (p.status == JobStatus::Running).then(|| Transfer {
-                    id,
-                    kind,
-                    bytes: p.bytes,
-                    total: p.total,
-                    rate: (p.bytes as f64 / secs) as u64,
+        let (transfers, queued) = {
+            let jobs = self.jobs.lock().expect("never poisoned");
+            let transfers = jobs
+                .table
+                .iter()
+                .filter_map(|(&(kind, id), j)| {
+                    let p = j.progress.borrow().clone();
+                    let secs = j.started?.elapsed().as_secs_f64().max(1e-3);
+                    (p.status == JobStatus::Running).then(|| Transfer {
+                        id,
+                        kind,
+                        bytes: p.bytes,
+                        total: p.total,
+                        rate: (p.bytes as f64 / secs) as u64,
+                    })
                 })
-            })
-            .collect();
+                .collect();
+            (transfers, jobs.queued() as u64)
+        };
         StatusReply {
             peer_id: self.client.peer_id().to_base58(),
             listen: self
@@ -295,6 +500,7 @@ impl Daemon {
                 })
                 .collect(),
             transfers,
+            queued,
             uploaded_bytes: self.registry.uploaded(),
             reseed: self.config.reseed,
         }

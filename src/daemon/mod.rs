@@ -23,13 +23,13 @@ mod errors;
 mod handlers;
 mod ids;
 mod jobs;
+mod journal;
 mod links;
 pub mod registry;
 mod shares;
 pub mod state;
 mod tasks;
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -44,11 +44,11 @@ use crate::net::node::{self, Client, NodeConfig};
 use crate::net::serve::{serve, ServeConfig};
 use crate::store::chunks::ChunkDir;
 use config::Config;
-use control::JobKind;
 use data_dir::{dir_err, identity, ports_of, with_kept_port};
 pub use errors::{IdError, KeptShareError, RequestError};
-use jobs::Job;
 pub use jobs::JobProgress;
+use jobs::Jobs;
+use journal::{Change, Store, StoreError, Tx};
 use registry::Registry;
 use state::State;
 use tasks::{Stop, Tasks};
@@ -111,13 +111,15 @@ pub struct Daemon {
     client: Client,
     registry: Arc<Registry>,
     state: Mutex<State>,
-    /// Running and finished jobs this run, by kind and id.
-    jobs: Mutex<HashMap<(JobKind, ManifestId), Job>>,
+    /// Makes changes to `state` durable.
+    store: Store,
+    /// Queued and running jobs, and the queue.
+    jobs: Mutex<Jobs>,
     /// The job tasks, waited for on shutdown.
     job_tasks: Tasks,
     /// Raised on shutdown: jobs and control connections stop.
     stop: Stop,
-    store: ChunkDir,
+    chunks: ChunkDir,
 }
 
 /// Starts the daemon and runs it until `shutdown` resolves.
@@ -148,8 +150,8 @@ pub async fn run(
     let mut relays = parse(&config.relays, "relay address")?;
     relays.extend(opts.relays.iter().cloned());
     let keypair = identity(&data_dir)?;
-    let mut state = State::load(&data_dir.join("state.json"))?;
-    let store = ChunkDir::create(&data_dir.join("store")).map_err(dir_err(&data_dir))?;
+    let (store_writer, mut state) = Store::open(&data_dir)?;
+    let chunks = ChunkDir::create(&data_dir.join("store")).map_err(dir_err(&data_dir))?;
 
     let client = node::spawn(NodeConfig {
         keypair: Some(keypair),
@@ -191,8 +193,12 @@ pub async fn run(
     let listen = hint_addrs(client.listen_addrs().await?);
     let ports = ports_of(&listen);
     if state.ports != ports {
-        state.ports = ports;
-        state.save(&data_dir.join("state.json"))?;
+        state.ports = ports.clone();
+        store_writer
+            .submit(vec![Change::Ports(ports)])
+            .await
+            .expect("the state writer answers every change")
+            .map_err(|e| DaemonError::State(e.to_string()))?;
     }
     tracing::info!(peer = %client.peer_id(), "daemon started");
 
@@ -204,10 +210,11 @@ pub async fn run(
         client: client.clone(),
         registry: registry.clone(),
         state: Mutex::new(state),
-        jobs: Mutex::new(HashMap::new()),
+        store: store_writer,
+        jobs: Mutex::new(Jobs::default()),
         job_tasks: Tasks::default(),
         stop: stop.clone(),
-        store,
+        chunks,
     });
     daemon.restore();
     let serve_task = tokio::spawn(serve(
@@ -236,9 +243,12 @@ pub async fn run(
     if aborted > 0 {
         tracing::warn!("{aborted} job(s) did not stop within {JOB_DRAIN:?}; aborted");
     }
+    daemon.forget_jobs();
     if control_task.await.is_err() {
         tracing::error!("the control server panicked");
     }
+    // Every job has stopped: what they changed goes out before the end.
+    daemon.store.close();
     client.shutdown().await;
     // The serve loop ends when the node's streams do.
     // The serve loop ends once the node is down and its inbound queue with
@@ -254,18 +264,37 @@ pub async fn run(
 }
 
 impl Daemon {
-    fn save(&self, state: &State) {
-        if let Err(e) = state.save(&self.data_dir.join("state.json")) {
-            tracing::error!("{e}");
+    /// Changes the state under its lock and returns once the changes are
+    /// durable (journalled and flushed, together with any other changes
+    /// made meanwhile).
+    async fn commit<T>(&self, change: impl FnOnce(&mut Tx) -> T) -> Result<T, StoreError> {
+        let (out, durable) = {
+            let mut st = self.state.lock().expect("never poisoned");
+            let mut tx = Tx::new(&mut st);
+            let out = change(&mut tx);
+            let changes = tx.into_changes();
+            // Submitted under the lock: the journal's order is the state's.
+            let durable = (!changes.is_empty()).then(|| self.store.submit(changes));
+            (out, durable)
+        };
+        if let Some(d) = durable {
+            // The writer answers every change it takes, and refuses new
+            // ones once closed: a dropped answer is a writer that panicked.
+            d.await.map_err(|_| StoreError::writer_gone())??;
         }
+        Ok(out)
     }
 
-    /// Changes the state under its lock, then saves it.
-    fn update_state<T>(&self, change: impl FnOnce(&mut State) -> T) -> T {
-        let mut st = self.state.lock().expect("never poisoned");
-        let out = change(&mut st);
-        self.save(&st);
-        out
+    /// [`Daemon::commit`] for a job's own bookkeeping, where a failure can
+    /// only be logged (the job's outcome stands in memory until a restart).
+    async fn commit_or_log<T>(&self, change: impl FnOnce(&mut Tx) -> T) -> Option<T> {
+        match self.commit(change).await {
+            Ok(out) => Some(out),
+            Err(e) => {
+                tracing::error!("{e}");
+                None
+            }
+        }
     }
 
     /// Announces in the DHT that this node serves `id` (under its locator).

@@ -1,5 +1,6 @@
-//! Served shares that survive a restart: each is a record in the state plus
-//! `shares/<id>/{manifest,metadata}`, and is served again from its files.
+//! Served shares that survive a restart: each is a record in the state
+//! (with its manifest and file list if small, else those are in
+//! `shares/<id>/{manifest,metadata}`), and is served again from its files.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -7,9 +8,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::crypto::ShareKey;
+use crate::daemon::control::JobKind;
+use crate::daemon::journal::Change;
 use crate::daemon::registry::Pinned;
-use crate::daemon::state::{self, JobStatus, Origin, ShareRecord, StoredKey};
-use crate::daemon::{Daemon, KeptShareError};
+use crate::daemon::state::{self, Blob, JobStatus, Origin, ShareRecord, StoredKey, INLINE_MAX};
+use crate::daemon::{Daemon, JobProgress, KeptShareError};
 use crate::manifest::{Manifest, ManifestId};
 use crate::meta::Metadata;
 use crate::store::share::LocalShare;
@@ -20,41 +23,63 @@ impl Daemon {
         self.data_dir.join("shares").join(id.to_string())
     }
 
-    /// Serves the shares and pins in the state, and resumes interrupted jobs.
+    /// Serves the shares and pins in the state, and queues again the jobs
+    /// that were queued or running, in their order.
     pub(super) fn restore(self: &Arc<Self>) {
-        // Held throughout, instead of cloning the state (and its keys):
-        // nothing here waits for the state lock.
-        let state = self.state.lock().expect("never poisoned");
-        for rec in &state.shares {
-            if let Err(e) = self.serve_record(rec) {
-                tracing::warn!(id = %rec.id, "cannot serve a saved share: {e}");
+        let mut live: Vec<(i64, JobKind, ManifestId, JobProgress)> = Vec::new();
+        {
+            // Held throughout, instead of cloning the state (and its keys):
+            // nothing here waits for the state lock.
+            let state = self.state.lock().expect("never poisoned");
+            for rec in &state.shares {
+                if let Err(e) = self.serve_record(rec) {
+                    tracing::warn!(id = %rec.id, "cannot serve a saved share: {e}");
+                }
+            }
+            let saved = |bytes: u64, status: &JobStatus| JobProgress {
+                bytes,
+                total: bytes,
+                status: status.clone(),
+            };
+            for pin in &state.pins {
+                match pin.status {
+                    JobStatus::Done => self.serve_pin(&pin.id),
+                    ref s if s.is_live() => {
+                        live.push((pin.rank, JobKind::Pin, pin.id, saved(pin.bytes, s)));
+                    }
+                    _ => {}
+                }
+            }
+            for f in &state.fetches {
+                if f.status.is_live() {
+                    live.push((f.rank, JobKind::Fetch, f.id, saved(f.bytes, &f.status)));
+                }
             }
         }
-        for pin in &state.pins {
-            match pin.status {
-                JobStatus::Done => self.serve_pin(&pin.id),
-                JobStatus::Running => self.start_pin(pin.clone()),
-                JobStatus::Failed { .. } => {}
-            }
+        // Interrupted ones first (they were running), then by rank.
+        live.sort_by_key(|(rank, _, _, p)| (p.status != JobStatus::Running, *rank));
+        if !live.is_empty() {
+            tracing::info!(
+                "queueing {} interrupted or waiting job(s) again",
+                live.len()
+            );
         }
-        for f in &state.fetches {
-            if f.status == JobStatus::Running {
-                tracing::info!(id = %f.id, "resuming an interrupted fetch");
-                self.start_fetch(f.clone());
-            }
+        for (_, kind, id, progress) in live {
+            let rank = self.jobs.lock().expect("never poisoned").back();
+            self.enqueue(kind, id, rank, progress);
         }
     }
 
     /// Serves a finished pin from the chunk store.
     fn serve_pin(&self, id: &ManifestId) {
-        let manifest = match self.store.get_manifest(id) {
+        let manifest = match self.chunks.get_manifest(id) {
             Ok(bytes) => Manifest::decode_verified(id, &bytes).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         match manifest {
             Ok(m) => {
                 self.registry
-                    .add_pinned(*id, Pinned::new(m, self.store.clone()));
+                    .add_pinned(*id, Pinned::new(m, self.chunks.clone()));
                 self.announce(*id);
             }
             Err(e) => tracing::warn!(%id, "cannot serve a pin: its manifest in the store: {e}"),
@@ -66,12 +91,15 @@ impl Daemon {
         let dir = self.share_dir(&rec.id);
         let id = rec.id;
         let key = rec.key.to_key().ok_or(KeptShareError::BadKey)?;
-        let read = |name: &str| {
-            let path = dir.join(name);
-            fs::read(&path).map_err(KeptShareError::io(&path))
+        let read = |inline: &Option<Blob>, name: &str| match inline {
+            Some(b) => Ok(b.0.clone()),
+            None => {
+                let path = dir.join(name);
+                fs::read(&path).map_err(KeptShareError::io(&path))
+            }
         };
-        let manifest = Manifest::decode_verified(&id, &read("manifest")?)?;
-        let metadata = Metadata::decode(&read("metadata")?)?;
+        let manifest = Manifest::decode_verified(&id, &read(&rec.manifest, "manifest")?)?;
+        let metadata = Metadata::decode(&read(&rec.metadata, "metadata")?)?;
         let roots: HashMap<String, PathBuf> = rec.roots.clone().into_iter().collect();
         let source = Source::from_metadata(metadata, &roots)?;
         let share = LocalShare::open(source, &key, manifest).ok_or(KeptShareError::WrongKey)?;
@@ -80,9 +108,9 @@ impl Daemon {
         Ok(())
     }
 
-    /// Persists and serves a share (its manifest and file list go to
-    /// `shares/<id>/`).
-    pub(super) fn keep_share(
+    /// Persists and serves a share (its manifest and file list go into its
+    /// record if small, else to `shares/<id>/`).
+    pub(super) async fn keep_share(
         &self,
         key: &ShareKey,
         manifest: &Manifest,
@@ -91,14 +119,23 @@ impl Daemon {
         origin: Origin,
     ) -> Result<ManifestId, KeptShareError> {
         let id = manifest.id();
-        let dir = self.share_dir(&id);
-        fs::create_dir_all(&dir).map_err(KeptShareError::io(&dir))?;
-        let write = |name: &str, bytes: &[u8]| {
-            let path = dir.join(name);
-            state::write_private(&path, bytes).map_err(KeptShareError::io(&path))
+        let (m, meta) = (manifest.encode(), metadata.encode());
+        let inline = m.len() + meta.len() <= INLINE_MAX;
+        if !inline {
+            let dir = self.share_dir(&id);
+            fs::create_dir_all(&dir).map_err(KeptShareError::io(&dir))?;
+            let write = |name: &str, bytes: &[u8]| {
+                let path = dir.join(name);
+                state::write_private(&path, bytes).map_err(KeptShareError::io(&path))
+            };
+            write("manifest", &m)?;
+            write("metadata", &meta)?;
+        }
+        let (manifest, metadata_blob) = if inline {
+            (Some(Blob(m)), Some(Blob(meta)))
+        } else {
+            (None, None)
         };
-        write("manifest", &manifest.encode())?;
-        write("metadata", &metadata.encode())?;
         let rec = ShareRecord {
             id,
             key: StoredKey::of(key),
@@ -106,9 +143,11 @@ impl Daemon {
             origin,
             bytes: metadata.content_len(),
             files: metadata.file_count(),
+            manifest,
+            metadata: metadata_blob,
         };
         self.serve_record(&rec)?;
-        self.update_state(|st| st.put_share(rec));
+        self.commit(|tx| tx.change(Change::Share(rec))).await?;
         Ok(id)
     }
 }

@@ -1,7 +1,8 @@
-//! The daemon's persistent state: `state.json` in the data dir (mode 0600),
-//! plus a folder per served share under `shares/<id>/` holding its manifest
-//! and file list. Written atomically (temporary file, fsync, rename), so a
-//! crash leaves the old or the new state, never half of one.
+//! The daemon's persistent state: its records, kept by the journal
+//! (`journal`: `state.json` is a snapshot, written atomically, and
+//! `state.journal` the changes since), plus a folder per large served share
+//! under `shares/<id>/` holding its manifest and file list (a small share's
+//! are in its record).
 //!
 //! Keys are stored only for shares this node made or fetched with a read
 //! link (it needs them to re-encrypt what it serves) and for fetches until
@@ -101,21 +102,64 @@ pub struct ShareRecord {
     pub bytes: u64,
     /// Regular files.
     pub files: usize,
+    /// The encoded manifest, kept here when small (see [`INLINE_MAX`]);
+    /// otherwise it is `shares/<id>/manifest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<Blob>,
+    /// The encoded file list, kept beside the manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Blob>,
+}
+
+/// Largest manifest plus file list kept inside a share record: a small
+/// share then costs one journal line instead of two files with their own
+/// `fsync`s, while a large one's chunk list is not copied into every
+/// snapshot.
+pub const INLINE_MAX: usize = 64 * 1024;
+
+/// Bytes kept in the state, as hex in the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blob(pub Vec<u8>);
+
+impl Serialize for Blob {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Blob {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Blob, D::Error> {
+        let text = String::deserialize(d)?;
+        unhex(&text)
+            .map(Blob)
+            .ok_or_else(|| serde::de::Error::custom("expected hex digits"))
+    }
 }
 
 /// How a background job stands.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum JobStatus {
+    /// Waiting for a free slot (`max_jobs` run at once).
+    Queued,
     /// Running (or interrupted: resumed on the next start).
     Running,
     /// Complete.
     Done,
-    /// Stopped with an error; progress is kept.
+    /// Stopped with an error; progress is kept, and `retry` queues it again.
     Failed {
         /// What went wrong.
         error: String,
     },
+    /// Stopped by `cancel`; `retry` queues it again.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Whether the job still has work to do (queued or running).
+    pub fn is_live(&self) -> bool {
+        matches!(self, JobStatus::Queued | JobStatus::Running)
+    }
 }
 
 /// A fetch into a folder of this machine.
@@ -124,7 +168,7 @@ pub struct FetchRecord {
     /// Manifest id (hex in the file).
     pub id: ManifestId,
     /// Share key (a fetch is made with a read link), kept only while the
-    /// fetch may still resume.
+    /// fetch may still resume or be retried (dropped once done).
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -143,6 +187,9 @@ pub struct FetchRecord {
     pub bytes: u64,
     /// Top-level paths written, once done.
     pub paths: Vec<PathBuf>,
+    /// Place in the queue: lower runs first.
+    #[serde(default)]
+    pub rank: i64,
 }
 
 /// A pin: ciphertext hosted in the chunk store, no key.
@@ -156,6 +203,9 @@ pub struct PinRecord {
     pub status: JobStatus,
     /// Sealed bytes, once known.
     pub bytes: u64,
+    /// Place in the queue: lower runs first.
+    #[serde(default)]
+    pub rank: i64,
 }
 
 /// Ports picked on the first start, reused afterwards.
@@ -218,22 +268,28 @@ impl State {
         self.pins.iter_mut().find(|r| r.id == *id)
     }
 
-    /// Adds a share record, replacing any of the same id.
+    /// Adds a share record, or replaces the one of the same id.
     pub fn put_share(&mut self, rec: ShareRecord) {
-        self.shares.retain(|r| r.id != rec.id);
-        self.shares.push(rec);
+        match self.shares.iter_mut().find(|r| r.id == rec.id) {
+            Some(r) => *r = rec,
+            None => self.shares.push(rec),
+        }
     }
 
-    /// Adds a fetch record at the end, replacing any of the same id.
+    /// Adds a fetch record at the end, or replaces the one of the same id.
     pub fn put_fetch(&mut self, rec: FetchRecord) {
-        self.fetches.retain(|r| r.id != rec.id);
-        self.fetches.push(rec);
+        match self.fetch_mut(&rec.id) {
+            Some(r) => *r = rec,
+            None => self.fetches.push(rec),
+        }
     }
 
-    /// Adds a pin record at the end, replacing any of the same id.
+    /// Adds a pin record at the end, or replaces the one of the same id.
     pub fn put_pin(&mut self, rec: PinRecord) {
-        self.pins.retain(|r| r.id != rec.id);
-        self.pins.push(rec);
+        match self.pin_mut(&rec.id) {
+            Some(r) => *r = rec,
+            None => self.pins.push(rec),
+        }
     }
 
     /// Writes the state atomically.

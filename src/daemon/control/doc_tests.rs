@@ -111,6 +111,7 @@ fn reply_types() -> Vec<(&'static str, Check)> {
         ("UnshareReply", exactly::<Final<UnshareReply>>),
         ("LinkReply", exactly::<Final<LinkReply>>),
         ("StatusReply", exactly::<Final<StatusReply>>),
+        ("JobStateReply", exactly::<Final<JobStateReply>>),
     ]
 }
 
@@ -124,6 +125,7 @@ fn replies_of(r: &Request) -> &'static [&'static str] {
         Request::Unshare(_) => &["UnshareReply"],
         Request::Link(_) => &["LinkReply"],
         Request::Status(_) => &["StatusReply"],
+        Request::Cancel(_) | Request::Retry(_) | Request::Priority(_) => &["JobStateReply"],
     }
 }
 
@@ -242,6 +244,7 @@ fn every_error_code_is_described() {
         ErrorCode::NotFound,
         ErrorCode::Conflict,
         ErrorCode::JobFailed,
+        ErrorCode::Cancelled,
         ErrorCode::JobStopped,
         ErrorCode::Denied,
         ErrorCode::Timeout,
@@ -257,6 +260,7 @@ fn every_error_code_is_described() {
             | ErrorCode::NotFound
             | ErrorCode::Conflict
             | ErrorCode::JobFailed
+            | ErrorCode::Cancelled
             | ErrorCode::JobStopped
             | ErrorCode::Denied
             | ErrorCode::Timeout

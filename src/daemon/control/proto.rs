@@ -27,7 +27,9 @@ pub const VERSION: u32 = 1;
 pub const MAX_REQUEST: u64 = 64 * 1024;
 
 /// Every command's `cmd` name, in [`Request`]'s order.
-pub const COMMANDS: [&str; 7] = ["share", "fetch", "pin", "list", "unshare", "link", "status"];
+pub const COMMANDS: [&str; 10] = [
+    "share", "fetch", "pin", "list", "unshare", "link", "status", "cancel", "retry", "priority",
+];
 
 /// A request to the daemon: the command's fields plus `"cmd"`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -47,6 +49,12 @@ pub enum Request {
     Link(LinkRequest),
     /// Node status.
     Status(StatusRequest),
+    /// Stop a queued or running job.
+    Cancel(CancelRequest),
+    /// Queue a failed or cancelled job again.
+    Retry(RetryRequest),
+    /// Run a queued job next.
+    Priority(PriorityRequest),
 }
 
 /// A request as it travels: the protocol version, then the command.
@@ -116,6 +124,9 @@ commands! {
     UnshareRequest => Unshare, UnshareReply;
     LinkRequest => Link, LinkReply;
     StatusRequest => Status, StatusReply;
+    CancelRequest => Cancel, JobStateReply;
+    RetryRequest => Retry, JobStateReply;
+    PriorityRequest => Priority, JobStateReply;
 }
 
 /// `share`: share files and folders (absolute paths).
@@ -194,6 +205,42 @@ pub struct LinkRequest {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatusRequest {}
+
+/// `cancel`: stop a queued or running job (or clean up after a failed one).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// The job's id or a unique prefix.
+    pub id: IdPrefix,
+    /// Which job, when a fetch and a pin have the same id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<JobKind>,
+    /// Keep a fetch's partial data (by default it is removed).
+    #[serde(default)]
+    pub keep: bool,
+}
+
+/// `retry`: queue a failed or cancelled job again, at the back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRequest {
+    /// The job's id or a unique prefix.
+    pub id: IdPrefix,
+    /// Which job, when a fetch and a pin have the same id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<JobKind>,
+}
+
+/// `priority`: run a queued job next (before every other queued job).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriorityRequest {
+    /// The job's id or a unique prefix.
+    pub id: IdPrefix,
+    /// Which job, when a fetch and a pin have the same id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<JobKind>,
+}
 
 /// A manifest id in full or a unique prefix of it: 8 to 64 hex digits,
 /// kept in lowercase.
@@ -307,6 +354,8 @@ pub enum ErrorCode {
     Conflict,
     /// The job ran and failed; its progress is kept.
     JobFailed,
+    /// The followed job was cancelled.
+    Cancelled,
     /// The daemon stopped; the job resumes when it starts again.
     JobStopped,
     /// The client is not the daemon's user.
@@ -460,6 +509,17 @@ pub struct PinRow {
     pub sources: Vec<String>,
 }
 
+/// `cancel`'s, `retry`'s and `priority`'s answer: where the job stands now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStateReply {
+    /// The job's full id.
+    pub id: ManifestId,
+    /// Fetch or pin.
+    pub kind: JobKind,
+    /// Where it stands.
+    pub status: JobStatus,
+}
+
 /// `unshare`'s answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnshareReply {
@@ -488,6 +548,8 @@ pub struct StatusReply {
     pub connected: Vec<Connection>,
     /// Running jobs.
     pub transfers: Vec<Transfer>,
+    /// Jobs waiting for a slot.
+    pub queued: u64,
     /// Chunk bytes served since the daemon started.
     pub uploaded_bytes: u64,
     /// Whether finished fetches are re-seeded.

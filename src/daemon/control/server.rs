@@ -6,16 +6,16 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as TokioBufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::daemon::control::{
-    parse_request, ErrorCode, Event, Failure, Final, JobDetached, JobDone, JobKind, JobReply,
-    Request, MAX_REQUEST, VERSION,
+    parse_request, ErrorCode, Event, Failure, Final, JobDetached, JobDone, JobReply, Request,
+    MAX_REQUEST, VERSION,
 };
 use crate::daemon::state::JobStatus;
 use crate::daemon::tasks::{self, Stop};
-use crate::daemon::{Daemon, IdError, RequestError};
+use crate::daemon::{Daemon, IdError, JobProgress, RequestError};
 use crate::manifest::ManifestId;
 
 /// Most control connections served at once. More wait in the socket's
@@ -167,12 +167,15 @@ pub(super) fn failure(e: &RequestError) -> Failure {
             ErrorCode::Invalid
         }
         E::Id(IdError::NoMatch(_)) => ErrorCode::NotFound,
-        E::FetchingElsewhere(_) | E::OnlyPinned => ErrorCode::Conflict,
+        E::FetchingElsewhere(_) | E::OnlyPinned | E::JobState { .. } => ErrorCode::Conflict,
+        E::NoSuchJobId(_) => ErrorCode::NotFound,
+        E::WhichJob(_) => ErrorCode::Invalid,
         E::JobFailed(_) => ErrorCode::JobFailed,
+        E::JobCancelled => ErrorCode::Cancelled,
         E::JobStopped => ErrorCode::JobStopped,
         E::OtherUser => ErrorCode::Denied,
         E::Timeout(_) => ErrorCode::Timeout,
-        E::Key(_) | E::Kept(_) | E::SealTask(_) | E::NoSuchJob => ErrorCode::Internal,
+        E::Key(_) | E::Kept(_) | E::SealTask(_) | E::Store(_) => ErrorCode::Internal,
     };
     Failure {
         version: Some(VERSION),
@@ -203,51 +206,63 @@ async fn handle(conn: UnixStream, daemon: Arc<Daemon>, mut stop: Stop) -> std::i
         Request::Share(r) => answer(w, daemon.share(r).await).await,
         Request::List(_) => write_final(w, &daemon.list()).await,
         Request::Status(_) => write_final(w, &daemon.status().await).await,
-        Request::Unshare(r) => answer(w, daemon.unshare(&r.id)).await,
+        Request::Unshare(r) => answer(w, daemon.unshare(&r.id).await).await,
         Request::Link(r) => answer(w, daemon.link(&r).await).await,
         Request::Fetch(r) => {
             let detach = r.detach;
-            match daemon.fetch(r) {
-                Ok(id) => follow(w, &daemon, JobKind::Fetch, id, detach).await,
+            match daemon.fetch(r).await {
+                Ok((id, rx)) => follow(w, id, rx, detach).await,
                 Err(e) => write_failure(w, &e).await,
             }
         }
         Request::Pin(r) => {
             let detach = r.detach;
-            match daemon.pin(r) {
-                Ok(id) => follow(w, &daemon, JobKind::Pin, id, detach).await,
+            match daemon.pin(r).await {
+                Ok((id, rx)) => follow(w, id, rx, detach).await,
                 Err(e) => write_failure(w, &e).await,
             }
         }
+        Request::Cancel(r) => answer(w, daemon.cancel(&r).await).await,
+        Request::Retry(r) => answer(w, daemon.retry(&r).await).await,
+        Request::Priority(r) => answer(w, daemon.priority(&r).await).await,
     }
 }
 
+/// Most progress lines a second while a job is followed.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
 /// Streams a job's progress until it ends (or answers at once if detached).
-/// A client that goes away does not stop the job.
+/// A client that goes away does not stop the job. Progress lines are paced
+/// (at most one per [`PROGRESS_EVERY`]), but the final line goes out as
+/// soon as the job ends: pacing never delays an answer.
 async fn follow(
     w: &mut Writer,
-    daemon: &Daemon,
-    kind: JobKind,
     id: ManifestId,
+    mut rx: watch::Receiver<JobProgress>,
     detach: bool,
 ) -> std::io::Result<()> {
-    let Some(mut rx) = daemon.watch(kind, &id) else {
-        return write_failure(w, &RequestError::NoSuchJob).await;
-    };
     if detach {
         let reply = JobReply::Detached(JobDetached { id, detached: true });
         return write_final(w, &reply).await;
     }
+    let mut next_line = tokio::time::Instant::now();
+    // A progress value not yet written because the last line was too recent.
+    let mut pending;
     loop {
         let p = rx.borrow_and_update().clone();
         match p.status {
-            JobStatus::Running => {
-                let event = Event::Progress {
-                    id,
-                    bytes: p.bytes,
-                    total: p.total,
-                };
-                write_json(w, &event).await?;
+            JobStatus::Queued | JobStatus::Running => {
+                let now = tokio::time::Instant::now();
+                pending = now < next_line;
+                if !pending {
+                    let event = Event::Progress {
+                        id,
+                        bytes: p.bytes,
+                        total: p.total,
+                    };
+                    write_json(w, &event).await?;
+                    next_line = now + PROGRESS_EVERY;
+                }
             }
             JobStatus::Done => {
                 let reply = JobReply::Done(JobDone { id, bytes: p.total });
@@ -256,11 +271,13 @@ async fn follow(
             JobStatus::Failed { error } => {
                 return write_failure(w, &RequestError::JobFailed(error)).await
             }
+            JobStatus::Cancelled => return write_failure(w, &RequestError::JobCancelled).await,
         }
-        if rx.changed().await.is_err() {
-            return write_failure(w, &RequestError::JobStopped).await;
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() {
+                return write_failure(w, &RequestError::JobStopped).await;
+            },
+            () = tokio::time::sleep_until(next_line), if pending => {}
         }
-        // Progress lines at most four times a second.
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
 }
