@@ -10,10 +10,12 @@
 //! `data_dir` prepares the data dir (mode, lock, identity, kept ports,
 //! socket); `shares` persists and restores served shares; `jobs` runs
 //! background fetches and pins; `handlers` answers the control requests;
-//! `links` builds links and source lists; `ids` resolves id prefixes.
+//! `links` builds links and source lists; `ids` resolves id prefixes;
+//! `peers` keeps the peer cache the daemon bootstraps from.
 //!
 //! The data dir (mode 0700) holds `identity.key`, `peerdrop.toml`,
-//! `state.json`, `shares/<id>/{manifest,metadata}`, the pin chunk store
+//! `state.json`, `peers.json` (the peer cache),
+//! `shares/<id>/{manifest,metadata}`, the pin chunk store
 //! `store/`, the lock `daemon.lock` and the socket `control.sock` (0600).
 
 pub mod config;
@@ -24,6 +26,7 @@ mod handlers;
 mod ids;
 mod jobs;
 mod links;
+mod peers;
 pub mod registry;
 mod shares;
 pub mod state;
@@ -118,6 +121,8 @@ pub struct Daemon {
     /// Raised on shutdown: jobs and control connections stop.
     stop: Stop,
     store: ChunkDir,
+    /// The peers met, bootstrapped from at the next start.
+    peers: peers::PeerBook,
 }
 
 /// Starts the daemon and runs it until `shutdown` resolves.
@@ -147,6 +152,10 @@ pub async fn run(
     bootstrap.extend(opts.bootstrap.iter().cloned());
     let mut relays = parse(&config.relays, "relay address")?;
     relays.extend(opts.relays.iter().cloned());
+    // Peers met in earlier runs join the configured bootstrap peers: one
+    // contact, once, is enough.
+    let peer_book = peers::PeerBook::load(&data_dir, &bootstrap);
+    bootstrap.extend(peer_book.bootstrap_addrs());
     let keypair = identity(&data_dir)?;
     let mut state = State::load(&data_dir.join("state.json"))?;
     let store = ChunkDir::create(&data_dir.join("store")).map_err(dir_err(&data_dir))?;
@@ -208,8 +217,12 @@ pub async fn run(
         job_tasks: Tasks::default(),
         stop: stop.clone(),
         store,
+        peers: peer_book,
     });
     daemon.restore();
+    daemon
+        .job_tasks
+        .spawn(daemon.clone().keep_peers(stop.clone()));
     let serve_task = tokio::spawn(serve(
         client.incoming().expect("the daemon serves once"),
         registry,
