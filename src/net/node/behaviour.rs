@@ -21,7 +21,7 @@ pub(super) struct Behaviour {
     pub(super) stream: libp2p_stream::Behaviour,
     pub(super) inbound: crate::net::inbound::Behaviour,
     pub(super) mdns: Toggle<mdns::tokio::Behaviour>,
-    pub(super) kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub(super) kad: kad::Behaviour<crate::net::dht_store::Store>,
     pub(super) relay_client: relay::client::Behaviour,
     pub(super) relay: Toggle<relay::Behaviour>,
     pub(super) dcutr: dcutr::Behaviour,
@@ -75,15 +75,17 @@ pub(super) fn build(
                 // without one, so a node that went away drops out.
                 kad_config.set_provider_publication_interval(Some(Duration::from_secs(3600)));
                 kad_config.set_provider_record_ttl(Some(Duration::from_secs(24 * 3600)));
-                let store = kad::store::MemoryStore::with_config(
-                    me,
-                    kad::store::MemoryStoreConfig {
-                        max_provided_keys: 100_000,
-                        ..Default::default()
-                    },
-                );
+                // Bounded against a flood of provider records (audit F-02).
+                let store = crate::net::dht_store::Store::new(me, Default::default());
                 let mut kad = kad::Behaviour::with_config(me, store, kad_config);
-                kad.set_mode(config.dht_server.then_some(kad::Mode::Server));
+                // Explicit, never kad's automatic mode (audit F-20): a
+                // one-shot node must not offer to store records it drops
+                // on exit.
+                kad.set_mode(Some(if config.dht_server {
+                    kad::Mode::Server
+                } else {
+                    kad::Mode::Client
+                }));
                 let relay = config.relay_server.then(|| {
                     relay::Behaviour::new(
                         me,
