@@ -9,7 +9,7 @@
 //! all means an empty cache and a warning, never a failed start.
 //!
 //! When the cache is full, the peer evicted is the one least worth keeping
-//! ([`CachedPeer::rank`]): peers that are not contacts go first (a contact
+//! (`CachedPeer::rank`): peers that are not contacts go first (a contact
 //! is a peer the user named, or one this node reached by dialling its
 //! cached addresses; anyone else may have connected in and claimed
 //! anything), then peers that offered no DHT or relay service, then those
