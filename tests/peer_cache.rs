@@ -90,6 +90,8 @@ fn a_daemon_restarted_without_bootstrap_finds_the_network_from_its_peer_cache() 
 
     // Nothing configured now, and the link names no peer.
     let d = start(&home, 30, &[]);
+    let s = d.json(&["status"]);
+    assert!(s["cached_peers"].as_u64().unwrap() >= 1, "{s}");
     let f = sub(&tmp, "cached.bin");
     fs::write(&f, bytes(21, 1 << 20)).unwrap();
     let link = hintless_share(&sharer, &f);

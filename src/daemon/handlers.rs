@@ -9,12 +9,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use libp2p::multiaddr::Protocol;
+use libp2p::Multiaddr;
 
 use crate::crypto::ShareKey;
 use crate::daemon::control::{
     Connection, FetchRequest, FetchRow, IdPrefix, JobKind, LinkReply, LinkRequest, ListReply,
-    PinRequest, PinRow, ShareReply, ShareRequest, ShareRow, ShareState, StatusReply, Transfer,
-    UnshareReply,
+    PinRequest, PinRow, Reachability, Relay, ShareReply, ShareRequest, ShareRow, ShareState,
+    StatusReply, Transfer, UnshareReply,
 };
 use crate::daemon::ids::find_id;
 use crate::daemon::registry::Served;
@@ -278,14 +279,10 @@ impl Daemon {
                 })
             })
             .collect();
+        let listen = self.listen_addrs().await;
         StatusReply {
             peer_id: self.client.peer_id().to_base58(),
-            listen: self
-                .listen_addrs()
-                .await
-                .iter()
-                .map(|a| a.to_string())
-                .collect(),
+            listen: listen.iter().map(|a| a.to_string()).collect(),
             connected: connected
                 .iter()
                 .map(|(peer, addr)| Connection {
@@ -297,8 +294,43 @@ impl Daemon {
             transfers,
             uploaded_bytes: self.registry.uploaded(),
             reseed: self.config.reseed,
+            // What the node reports so far: circuits it listens on. AutoNAT's
+            // verdict and confirmed addresses come with the node's
+            // reachability snapshot.
+            reachability: Reachability::Unknown,
+            external_addrs: Vec::new(),
+            relays: relays_of(&listen),
+            cached_peers: self.peers.len() as u64,
         }
     }
+}
+
+/// The relays in `listen` (circuit addresses `…/p2p/RELAY/p2p-circuit`),
+/// one row per relay.
+fn relays_of(listen: &[Multiaddr]) -> Vec<Relay> {
+    let mut out: Vec<Relay> = Vec::new();
+    for a in listen {
+        let mut relay = None;
+        for p in a.iter() {
+            match p {
+                Protocol::P2p(peer) => relay = Some(peer),
+                Protocol::P2pCircuit => break,
+                _ => {}
+            }
+        }
+        let (Some(peer), true) = (relay, a.iter().any(|p| p == Protocol::P2pCircuit)) else {
+            continue;
+        };
+        let peer = peer.to_base58();
+        match out.iter_mut().find(|r| r.peer == peer) {
+            Some(r) => r.circuit_addrs.push(a.to_string()),
+            None => out.push(Relay {
+                peer,
+                circuit_addrs: vec![a.to_string()],
+            }),
+        }
+    }
+    out
 }
 
 /// The one share or pin id that `prefix` names (a re-seeded share can also

@@ -58,6 +58,11 @@ impl PeerBook {
         }
     }
 
+    /// How many peers are cached.
+    pub(super) fn len(&self) -> usize {
+        self.cache.lock().expect("never poisoned").len()
+    }
+
     /// The best cached peers' addresses, as bootstrap addresses.
     pub(super) fn bootstrap_addrs(&self) -> Vec<Multiaddr> {
         self.cache
