@@ -37,6 +37,9 @@ pub(super) struct PeerBook {
     cache: Mutex<PeerCache>,
     /// The bootstrap peers the user named (configuration and flags).
     named: Vec<Multiaddr>,
+    /// Contacts connected at the last observation: a connection is counted
+    /// once, not once per observation.
+    noted: Mutex<HashSet<PeerId>>,
 }
 
 impl PeerBook {
@@ -55,6 +58,7 @@ impl PeerBook {
             path,
             cache: Mutex::new(cache),
             named: named.to_vec(),
+            noted: Mutex::new(HashSet::new()),
         }
     }
 
@@ -123,10 +127,16 @@ impl PeerBook {
             }
         }
         let t = now();
+        let mut noted = self.noted.lock().expect("never poisoned");
         let mut c = self.cache.lock().expect("never poisoned");
-        for (peer, addrs) in contacts {
-            c.met(peer, addrs, None, true, t);
+        for (peer, addrs) in &contacts {
+            if noted.contains(peer) {
+                c.seen(peer, t);
+            } else {
+                c.met(*peer, addrs.iter().cloned(), None, true, t);
+            }
         }
+        *noted = contacts.into_keys().collect();
     }
 
     /// Writes the cache atomically (temporary file, fsync, rename) if it

@@ -335,6 +335,16 @@ impl PeerCache {
         self.insert(p);
     }
 
+    /// Records that `peer`, already met, is still connected at `now`.
+    pub fn seen(&mut self, peer: &PeerId, now: u64) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            if p.last_seen < now {
+                p.last_seen = now;
+                self.dirty = true;
+            }
+        }
+    }
+
     /// Records that dialling `peer` failed at `now`; a peer that kept
     /// failing and was not seen for [`FORGET_AFTER`] is forgotten.
     pub fn failed(&mut self, peer: &PeerId, now: u64) {
@@ -524,6 +534,11 @@ mod tests {
         assert_eq!(e.last_seen, 20, "time never goes back");
         assert_eq!(e.addrs, vec![addr(2), addr(1)]);
         assert_eq!(e.services, Services::default());
+        c.seen(&p, 30);
+        c.seen(&PeerId::random(), 30);
+        let e = c.get(&p).unwrap();
+        assert_eq!((e.last_seen, e.successes), (30, 3));
+        assert_eq!(c.len(), 1, "seen() adds no peer");
     }
 
     #[test]
