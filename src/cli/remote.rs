@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 use peerdrop::daemon::control::{
     self, Command, Event, FetchRequest, JobKind, JobReply, LinkRequest, ListRequest, PinRequest,
-    Reachability, ShareRequest, ShareState, StatusRequest, UnshareRequest,
+    Reachability, RelayState, ShareRequest, ShareState, StatusRequest, UnshareRequest,
 };
 use peerdrop::daemon::state::{JobStatus, Origin};
 use peerdrop::daemon::{self, DaemonOptions};
@@ -274,7 +274,19 @@ pub fn status(a: &JsonArgs) -> anyhow::Result<()> {
     }
     println!("relays:    {}", r.relays.len());
     for relay in &r.relays {
-        println!("  {}", relay.peer);
+        println!(
+            "  {} {}{}",
+            relay.peer,
+            match relay.state {
+                RelayState::Requesting => "requesting a circuit",
+                RelayState::Reserved => "circuit reserved",
+            },
+            if relay.configured {
+                " (configured)"
+            } else {
+                ""
+            }
+        );
         for a in &relay.circuit_addrs {
             println!("    {a}");
         }

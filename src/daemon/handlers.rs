@@ -9,13 +9,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use libp2p::multiaddr::Protocol;
-use libp2p::Multiaddr;
 
 use crate::crypto::ShareKey;
 use crate::daemon::control::{
     Connection, FetchRequest, FetchRow, IdPrefix, JobKind, LinkReply, LinkRequest, ListReply,
-    PinRequest, PinRow, Reachability, Relay, ShareReply, ShareRequest, ShareRow, ShareState,
-    StatusReply, Transfer, UnshareReply,
+    PinRequest, PinRow, Reachability, Relay, RelayState, ShareReply, ShareRequest, ShareRow,
+    ShareState, StatusReply, Transfer, UnshareReply,
 };
 use crate::daemon::ids::find_id;
 use crate::daemon::registry::Served;
@@ -23,6 +22,7 @@ use crate::daemon::state::{FetchRecord, JobStatus, Origin, PinRecord, State, Sto
 use crate::daemon::{Daemon, IdError, JobProgress, KeptShareError, RequestError};
 use crate::link::Link;
 use crate::manifest::ManifestId;
+use crate::net::status as net;
 use crate::seal::SealOptions;
 use crate::store::share::LocalShare;
 
@@ -262,6 +262,7 @@ impl Daemon {
     /// `status`: identity, addresses, peers and transfers.
     pub async fn status(&self) -> StatusReply {
         let connected = self.client.connected().await.unwrap_or_default();
+        let reach = self.client.reach_status().await.unwrap_or_default();
         let transfers = self
             .jobs
             .lock()
@@ -279,58 +280,51 @@ impl Daemon {
                 })
             })
             .collect();
-        let listen = self.listen_addrs().await;
         StatusReply {
             peer_id: self.client.peer_id().to_base58(),
-            listen: listen.iter().map(|a| a.to_string()).collect(),
+            listen: self
+                .listen_addrs()
+                .await
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
             connected: connected
                 .iter()
                 .map(|(peer, addr)| Connection {
                     peer: peer.to_base58(),
                     addr: addr.to_string(),
-                    relayed: addr.iter().any(|p| matches!(p, Protocol::P2pCircuit)),
+                    // Relayed unless some connection to it is direct.
+                    relayed: reach.connection(peer).map_or_else(
+                        || addr.iter().any(|p| matches!(p, Protocol::P2pCircuit)),
+                        |c| !c.is_direct(),
+                    ),
                 })
                 .collect(),
             transfers,
             uploaded_bytes: self.registry.uploaded(),
             reseed: self.config.reseed,
-            // What the node reports so far: circuits it listens on. AutoNAT's
-            // verdict and confirmed addresses come with the node's
-            // reachability snapshot.
-            reachability: Reachability::Unknown,
-            external_addrs: Vec::new(),
-            relays: relays_of(&listen),
+            reachability: match reach.reachability {
+                net::Reachability::Unknown => Reachability::Unknown,
+                net::Reachability::Public => Reachability::Public,
+                net::Reachability::Private => Reachability::Private,
+            },
+            external_addrs: reach.external_addrs.iter().map(|a| a.to_string()).collect(),
+            relays: reach
+                .relays
+                .iter()
+                .map(|r| Relay {
+                    peer: r.peer.to_base58(),
+                    circuit_addrs: r.circuit_addrs.iter().map(|a| a.to_string()).collect(),
+                    state: match r.state {
+                        net::RelayState::Requesting => RelayState::Requesting,
+                        net::RelayState::Reserved => RelayState::Reserved,
+                    },
+                    configured: r.configured,
+                })
+                .collect(),
             cached_peers: self.peers.len() as u64,
         }
     }
-}
-
-/// The relays in `listen` (circuit addresses `…/p2p/RELAY/p2p-circuit`),
-/// one row per relay.
-fn relays_of(listen: &[Multiaddr]) -> Vec<Relay> {
-    let mut out: Vec<Relay> = Vec::new();
-    for a in listen {
-        let mut relay = None;
-        for p in a.iter() {
-            match p {
-                Protocol::P2p(peer) => relay = Some(peer),
-                Protocol::P2pCircuit => break,
-                _ => {}
-            }
-        }
-        let (Some(peer), true) = (relay, a.iter().any(|p| p == Protocol::P2pCircuit)) else {
-            continue;
-        };
-        let peer = peer.to_base58();
-        match out.iter_mut().find(|r| r.peer == peer) {
-            Some(r) => r.circuit_addrs.push(a.to_string()),
-            None => out.push(Relay {
-                peer,
-                circuit_addrs: vec![a.to_string()],
-            }),
-        }
-    }
-    out
 }
 
 /// The one share or pin id that `prefix` names (a re-seeded share can also

@@ -139,7 +139,9 @@ pub async fn run(
     if opts.no_mdns {
         config.mdns = false;
     }
-    config.relay_server |= opts.relay_server;
+    if opts.relay_server {
+        config.relay_server = config::Setting::On;
+    }
     let parse = |list: &[String], what: &str| -> Result<Vec<Multiaddr>, DaemonError> {
         list.iter()
             .map(|a| {
@@ -164,10 +166,11 @@ pub async fn run(
         keypair: Some(keypair),
         max_connections: config.max_connections,
         mdns: config.mdns,
-        dht_server: config.dht_server,
+        dht_server: config.dht_server.into(),
         bootstrap,
-        relay_server: config.relay_server,
-        relay_max_circuit_bytes: config.relay_max_circuit_bytes,
+        relay_server: config.relay_server.into(),
+        relay_limits: config.relay_limits(),
+        auto_relay: true,
         ..NodeConfig::default()
     })?;
     let wanted: Vec<Multiaddr> = if opts.listen.is_empty() {

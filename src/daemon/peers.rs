@@ -18,7 +18,7 @@ use super::state::write_private;
 use super::tasks::Stop;
 use super::Daemon;
 use crate::net::node::{split_p2p, Client};
-use crate::net::peer_cache::{now, PeerCache, SAVE_INTERVAL};
+use crate::net::peer_cache::{now, PeerCache, Services, SAVE_INTERVAL};
 
 /// The cache file in the data dir.
 pub(super) const FILE: &str = "peers.json";
@@ -103,14 +103,17 @@ impl PeerBook {
         }
     }
 
-    /// Notes the contacts among `sources` (multiaddrs ending in
-    /// `/p2p/PEER`) and the named bootstrap peers that are connected now,
-    /// at the addresses the user gave for them.
+    /// Notes the peers connected now: the contacts among `sources`
+    /// (multiaddrs ending in `/p2p/PEER`) and the named bootstrap peers, at
+    /// the addresses the user gave for them; and the peers the node met and
+    /// identified, with the addresses they listen on and whether they offer
+    /// DHT or relay service (not contacts unless named).
     async fn observe(&self, client: &Client, sources: &[String]) {
         let connected: HashSet<PeerId> = match client.connected().await {
             Ok(c) => c.into_iter().map(|(p, _)| p).collect(),
             Err(_) => return,
         };
+        let known = client.known_peers().await.unwrap_or_default();
         let mut contacts: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
         let given = sources.iter().filter_map(|s| s.parse::<Multiaddr>().ok());
         for a in self
@@ -129,14 +132,31 @@ impl PeerBook {
         let t = now();
         let mut noted = self.noted.lock().expect("never poisoned");
         let mut c = self.cache.lock().expect("never poisoned");
-        for (peer, addrs) in &contacts {
-            if noted.contains(peer) {
-                c.seen(peer, t);
+        let mut now_connected = HashSet::new();
+        for k in known.into_iter().filter(|k| connected.contains(&k.peer)) {
+            let named = contacts.remove(&k.peer);
+            if noted.contains(&k.peer) {
+                c.seen(&k.peer, t);
             } else {
-                c.met(*peer, addrs.iter().cloned(), None, true, t);
+                let services = Services {
+                    dht: k.dht_server,
+                    relay: k.relay,
+                };
+                let contact = named.is_some();
+                let addrs = named.unwrap_or_default().into_iter().chain(k.addrs);
+                c.met(k.peer, addrs, Some(services), contact, t);
             }
+            now_connected.insert(k.peer);
         }
-        *noted = contacts.into_keys().collect();
+        for (peer, addrs) in contacts {
+            if noted.contains(&peer) {
+                c.seen(&peer, t);
+            } else {
+                c.met(peer, addrs, None, true, t);
+            }
+            now_connected.insert(peer);
+        }
+        *noted = now_connected;
     }
 
     /// Writes the cache atomically (temporary file, fsync, rename) if it

@@ -498,7 +498,7 @@ pub struct StatusReply {
     /// Addresses confirmed reachable from outside, without `/p2p`.
     #[serde(default)]
     pub external_addrs: Vec<String>,
-    /// Relays this node holds a circuit reservation on.
+    /// Relays this node holds (or asks for) a circuit reservation on.
     #[serde(default)]
     pub relays: Vec<Relay>,
     /// Peers in the peer cache (`peers.json`), bootstrapped from at the
@@ -525,8 +525,24 @@ pub enum Reachability {
 pub struct Relay {
     /// Its peer id, base58.
     pub peer: String,
-    /// This node's addresses through it (`…/p2p/RELAY/p2p-circuit`).
+    /// This node's addresses through it (`…/p2p/RELAY/p2p-circuit`), once
+    /// reserved.
     pub circuit_addrs: Vec<String>,
+    /// Where the reservation stands.
+    pub state: RelayState,
+    /// Whether the relay was named by configuration (`relays`, `--relay`)
+    /// rather than picked by the daemon itself.
+    pub configured: bool,
+}
+
+/// Where a relay reservation stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RelayState {
+    /// Asked for, no answer yet.
+    Requesting,
+    /// Accepted (and renewed before it expires).
+    Reserved,
 }
 
 /// A connected peer in `status`.
