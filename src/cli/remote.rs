@@ -6,8 +6,8 @@ use std::path::Path;
 use anyhow::Context;
 use peerdrop::daemon::control::{
     self, CancelRequest, Command, Event, FetchRequest, JobKind, JobReply, JobStateReply,
-    LinkRequest, ListRequest, PinRequest, PriorityRequest, RetryRequest, ShareRequest, ShareState,
-    StatusRequest, UnshareRequest,
+    LinkRequest, ListRequest, PinRequest, PriorityRequest, Reachability, RelayState, RetryRequest,
+    ShareRequest, ShareState, StatusRequest, UnshareRequest,
 };
 use peerdrop::daemon::state::{JobStatus, Origin};
 use peerdrop::daemon::{self, DaemonOptions};
@@ -264,6 +264,37 @@ pub fn status(a: &JsonArgs) -> anyhow::Result<()> {
     for l in &r.listen {
         println!("listening: {l}");
     }
+    println!(
+        "reachable: {}",
+        match r.reachability {
+            Reachability::Unknown => "not known yet",
+            Reachability::Public => "yes, from outside",
+            Reachability::Private => "no (behind NAT or a firewall: reached through relays)",
+        }
+    );
+    for a in &r.external_addrs {
+        println!("external:  {a}");
+    }
+    println!("relays:    {}", r.relays.len());
+    for relay in &r.relays {
+        println!(
+            "  {} {}{}",
+            relay.peer,
+            match relay.state {
+                RelayState::Requesting => "requesting a circuit",
+                RelayState::Reserved => "circuit reserved",
+            },
+            if relay.configured {
+                " (configured)"
+            } else {
+                ""
+            }
+        );
+        for a in &relay.circuit_addrs {
+            println!("    {a}");
+        }
+    }
+    println!("peer cache: {} peer(s) to bootstrap from", r.cached_peers);
     println!("re-seeding: {}", if r.reseed { "on" } else { "off" });
     println!("uploaded:  {}", output::human_bytes(r.uploaded_bytes));
     println!("peers:     {}", r.connected.len());

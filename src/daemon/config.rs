@@ -33,12 +33,24 @@ pub struct Config {
     pub mdns: bool,
     /// DHT bootstrap peers (multiaddrs ending in /p2p/PEER_ID).
     pub bootstrap: Vec<String>,
-    /// Answer DHT queries and keep provider records for others.
-    pub dht_server: bool,
-    /// Relay circuits for peers behind NAT.
-    pub relay_server: bool,
+    /// Answer DHT queries and keep provider records for others: `auto`
+    /// once AutoNAT finds this daemon publicly reachable.
+    pub dht_server: Setting,
+    /// Relay circuits for peers behind NAT: `auto` once AutoNAT finds this
+    /// daemon publicly reachable.
+    pub relay_server: Setting,
     /// Bytes one relayed circuit may carry.
     pub relay_max_circuit_bytes: u64,
+    /// Seconds one relayed circuit may stay open.
+    pub relay_max_circuit_secs: u64,
+    /// Circuits relayed at once.
+    pub relay_max_circuits: usize,
+    /// Circuits relayed at once per peer.
+    pub relay_max_circuits_per_peer: usize,
+    /// Relay reservations held at once.
+    pub relay_max_reservations: usize,
+    /// Relay reservations held at once per peer.
+    pub relay_max_reservations_per_peer: usize,
     /// Relays to be reachable through (multiaddrs ending in /p2p/RELAY_ID).
     pub relays: Vec<String>,
 }
@@ -58,15 +70,84 @@ impl Default for Config {
             max_jobs: 16,
             mdns: true,
             bootstrap: Vec::new(),
-            dht_server: true,
-            relay_server: false,
-            relay_max_circuit_bytes: 1 << 30,
+            dht_server: Setting::Auto,
+            relay_server: Setting::Auto,
+            relay_max_circuit_bytes: 64 << 20,
+            relay_max_circuit_secs: 600,
+            relay_max_circuits: 16,
+            relay_max_circuits_per_peer: 4,
+            relay_max_reservations: 128,
+            relay_max_reservations_per_peer: 4,
             relays: Vec::new(),
         }
     }
 }
 
+/// A role the daemon may take on: `"auto"`, `true` or `false`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawSetting", into = "RawSetting")]
+pub enum Setting {
+    /// When AutoNAT finds the daemon publicly reachable.
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum RawSetting {
+    Bool(bool),
+    Word(String),
+}
+
+impl TryFrom<RawSetting> for Setting {
+    type Error = String;
+
+    fn try_from(r: RawSetting) -> Result<Setting, String> {
+        match r {
+            RawSetting::Bool(true) => Ok(Setting::On),
+            RawSetting::Bool(false) => Ok(Setting::Off),
+            RawSetting::Word(w) if w == "auto" => Ok(Setting::Auto),
+            RawSetting::Word(w) => Err(format!("expected \"auto\", true or false, not {w:?}")),
+        }
+    }
+}
+
+impl From<Setting> for RawSetting {
+    fn from(s: Setting) -> RawSetting {
+        match s {
+            Setting::Auto => RawSetting::Word("auto".into()),
+            Setting::On => RawSetting::Bool(true),
+            Setting::Off => RawSetting::Bool(false),
+        }
+    }
+}
+
+impl From<Setting> for crate::net::node::Role {
+    fn from(s: Setting) -> Self {
+        match s {
+            Setting::Auto => crate::net::node::Role::Auto,
+            Setting::On => crate::net::node::Role::On,
+            Setting::Off => crate::net::node::Role::Off,
+        }
+    }
+}
+
 impl Config {
+    /// The relay service's limits.
+    pub fn relay_limits(&self) -> crate::net::node::RelayLimits {
+        crate::net::node::RelayLimits {
+            max_circuits: self.relay_max_circuits,
+            max_circuits_per_peer: self.relay_max_circuits_per_peer,
+            max_circuit_bytes: self.relay_max_circuit_bytes,
+            max_circuit_duration: std::time::Duration::from_secs(self.relay_max_circuit_secs),
+            max_reservations: self.relay_max_reservations,
+            max_reservations_per_peer: self.relay_max_reservations_per_peer,
+        }
+    }
+
     /// Reads `path`; a missing file means the defaults.
     pub fn load(path: &Path) -> Result<Config, DaemonError> {
         match std::fs::read_to_string(path) {
@@ -89,5 +170,14 @@ mod tests {
         assert_eq!(parsed, Config::default());
         assert!(toml::from_str::<Config>("lissen = []").is_err());
         assert_eq!(toml::from_str::<Config>("").unwrap(), Config::default());
+        for (text, want) in [
+            ("\"auto\"", Setting::Auto),
+            ("true", Setting::On),
+            ("false", Setting::Off),
+        ] {
+            let c: Config = toml::from_str(&format!("relay_server = {text}")).unwrap();
+            assert_eq!(c.relay_server, want);
+        }
+        assert!(toml::from_str::<Config>("relay_server = \"sometimes\"").is_err());
     }
 }

@@ -15,8 +15,9 @@ use tokio::sync::watch;
 
 use crate::daemon::control::{
     CancelRequest, Connection, FetchRequest, FetchRow, IdPrefix, JobKind, JobStateReply, LinkReply,
-    LinkRequest, ListReply, PinRequest, PinRow, PriorityRequest, RetryRequest, ShareReply,
-    ShareRequest, ShareRow, ShareState, StatusReply, Transfer, UnshareReply,
+    LinkRequest, ListReply, PinRequest, PinRow, PriorityRequest, Reachability, Relay, RelayState,
+    RetryRequest, ShareReply, ShareRequest, ShareRow, ShareState, StatusReply, Transfer,
+    UnshareReply,
 };
 use crate::daemon::ids::find_id;
 use crate::daemon::journal::Change;
@@ -25,6 +26,7 @@ use crate::daemon::state::{FetchRecord, JobStatus, Origin, PinRecord, State, Sto
 use crate::daemon::{Daemon, IdError, JobProgress, KeptShareError, RequestError};
 use crate::link::Link;
 use crate::manifest::ManifestId;
+use crate::net::status as net;
 use crate::seal::SealOptions;
 use crate::store::share::LocalShare;
 
@@ -464,6 +466,7 @@ impl Daemon {
     /// `status`: identity, addresses, peers and transfers.
     pub async fn status(&self) -> StatusReply {
         let connected = self.client.connected().await.unwrap_or_default();
+        let reach = self.client.reach_status().await.unwrap_or_default();
         let (transfers, queued) = {
             let jobs = self.jobs.lock().expect("never poisoned");
             let transfers = jobs
@@ -496,13 +499,37 @@ impl Daemon {
                 .map(|(peer, addr)| Connection {
                     peer: peer.to_base58(),
                     addr: addr.to_string(),
-                    relayed: addr.iter().any(|p| matches!(p, Protocol::P2pCircuit)),
+                    // Relayed unless some connection to it is direct.
+                    relayed: reach.connection(peer).map_or_else(
+                        || addr.iter().any(|p| matches!(p, Protocol::P2pCircuit)),
+                        |c| !c.is_direct(),
+                    ),
                 })
                 .collect(),
             transfers,
             queued,
             uploaded_bytes: self.registry.uploaded(),
             reseed: self.config.reseed,
+            reachability: match reach.reachability {
+                net::Reachability::Unknown => Reachability::Unknown,
+                net::Reachability::Public => Reachability::Public,
+                net::Reachability::Private => Reachability::Private,
+            },
+            external_addrs: reach.external_addrs.iter().map(|a| a.to_string()).collect(),
+            relays: reach
+                .relays
+                .iter()
+                .map(|r| Relay {
+                    peer: r.peer.to_base58(),
+                    circuit_addrs: r.circuit_addrs.iter().map(|a| a.to_string()).collect(),
+                    state: match r.state {
+                        net::RelayState::Requesting => RelayState::Requesting,
+                        net::RelayState::Reserved => RelayState::Reserved,
+                    },
+                    configured: r.configured,
+                })
+                .collect(),
+            cached_peers: self.peers.len() as u64,
         }
     }
 }

@@ -10,10 +10,12 @@
 //! `data_dir` prepares the data dir (mode, lock, identity, kept ports,
 //! socket); `shares` persists and restores served shares; `jobs` runs
 //! background fetches and pins; `handlers` answers the control requests;
-//! `links` builds links and source lists; `ids` resolves id prefixes.
+//! `links` builds links and source lists; `ids` resolves id prefixes;
+//! `peers` keeps the peer cache the daemon bootstraps from.
 //!
 //! The data dir (mode 0700) holds `identity.key`, `peerdrop.toml`,
-//! `state.json`, `shares/<id>/{manifest,metadata}`, the pin chunk store
+//! `state.json`, `peers.json` (the peer cache),
+//! `shares/<id>/{manifest,metadata}`, the pin chunk store
 //! `store/`, the lock `daemon.lock` and the socket `control.sock` (0600).
 
 pub mod config;
@@ -25,6 +27,7 @@ mod ids;
 mod jobs;
 mod journal;
 mod links;
+mod peers;
 pub mod registry;
 mod shares;
 pub mod state;
@@ -120,6 +123,8 @@ pub struct Daemon {
     /// Raised on shutdown: jobs and control connections stop.
     stop: Stop,
     chunks: ChunkDir,
+    /// The peers met, bootstrapped from at the next start.
+    peers: peers::PeerBook,
 }
 
 /// Starts the daemon and runs it until `shutdown` resolves.
@@ -136,7 +141,9 @@ pub async fn run(
     if opts.no_mdns {
         config.mdns = false;
     }
-    config.relay_server |= opts.relay_server;
+    if opts.relay_server {
+        config.relay_server = config::Setting::On;
+    }
     let parse = |list: &[String], what: &str| -> Result<Vec<Multiaddr>, DaemonError> {
         list.iter()
             .map(|a| {
@@ -149,6 +156,10 @@ pub async fn run(
     bootstrap.extend(opts.bootstrap.iter().cloned());
     let mut relays = parse(&config.relays, "relay address")?;
     relays.extend(opts.relays.iter().cloned());
+    // Peers met in earlier runs join the configured bootstrap peers: one
+    // contact, once, is enough.
+    let peer_book = peers::PeerBook::load(&data_dir, &bootstrap);
+    bootstrap.extend(peer_book.bootstrap_addrs());
     let keypair = identity(&data_dir)?;
     let (store_writer, mut state) = Store::open(&data_dir)?;
     let chunks = ChunkDir::create(&data_dir.join("store")).map_err(dir_err(&data_dir))?;
@@ -157,10 +168,11 @@ pub async fn run(
         keypair: Some(keypair),
         max_connections: config.max_connections,
         mdns: config.mdns,
-        dht_server: config.dht_server,
+        dht_server: config.dht_server.into(),
         bootstrap,
-        relay_server: config.relay_server,
-        relay_max_circuit_bytes: config.relay_max_circuit_bytes,
+        relay_server: config.relay_server.into(),
+        relay_limits: config.relay_limits(),
+        auto_relay: true,
         ..NodeConfig::default()
     })?;
     let wanted: Vec<Multiaddr> = if opts.listen.is_empty() {
@@ -215,8 +227,12 @@ pub async fn run(
         job_tasks: Tasks::default(),
         stop: stop.clone(),
         chunks,
+        peers: peer_book,
     });
     daemon.restore();
+    daemon
+        .job_tasks
+        .spawn(daemon.clone().keep_peers(stop.clone()));
     let serve_task = tokio::spawn(serve(
         client.incoming().expect("the daemon serves once"),
         registry,

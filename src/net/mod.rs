@@ -4,6 +4,9 @@
 //!   Yamux, and QUIC; identify, ping, connection limits); the rest of the
 //!   program holds a cloneable [`node::Client`] that sends it commands. Bulk
 //!   bytes never pass through that task: transfers run on their own streams.
+//! - [`status`]: the node's reachability, relays and connections, as a
+//!   snapshot; [`autorelay`]: choosing relays while not publicly reachable;
+//!   [`addr`]: what an address says about reachability.
 //! - [`budget`]: a memory budget granted fairly across remote addresses.
 //! - [`dht_store`]: the DHT record store, bounded against floods.
 //! - [`inbound`]: inbound data streams, queued (bounded) with the address
@@ -17,6 +20,8 @@
 //!   manifest, the scheduler, one peer's session, chunk verification; what
 //!   an interrupted run left is checked by [`crate::store::resume`]).
 
+pub mod addr;
+pub mod autorelay;
 pub mod budget;
 pub mod dht_store;
 pub mod fetch;
@@ -25,6 +30,7 @@ pub mod inbound;
 pub mod node;
 pub mod peer_cache;
 pub mod serve;
+pub mod status;
 
 pub use libp2p::{Multiaddr, PeerId};
 

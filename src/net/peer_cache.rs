@@ -9,11 +9,12 @@
 //! all means an empty cache and a warning, never a failed start.
 //!
 //! When the cache is full, the peer evicted is the one least worth keeping
-//! ([`CachedPeer::rank`]): peers this node never reached itself go first
-//! (anyone can connect inbound and claim anything), then peers that offered
-//! no DHT or relay service, then those that failed most in a row, then the
-//! ones seen longest ago. A flood of new inbound peers therefore never
-//! pushes out a peer this node dialled and that served it.
+//! (`CachedPeer::rank`): peers that are not contacts go first (a contact
+//! is a peer the user named, or one this node reached by dialling its
+//! cached addresses; anyone else may have connected in and claimed
+//! anything), then peers that offered no DHT or relay service, then those
+//! that failed most in a row, then the ones seen longest ago. A flood of
+//! strangers therefore never pushes out a contact.
 //!
 //! This file holds the cache and its on-disk form; writing the file
 //! atomically is the owner's job (the daemon writes it with a temporary
@@ -66,9 +67,10 @@ pub struct CachedPeer {
     pub addrs: Vec<Multiaddr>,
     /// What it offered.
     pub services: Services,
-    /// Whether this node ever reached it by dialling it (not just a peer
-    /// that connected in and made claims).
-    pub dialed: bool,
+    /// Whether it is a contact: named by the user (a bootstrap peer, a
+    /// fetched link's hint, `--peer`) or reached by dialling its cached
+    /// addresses, rather than a peer that only connected in and made claims.
+    pub contact: bool,
     /// When it was last connected, in seconds since the Unix epoch.
     pub last_seen: u64,
     /// Connections to it that worked.
@@ -81,7 +83,7 @@ impl CachedPeer {
     /// The eviction order: the smallest rank goes first.
     fn rank(&self) -> (bool, bool, std::cmp::Reverse<u32>, u64) {
         (
-            self.dialed,
+            self.contact,
             self.services.dht || self.services.relay,
             std::cmp::Reverse(self.failures),
             self.last_seen,
@@ -98,7 +100,7 @@ struct Entry {
     #[serde(default)]
     services: Services,
     #[serde(default)]
-    dialed: bool,
+    contact: bool,
     #[serde(default)]
     last_seen: u64,
     #[serde(default)]
@@ -229,7 +231,7 @@ impl PeerCache {
                 peer,
                 addrs,
                 services: e.services,
-                dialed: e.dialed,
+                contact: e.contact,
                 last_seen: e.last_seen.min(now),
                 successes: e.successes,
                 failures: e.failures,
@@ -249,7 +251,7 @@ impl PeerCache {
                     peer: p.peer.to_base58(),
                     addrs: p.addrs.iter().map(|a| a.to_string()).collect(),
                     services: p.services,
-                    dialed: p.dialed,
+                    contact: p.contact,
                     last_seen: p.last_seen,
                     successes: p.successes,
                     failures: p.failures,
@@ -284,14 +286,14 @@ impl PeerCache {
     }
 
     /// Records that `peer` was connected at `now`, with the addresses it
-    /// listens on and the services it offered (from identify). `dialed`:
-    /// this node dialled it (rather than it connecting in).
+    /// listens on and the services it offered (from identify; `None` keeps
+    /// what is known), `contact` if it is one (see [`CachedPeer::contact`]; once a contact, always).
     pub fn met(
         &mut self,
         peer: PeerId,
         addrs: impl IntoIterator<Item = Multiaddr>,
-        services: Services,
-        dialed: bool,
+        services: Option<Services>,
+        contact: bool,
         now: u64,
     ) {
         let mut fresh: Vec<Multiaddr> = Vec::new();
@@ -310,8 +312,8 @@ impl PeerCache {
         let mut p = old.cloned().unwrap_or(CachedPeer {
             peer,
             addrs: Vec::new(),
-            services,
-            dialed: false,
+            services: Services::default(),
+            contact: false,
             last_seen: now,
             successes: 0,
             failures: 0,
@@ -323,12 +325,24 @@ impl PeerCache {
             }
         }
         p.addrs = fresh;
-        p.services = services;
-        p.dialed |= dialed;
+        if let Some(s) = services {
+            p.services = s;
+        }
+        p.contact |= contact;
         p.last_seen = p.last_seen.max(now);
         p.successes = p.successes.saturating_add(1);
         p.failures = 0;
         self.insert(p);
+    }
+
+    /// Records that `peer`, already met, is still connected at `now`.
+    pub fn seen(&mut self, peer: &PeerId, now: u64) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            if p.last_seen < now {
+                p.last_seen = now;
+                self.dirty = true;
+            }
+        }
     }
 
     /// Records that dialling `peer` failed at `now`; a peer that kept
@@ -421,8 +435,8 @@ mod tests {
         let mut c = PeerCache::new();
         let a = PeerId::random();
         let b = PeerId::random();
-        c.met(a, [addr(1), addr(2)], relay(), true, 1000);
-        c.met(b, [addr(3)], Services::default(), false, 2000);
+        c.met(a, [addr(1), addr(2)], Some(relay()), true, 1000);
+        c.met(b, [addr(3)], Some(Services::default()), false, 2000);
         c.failed(&b, 2001);
         assert!(c.is_dirty());
         let d = PeerCache::decode(&c.encode(), 5000).unwrap();
@@ -454,18 +468,18 @@ mod tests {
                 addr(0).with(Protocol::P2p(other)),
                 long,
             ],
-            Services::default(),
+            None,
             true,
             1,
         );
         assert_eq!(c.get(&p).unwrap().addrs, vec![addr(0)]);
-        c.met(p, (1..=20).map(addr), Services::default(), true, 2);
+        c.met(p, (1..=20).map(addr), Some(Services::default()), true, 2);
         let kept = &c.get(&p).unwrap().addrs;
         assert_eq!(kept.len(), MAX_ADDRS);
         assert_eq!(kept[0], addr(1));
         // A peer with no usable address is not worth keeping.
         let q = PeerId::random();
-        c.met(q, [], relay(), true, 3);
+        c.met(q, [], Some(relay()), true, 3);
         assert!(c.get(&q).is_none());
     }
 
@@ -473,13 +487,13 @@ mod tests {
     fn a_full_cache_evicts_strangers_before_useful_peers() {
         let mut c = PeerCache::new();
         let useful = PeerId::random();
-        c.met(useful, [addr(0)], relay(), true, 1);
-        // A flood of inbound peers claiming every service, seen later.
+        c.met(useful, [addr(0)], Some(relay()), true, 1);
+        // A flood of strangers claiming every service, seen later.
         for i in 0..(MAX_PEERS as u32 * 2) {
             c.met(
                 PeerId::random(),
                 [addr(i + 1)],
-                relay(),
+                Some(relay()),
                 false,
                 100 + i as u64,
             );
@@ -490,7 +504,7 @@ mod tests {
         let oldest_kept = c
             .best()
             .iter()
-            .filter(|p| !p.dialed)
+            .filter(|p| !p.contact)
             .map(|p| p.last_seen)
             .min()
             .unwrap();
@@ -500,16 +514,38 @@ mod tests {
         );
         // A dialled peer that served pushes a stranger out.
         let later = PeerId::random();
-        c.met(later, [addr(9999)], Services::default(), true, 5);
+        c.met(later, [addr(9999)], Some(Services::default()), true, 5);
         assert!(c.get(&later).is_some());
         assert_eq!(c.len(), MAX_PEERS);
+    }
+
+    #[test]
+    fn meeting_a_contact_again_keeps_what_was_known() {
+        let mut c = PeerCache::new();
+        let p = PeerId::random();
+        c.met(p, [addr(1)], Some(relay()), false, 10);
+        c.met(p, [], None, true, 20);
+        let e = c.get(&p).unwrap();
+        assert_eq!((e.services, e.contact, e.last_seen), (relay(), true, 20));
+        assert_eq!(e.addrs, vec![addr(1)]);
+        c.met(p, [addr(2)], Some(Services::default()), false, 15);
+        let e = c.get(&p).unwrap();
+        assert!(e.contact, "once a contact, always");
+        assert_eq!(e.last_seen, 20, "time never goes back");
+        assert_eq!(e.addrs, vec![addr(2), addr(1)]);
+        assert_eq!(e.services, Services::default());
+        c.seen(&p, 30);
+        c.seen(&PeerId::random(), 30);
+        let e = c.get(&p).unwrap();
+        assert_eq!((e.last_seen, e.successes), (30, 3));
+        assert_eq!(c.len(), 1, "seen() adds no peer");
     }
 
     #[test]
     fn a_peer_that_keeps_failing_is_forgotten_only_when_old() {
         let mut c = PeerCache::new();
         let p = PeerId::random();
-        c.met(p, [addr(1)], relay(), true, 1000);
+        c.met(p, [addr(1)], Some(relay()), true, 1000);
         for _ in 0..MAX_FAILURES * 2 {
             c.failed(&p, 1000 + 60);
         }
@@ -517,9 +553,9 @@ mod tests {
         c.failed(&p, 1000 + FORGET_AFTER.as_secs() + 1);
         assert!(c.get(&p).is_none());
         // Meeting it again resets the failures.
-        c.met(p, [addr(1)], relay(), true, 2000);
+        c.met(p, [addr(1)], Some(relay()), true, 2000);
         c.failed(&p, 2001);
-        c.met(p, [addr(1)], relay(), true, 2002);
+        c.met(p, [addr(1)], Some(relay()), true, 2002);
         assert_eq!(c.get(&p).unwrap().failures, 0);
         assert_eq!(c.get(&p).unwrap().successes, 2);
     }
@@ -565,7 +601,7 @@ mod tests {
         );
         // Counters saturate instead of overflowing.
         let mut c = c;
-        c.met(p, [addr(1)], relay(), true, 600);
+        c.met(p, [addr(1)], Some(relay()), true, 600);
         assert_eq!(c.get(&p).unwrap().successes, u32::MAX);
     }
 
@@ -601,7 +637,7 @@ mod tests {
         assert!(matches!(e, Some(LoadError::TooLarge { .. })), "{e:?}");
         let mut c = PeerCache::new();
         let p = PeerId::random();
-        c.met(p, [addr(1)], relay(), true, 1);
+        c.met(p, [addr(1)], Some(relay()), true, 1);
         std::fs::write(&path, c.encode()).unwrap();
         let (d, e) = PeerCache::load(&path);
         assert!(e.is_none());

@@ -27,6 +27,7 @@ fn ip(args: &[&str]) {
 /// Namespaces deleted (with everything in them) when dropped.
 pub struct Netns {
     names: Vec<String>,
+    prefix: String,
 }
 
 impl Drop for Netns {
@@ -40,12 +41,21 @@ impl Drop for Netns {
 impl Netns {
     /// An empty set, to add namespaces to.
     pub fn new() -> Netns {
-        Netns { names: Vec::new() }
+        Netns::with_prefix("pd")
+    }
+
+    /// An empty set whose namespaces are named `<prefix><pid><name>`, so
+    /// tests running at the same time never share a name.
+    pub fn with_prefix(prefix: &str) -> Netns {
+        Netns {
+            names: Vec::new(),
+            prefix: prefix.to_owned(),
+        }
     }
 
     /// Adds namespace `name` (unique per test process) with loopback up.
     pub fn add(&mut self, name: &str) -> String {
-        let full = format!("pd{}{name}", std::process::id() % 100_000);
+        let full = format!("{}{}{name}", self.prefix, std::process::id() % 100_000);
         // A namespace left by a killed run of this test: remove it quietly.
         let _ = Command::new("ip").args(["netns", "del", &full]).output();
         ip(&["netns", "add", &full]);
@@ -119,4 +129,92 @@ pub fn ip_in(ns: &str, args: &[&str]) {
     let mut a = vec!["-n", ns];
     a.extend_from_slice(args);
     ip(&a);
+}
+
+/// How a test router maps ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Nat {
+    /// Masquerade keeping source ports where it can: endpoint-independent
+    /// mapping ("cone"), which hole punching can get through.
+    Cone,
+    /// Masquerade with `--random-fully`: a new port per flow ("symmetric"),
+    /// which hole punching cannot get through.
+    Symmetric,
+}
+
+/// A home behind its own NAT router on the bridge in `public_ns`: the
+/// router gets `wan_cidr` on the public side and `192.168.<lan>.1/24` on
+/// the LAN, the host `192.168.<lan>.2/24`. The router masquerades (`nat`)
+/// and drops every unsolicited inbound packet, to itself as well as
+/// forwarded: only replies to what the home sent get in (it must not answer
+/// a stray SYN with a reset, or a punch arriving first is torn down).
+/// Returns (router, host) namespaces.
+pub fn home(
+    net: &mut Netns,
+    public_ns: &str,
+    name: &str,
+    wan_cidr: &str,
+    lan: u8,
+    nat: Nat,
+) -> (String, String) {
+    let router = net.host_on(public_ns, &format!("r{name}"), "eth0", wan_cidr);
+    let host = net.add(&format!("h{name}"));
+    net.wire(
+        (&router, "eth1", &format!("192.168.{lan}.1/24")),
+        (&host, "eth0", &format!("192.168.{lan}.2/24")),
+    );
+    ip_in(
+        &host,
+        &[
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("192.168.{lan}.1"),
+        ],
+    );
+    exec_in(&router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    let mut masq = vec![
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-o",
+        "eth0",
+        "-j",
+        "MASQUERADE",
+    ];
+    if nat == Nat::Symmetric {
+        masq.push("--random-fully");
+    }
+    exec_in(&router, &masq);
+    // The prerouting nat chain must exist for replies to be un-NATed.
+    exec_in(
+        &router,
+        &["iptables", "-t", "nat", "-A", "PREROUTING", "-j", "RETURN"],
+    );
+    for chain in ["INPUT", "FORWARD"] {
+        exec_in(
+            &router,
+            &[
+                "iptables",
+                "-A",
+                chain,
+                "-i",
+                "eth0",
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "ESTABLISHED,RELATED",
+                "-j",
+                "ACCEPT",
+            ],
+        );
+        exec_in(
+            &router,
+            &["iptables", "-A", chain, "-i", "eth0", "-j", "DROP"],
+        );
+    }
+    (router, host)
 }

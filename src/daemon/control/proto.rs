@@ -554,6 +554,57 @@ pub struct StatusReply {
     pub uploaded_bytes: u64,
     /// Whether finished fetches are re-seeded.
     pub reseed: bool,
+    /// Whether other peers can dial this node, as far as it knows.
+    #[serde(default)]
+    pub reachability: Reachability,
+    /// Addresses confirmed reachable from outside, without `/p2p`.
+    #[serde(default)]
+    pub external_addrs: Vec<String>,
+    /// Relays this node holds (or asks for) a circuit reservation on.
+    #[serde(default)]
+    pub relays: Vec<Relay>,
+    /// Peers in the peer cache (`peers.json`), bootstrapped from at the
+    /// next start.
+    #[serde(default)]
+    pub cached_peers: u64,
+}
+
+/// Whether other peers can dial this node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reachability {
+    /// No verdict (yet).
+    #[default]
+    Unknown,
+    /// Another peer confirmed an address of this node reachable.
+    Public,
+    /// Not reachable from outside: reached through relays.
+    Private,
+}
+
+/// A relay in `status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Relay {
+    /// Its peer id, base58.
+    pub peer: String,
+    /// This node's addresses through it (`…/p2p/RELAY/p2p-circuit`), once
+    /// reserved.
+    pub circuit_addrs: Vec<String>,
+    /// Where the reservation stands.
+    pub state: RelayState,
+    /// Whether the relay was named by configuration (`relays`, `--relay`)
+    /// rather than picked by the daemon itself.
+    pub configured: bool,
+}
+
+/// Where a relay reservation stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RelayState {
+    /// Asked for, no answer yet.
+    Requesting,
+    /// Accepted (and renewed before it expires).
+    Reserved,
 }
 
 /// A connected peer in `status`.

@@ -9,7 +9,8 @@ use libp2p::{
     yamux, Swarm, SwarmBuilder,
 };
 
-use super::{NetError, NodeConfig, KAD};
+use super::relay_gate::RelayGate;
+use super::{NetError, NodeConfig, Role, KAD};
 
 /// The node's protocols. Connection limits come first so they can refuse a
 /// connection before the others see it.
@@ -23,7 +24,7 @@ pub(super) struct Behaviour {
     pub(super) mdns: Toggle<mdns::tokio::Behaviour>,
     pub(super) kad: kad::Behaviour<crate::net::dht_store::Store>,
     pub(super) relay_client: relay::client::Behaviour,
-    pub(super) relay: Toggle<relay::Behaviour>,
+    pub(super) relay: Toggle<RelayGate>,
     pub(super) dcutr: dcutr::Behaviour,
     pub(super) autonat: autonat::v2::client::Behaviour,
     pub(super) autonat_server: Toggle<autonat::v2::server::Behaviour>,
@@ -81,20 +82,25 @@ pub(super) fn build(
                 // Explicit, never kad's automatic mode (audit F-20): a
                 // one-shot node must not offer to store records it drops
                 // on exit.
-                kad.set_mode(Some(if config.dht_server {
+                kad.set_mode(Some(if config.dht_server == Role::On {
                     kad::Mode::Server
                 } else {
                     kad::Mode::Client
                 }));
-                let relay = config.relay_server.then(|| {
-                    relay::Behaviour::new(
+                let relay = (config.relay_server != Role::Off).then(|| {
+                    let l = &config.relay_limits;
+                    RelayGate(relay::Behaviour::new(
                         me,
                         relay::Config {
-                            max_circuit_bytes: config.relay_max_circuit_bytes,
-                            max_circuit_duration: Duration::from_secs(3600),
+                            max_circuits: l.max_circuits,
+                            max_circuits_per_peer: l.max_circuits_per_peer,
+                            max_circuit_bytes: l.max_circuit_bytes,
+                            max_circuit_duration: l.max_circuit_duration,
+                            max_reservations: l.max_reservations,
+                            max_reservations_per_peer: l.max_reservations_per_peer,
                             ..Default::default()
                         },
-                    )
+                    ))
                 });
                 Ok(Behaviour {
                     limits: connection_limits::Behaviour::new(limits),
@@ -111,8 +117,7 @@ pub(super) fn build(
                     relay: relay.into(),
                     dcutr: dcutr::Behaviour::new(me),
                     autonat: autonat::v2::client::Behaviour::default(),
-                    autonat_server: config
-                        .dht_server
+                    autonat_server: (config.dht_server != Role::Off)
                         .then(autonat::v2::server::Behaviour::default)
                         .into(),
                 })

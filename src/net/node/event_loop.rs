@@ -2,16 +2,25 @@
 //! and reacts to swarm events.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
-use libp2p::{identify, kad, mdns, Multiaddr, PeerId, Swarm};
+use libp2p::{autonat, dcutr, identify, kad, mdns, relay, Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot};
 
 use super::behaviour::{Behaviour, BehaviourEvent};
-use super::{Command, NetError, KAD};
+use super::reach::Reach;
+use super::{Command, NetError, NodeConfig, Role, StreamCounters, KAD};
+use crate::net::addr::{is_relayed, relay_of};
+use crate::net::autorelay::{Action, AutoRelay, AutoRelayConfig};
+use crate::net::status::{ReachStatus, Reachability};
+
+/// How often deadlines and the relay choice are looked at.
+const TICK: Duration = Duration::from_millis(250);
 
 /// A dial waiting for its connection: the peer, the addresses not yet
 /// tried, and who to tell.
@@ -24,9 +33,19 @@ type PendingDial = (
 /// State of the swarm task. Owned by that task alone.
 pub(super) struct EventLoop {
     swarm: Swarm<Behaviour>,
-    /// Whether this node relays for others (it then declares its listen
-    /// addresses as external).
-    relay_server: bool,
+    /// Whether this node relays for others whatever AutoNAT says (it then
+    /// declares its listen addresses as external).
+    relay_forced: bool,
+    /// Whether the node offers a relay service at all.
+    relay_service: bool,
+    /// The node's DHT role.
+    dht_role: Role,
+    /// How long a relayed dial waits for hole punching.
+    punch_wait: Duration,
+    /// Connections, peers met, reachability, relays.
+    reach: Reach,
+    /// Inbound data streams counted by connection kind.
+    streams: Arc<StreamCounters>,
     /// Every listener added, for shutdown.
     listeners: Vec<libp2p::core::transport::ListenerId>,
     /// Listen requests waiting for their first address.
@@ -36,8 +55,6 @@ pub(super) struct EventLoop {
     >,
     /// Dials waiting for their connection, with the addresses not yet tried.
     pending_dial: HashMap<ConnectionId, PendingDial>,
-    /// One remote address per connected peer, for status.
-    connected: HashMap<PeerId, Multiaddr>,
     /// Dials that found another dial to the same peer under way, waiting
     /// for its outcome.
     dial_waiters: HashMap<PeerId, Vec<oneshot::Sender<Result<(), NetError>>>>,
@@ -50,14 +67,28 @@ pub(super) struct EventLoop {
 }
 
 impl EventLoop {
-    pub(super) fn new(swarm: Swarm<Behaviour>, relay_server: bool) -> EventLoop {
+    pub(super) fn new(
+        swarm: Swarm<Behaviour>,
+        config: &NodeConfig,
+        streams: Arc<StreamCounters>,
+    ) -> EventLoop {
+        // Always there, to track configured relays; it picks relays itself
+        // only with `auto_relay`.
+        let reach = Reach::new(AutoRelay::new(AutoRelayConfig {
+            want: if config.auto_relay { 2 } else { 0 },
+            ..AutoRelayConfig::default()
+        }));
         EventLoop {
             swarm,
-            relay_server,
+            relay_forced: config.relay_server == Role::On,
+            relay_service: config.relay_server != Role::Off,
+            dht_role: config.dht_server,
+            punch_wait: config.punch_wait,
+            reach,
+            streams,
             listeners: Vec::new(),
             pending_listen: HashMap::new(),
             pending_dial: HashMap::new(),
-            connected: HashMap::new(),
             dial_waiters: HashMap::new(),
             discovered: HashMap::new(),
             pending_providers: HashMap::new(),
@@ -66,8 +97,11 @@ impl EventLoop {
     }
 
     pub(super) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = tick.tick() => self.housekeeping(),
                 cmd = commands.recv(), if self.shutdown.is_none() => match cmd {
                     Some(cmd) => {
                         if self.command(cmd) {
@@ -91,6 +125,12 @@ impl EventLoop {
             Command::Listen(addr, reply) => match self.swarm.listen_on(addr.clone()) {
                 Ok(id) => {
                     self.listeners.push(id);
+                    if let Some(relay) = relay_of(&addr) {
+                        self.reach.relay_listeners.insert(id, relay);
+                        if let Some(ar) = &mut self.reach.autorelay {
+                            ar.configured(relay, Instant::now());
+                        }
+                    }
                     self.pending_listen.insert(id, (addr, reply));
                 }
                 Err(e) => {
@@ -172,12 +212,17 @@ impl EventLoop {
                 self.pending_providers.insert(id, (reply, Vec::new()));
             }
             Command::Connected(reply) => {
-                let _ = reply.send(
-                    self.connected
-                        .iter()
-                        .map(|(p, a)| (*p, a.clone()))
-                        .collect(),
-                );
+                let _ = reply.send(self.reach.one_addr_each());
+            }
+            Command::ReachStatus(reply) => {
+                let _ = reply.send(self.reach_status());
+            }
+            Command::KnownPeers(reply) => {
+                let _ = reply.send(self.reach.known_peers());
+            }
+            Command::WaitDirect(peer, timeout, reply) => {
+                self.reach
+                    .await_direct(peer, Instant::now() + timeout, reply);
             }
             Command::Disconnect(peer) => {
                 let _ = self.swarm.disconnect_peer_id(peer);
@@ -250,6 +295,113 @@ impl EventLoop {
         }
     }
 
+    /// Periodic work: deadlines of waiting callers, and the relay choice.
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        self.reach.expire(now);
+        let actions = match &mut self.reach.autorelay {
+            Some(ar) => ar.poll(now),
+            None => return,
+        };
+        for a in actions {
+            match a {
+                Action::Reserve { relay, addr } => match self.swarm.listen_on(addr.clone()) {
+                    Ok(id) => {
+                        tracing::info!(%relay, %addr, "asking a relay for a reservation");
+                        self.listeners.push(id);
+                        self.reach.relay_listeners.insert(id, relay);
+                    }
+                    Err(e) => {
+                        tracing::debug!(%relay, "cannot reserve on relay: {e}");
+                        if let Some(ar) = &mut self.reach.autorelay {
+                            ar.lost(relay, now);
+                        }
+                    }
+                },
+                Action::Release { relay } => {
+                    let ids: Vec<_> = self
+                        .reach
+                        .relay_listeners
+                        .iter()
+                        .filter(|(_, r)| **r == relay)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for id in ids {
+                        self.reach.relay_listeners.remove(&id);
+                        self.listeners.retain(|l| *l != id);
+                        self.swarm.remove_listener(id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The node's confirmed external addresses, relayed ones left out.
+    fn direct_external(&self) -> Vec<Multiaddr> {
+        self.swarm
+            .external_addresses()
+            .filter(|a| !is_relayed(a))
+            .cloned()
+            .collect()
+    }
+
+    /// Re-reads the reachability verdict and sets the roles that follow
+    /// from it.
+    fn update_roles(&mut self) {
+        let confirmed = self.direct_external();
+        let Some(v) = self.reach.update_verdict(&confirmed) else {
+            return;
+        };
+        tracing::info!(reachability = ?v, "reachability changed");
+        if self.dht_role == Role::Auto {
+            let mode = if v == Reachability::Public {
+                kad::Mode::Server
+            } else {
+                kad::Mode::Client
+            };
+            self.swarm.behaviour_mut().kad.set_mode(Some(mode));
+        }
+    }
+
+    /// What identify told about `peer`: DHT servers join the routing
+    /// table with the addresses they listen on (inbound peers would not be
+    /// added otherwise), relays become AutoRelay candidates.
+    fn identified(&mut self, peer: PeerId, info: identify::Info) {
+        let now = Instant::now();
+        let relay_addrs = self.reach.identified(peer, &info, now);
+        if let Some(ar) = &mut self.reach.autorelay {
+            match relay_addrs {
+                Some(addrs) => ar.offer(peer, addrs, now),
+                None => ar.withdraw(&peer),
+            }
+        }
+        if info.protocols.contains(&KAD) {
+            for a in info.listen_addrs {
+                self.swarm.behaviour_mut().kad.add_address(&peer, a);
+            }
+        }
+    }
+
+    /// The snapshot for [`super::Client::reach_status`].
+    fn reach_status(&self) -> ReachStatus {
+        let public = self.reach.reachability == Reachability::Public;
+        ReachStatus {
+            reachability: self.reach.reachability,
+            external_addrs: self.direct_external(),
+            relay_service: self.relay_service && public,
+            dht_server: self.dht_role == Role::On || (self.dht_role == Role::Auto && public),
+            relays: self
+                .reach
+                .autorelay
+                .as_ref()
+                .map(|a| a.status())
+                .unwrap_or_default(),
+            connections: self.reach.connections(),
+            punches: self.reach.punches,
+            data_streams: self.streams.snapshot(),
+        }
+    }
+
     /// Handles one swarm event; true when the loop should end.
     fn event(&mut self, event: SwarmEvent<BehaviourEvent>) -> bool {
         match event {
@@ -261,11 +413,14 @@ impl EventLoop {
                 // A relay must announce where it can be reached, or it turns
                 // reservations down; a relay server is assumed reachable on
                 // its non-loopback listen addresses.
-                if self.relay_server
-                    && !crate::net::is_loopback(&address)
-                    && !address.iter().any(|p| p == Protocol::P2pCircuit)
+                if self.relay_forced && !crate::net::is_loopback(&address) && !is_relayed(&address)
                 {
                     self.swarm.add_external_address(address.clone());
+                }
+                if let Some(relay) = self.reach.relay_listeners.get(&listener_id) {
+                    if let Some(ar) = &mut self.reach.autorelay {
+                        ar.circuit_addr_added(*relay, address.clone());
+                    }
                 }
                 if let Some((_, reply)) = self.pending_listen.remove(&listener_id) {
                     let me = *self.swarm.local_peer_id();
@@ -285,6 +440,12 @@ impl EventLoop {
                 reason,
                 ..
             } => {
+                if let Some(relay) = self.reach.relay_listeners.remove(&listener_id) {
+                    tracing::info!(%relay, ?reason, "relay reservation ended");
+                    if let Some(ar) = &mut self.reach.autorelay {
+                        ar.lost(relay, Instant::now());
+                    }
+                }
                 if let Some((addr, reply)) = self.pending_listen.remove(&listener_id) {
                     let reason = match reason {
                         Ok(()) => "closed".to_owned(),
@@ -299,14 +460,25 @@ impl EventLoop {
                 endpoint,
                 ..
             } => {
-                tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
-                self.connected
-                    .insert(peer_id, endpoint.get_remote_address().clone());
-                if let Some((_, _, reply)) = self.pending_dial.remove(&connection_id) {
-                    let _ = reply.send(Ok(()));
+                let addr = endpoint.get_remote_address();
+                tracing::debug!(peer = %peer_id, %addr, "connected");
+                for relayed in self.reach.connected(peer_id, connection_id, addr) {
+                    tracing::info!(peer = %peer_id, %addr, "direct connection; closing the relayed one");
+                    self.swarm.close_connection(relayed);
                 }
-                for w in self.dial_waiters.remove(&peer_id).unwrap_or_default() {
-                    let _ = w.send(Ok(()));
+                let mut replies: Vec<_> = self.dial_waiters.remove(&peer_id).unwrap_or_default();
+                if let Some((_, _, reply)) = self.pending_dial.remove(&connection_id) {
+                    replies.push(reply);
+                }
+                for reply in replies {
+                    if is_relayed(addr) && !self.punch_wait.is_zero() {
+                        // Hole punching starts on this connection: give it
+                        // a moment, so bulk streams go on the direct one.
+                        let deadline = Instant::now() + self.punch_wait;
+                        self.reach.await_punch(peer_id, deadline, reply);
+                    } else {
+                        let _ = reply.send(Ok(()));
+                    }
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -326,18 +498,11 @@ impl EventLoop {
                     self.dial_next(peer, rest, reply, error.to_string());
                 }
             }
-            // Peers that speak our DHT protocol join the routing table with
-            // the addresses they listen on (inbound peers would not be added
-            // otherwise).
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
                 ..
-            })) if info.protocols.contains(&KAD) => {
-                for a in info.listen_addrs {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, a);
-                }
-            }
+            })) => self.identified(peer_id, info),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {
                     tracing::debug!(%peer, %addr, "found on the LAN");
@@ -413,21 +578,52 @@ impl EventLoop {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => tracing::debug!(?e, "dht"),
-            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => tracing::info!(?e, "hole punching"),
-            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(e)) => tracing::info!(?e, "relay"),
-            SwarmEvent::Behaviour(BehaviourEvent::Autonat(e)) => {
-                tracing::debug!(?e, "reachability test")
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            })) => match result {
+                Ok(_) => {
+                    tracing::info!(peer = %remote_peer_id, "hole punching succeeded");
+                    self.reach.punches.succeeded += 1;
+                }
+                Err(e) => {
+                    tracing::info!(peer = %remote_peer_id, "hole punching failed: {e}");
+                    self.reach.punch_failed(remote_peer_id);
+                }
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(e)) => {
+                tracing::info!(?e, "relay");
+                if let relay::client::Event::ReservationReqAccepted { relay_peer_id, .. } = e {
+                    if let Some(ar) = &mut self.reach.autorelay {
+                        ar.accepted(relay_peer_id);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(autonat::v2::client::Event {
+                tested_addr,
+                result,
+                ..
+            })) => {
+                tracing::debug!(%tested_addr, ok = result.is_ok(), "reachability test");
+                self.reach.autonat_result(result.is_ok());
+                self.update_roles();
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                tracing::info!(%address, "external address confirmed");
+                self.update_roles();
+            }
+            SwarmEvent::ExternalAddrExpired { address } => {
+                tracing::info!(%address, "external address expired");
+                self.update_roles();
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 cause,
-                num_established,
                 ..
             } => {
                 tracing::debug!(peer = %peer_id, ?cause, "connection closed");
-                if num_established == 0 {
-                    self.connected.remove(&peer_id);
-                }
+                self.reach.closed(peer_id, connection_id);
                 if self.shutdown.is_some() && self.swarm.connected_peers().next().is_none() {
                     if let Some(reply) = self.shutdown.take() {
                         let _ = reply.send(());

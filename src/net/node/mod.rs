@@ -6,7 +6,10 @@
 
 mod behaviour;
 mod event_loop;
+mod reach;
+mod relay_gate;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +18,7 @@ use libp2p::{identity, Multiaddr, PeerId, StreamProtocol};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::net::inbound::Incoming;
+use crate::net::status::{KnownPeer, ReachStatus, StreamCounts};
 use crate::wire;
 
 /// The data protocol's name as a libp2p protocol.
@@ -63,15 +67,68 @@ pub struct NodeConfig {
     /// Discover peers on the LAN with mDNS. Off by default: it multicasts on
     /// every interface, which the binary turns on deliberately.
     pub mdns: bool,
-    /// Answer DHT queries and store provider records (daemons); otherwise
-    /// the node only asks.
-    pub dht_server: bool,
+    /// Whether to answer DHT queries and store provider records for others
+    /// (and answer AutoNAT reachability tests, unless [`Role::Off`]):
+    /// [`Role::Auto`] once AutoNAT finds the node publicly reachable.
+    pub dht_server: Role,
     /// DHT bootstrap peers (multiaddrs ending in /p2p/PEER).
     pub bootstrap: Vec<Multiaddr>,
-    /// Relay circuits for other peers (relay v2 server).
-    pub relay_server: bool,
-    /// Bytes one relayed circuit may carry (relay servers only).
-    pub relay_max_circuit_bytes: u64,
+    /// Whether to relay circuits for other peers (relay v2 server):
+    /// [`Role::Auto`] once AutoNAT finds the node publicly reachable;
+    /// [`Role::On`] assumes the node's listen addresses are reachable.
+    pub relay_server: Role,
+    /// What the relay service allows.
+    pub relay_limits: RelayLimits,
+    /// Pick relays and reserve circuits on them while not publicly
+    /// reachable (AutoRelay). Relays named with a `/p2p-circuit` listen
+    /// address override the choice.
+    pub auto_relay: bool,
+    /// How long a dial that ended on a relayed connection waits for hole
+    /// punching to give a direct one, before it is answered anyway (bulk
+    /// streams go on whichever connection exists).
+    pub punch_wait: Duration,
+}
+
+/// Whether the node takes on a role for others.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Role {
+    /// Never.
+    #[default]
+    Off,
+    /// When AutoNAT finds the node publicly reachable.
+    Auto,
+    /// Always.
+    On,
+}
+
+/// The relay service's limits, for every circuit it carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayLimits {
+    /// Circuits relayed at once.
+    pub max_circuits: usize,
+    /// Circuits at once per peer.
+    pub max_circuits_per_peer: usize,
+    /// Bytes one circuit may carry (both ways); then it is closed.
+    pub max_circuit_bytes: u64,
+    /// How long one circuit may stay open.
+    pub max_circuit_duration: Duration,
+    /// Reservations held at once.
+    pub max_reservations: usize,
+    /// Reservations at once per peer.
+    pub max_reservations_per_peer: usize,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        RelayLimits {
+            max_circuits: 16,
+            max_circuits_per_peer: 4,
+            max_circuit_bytes: 64 << 20,
+            max_circuit_duration: Duration::from_secs(600),
+            max_reservations: 128,
+            max_reservations_per_peer: 4,
+        }
+    }
 }
 
 impl Default for NodeConfig {
@@ -82,10 +139,12 @@ impl Default for NodeConfig {
             max_connections: 256,
             max_connections_per_peer: 4,
             mdns: false,
-            dht_server: false,
+            dht_server: Role::Off,
             bootstrap: Vec::new(),
-            relay_server: false,
-            relay_max_circuit_bytes: 1 << 30,
+            relay_server: Role::Off,
+            relay_limits: RelayLimits::default(),
+            auto_relay: false,
+            punch_wait: Duration::from_secs(8),
         }
     }
 }
@@ -103,6 +162,9 @@ pub(crate) enum Command {
     Discovered(oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>),
     Provide(Vec<u8>),
     Providers(Vec<u8>, oneshot::Sender<Vec<PeerId>>),
+    ReachStatus(oneshot::Sender<ReachStatus>),
+    KnownPeers(oneshot::Sender<Vec<KnownPeer>>),
+    WaitDirect(PeerId, Duration, oneshot::Sender<bool>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -186,6 +248,23 @@ impl Client {
         self.call(|tx| Command::Providers(key, tx)).await
     }
 
+    /// What the node knows of its reachability, relays and connections.
+    pub async fn reach_status(&self) -> Result<ReachStatus, NetError> {
+        self.call(Command::ReachStatus).await
+    }
+
+    /// Peers met on the network with what they said of themselves
+    /// (identify), most recent first; bounded.
+    pub async fn known_peers(&self) -> Result<Vec<KnownPeer>, NetError> {
+        self.call(Command::KnownPeers).await
+    }
+
+    /// Waits until the node has a direct connection to `peer` (true), or
+    /// `timeout` passes (false).
+    pub async fn wait_direct(&self, peer: PeerId, timeout: Duration) -> Result<bool, NetError> {
+        self.call(|tx| Command::WaitDirect(peer, timeout, tx)).await
+    }
+
     /// Closes every connection to `peer` (for one that misbehaved).
     pub async fn disconnect(&self, peer: PeerId) {
         let _ = self.commands.send(Command::Disconnect(peer)).await;
@@ -201,6 +280,8 @@ impl Client {
 /// runtime).
 pub fn spawn(config: NodeConfig) -> Result<Client, NetError> {
     let (inbound, incoming) = crate::net::inbound::Behaviour::new(XFER);
+    let streams = Arc::new(StreamCounters::default());
+    let incoming = count_streams(incoming, streams.clone());
     let mut swarm = behaviour::build(&config, inbound)?;
     let peer_id = *swarm.local_peer_id();
     let control = swarm.behaviour().stream.new_control();
@@ -220,13 +301,50 @@ pub fn spawn(config: NodeConfig) -> Result<Client, NetError> {
         }
     }
     let (commands, rx) = mpsc::channel(64);
-    tokio::spawn(event_loop::EventLoop::new(swarm, config.relay_server).run(rx));
+    tokio::spawn(event_loop::EventLoop::new(swarm, &config, streams).run(rx));
     Ok(Client {
         peer_id,
         commands,
         control,
         incoming: Arc::new(Mutex::new(Some(incoming))),
     })
+}
+
+/// Inbound data streams counted by the kind of connection they came on.
+#[derive(Default)]
+pub(crate) struct StreamCounters {
+    direct: AtomicU64,
+    relayed: AtomicU64,
+}
+
+impl StreamCounters {
+    fn snapshot(&self) -> StreamCounts {
+        StreamCounts {
+            direct: self.direct.load(Ordering::Relaxed),
+            relayed: self.relayed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Passes inbound data streams on (through a queue as deep as the first),
+/// counting them by connection kind: whether bulk really avoids the relays
+/// is then seen, not assumed.
+fn count_streams(mut incoming: Incoming, counters: Arc<StreamCounters>) -> Incoming {
+    let (tx, rx) = mpsc::channel(crate::net::inbound::QUEUE);
+    tokio::spawn(async move {
+        while let Some(s) = incoming.recv().await {
+            let c = if crate::net::addr::is_relayed(&s.addr) {
+                &counters.relayed
+            } else {
+                &counters.direct
+            };
+            c.fetch_add(1, Ordering::Relaxed);
+            if tx.send(s).await.is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 /// Splits `/…/p2p/PEER` into the peer and the address before it.
