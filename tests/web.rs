@@ -69,6 +69,168 @@ fn browser_available() -> bool {
     }
 }
 
+/// The page's path rules (web/src/format.js, run in node) refuse exactly
+/// the paths the CLI's `RelPath::new` refuses, for the same reason: the
+/// hostile-path cases of src/meta.rs and thousands of generated ones.
+#[test]
+fn the_page_and_the_cli_refuse_the_same_paths() {
+    let node = Command::new("node").arg("--version").output();
+    if !node.map(|o| o.status.success()).unwrap_or(false) {
+        assert!(std::env::var_os("CI").is_none(), "CI must have node");
+        eprintln!("skipped: needs node");
+        return;
+    }
+    let tokens = [
+        "a",
+        "b",
+        ".",
+        "..",
+        " ",
+        "/",
+        "\\",
+        ":",
+        "<",
+        "?",
+        "*",
+        "\"",
+        "|",
+        "\0",
+        "\n",
+        "\u{7f}",
+        "\u{85}",
+        "\u{9f}",
+        "\u{202e}",
+        "\u{2066}",
+        "\u{61c}",
+        "\u{2028}",
+        "\u{200b}",
+        "\u{200d}",
+        "\u{2064}",
+        "\u{feff}",
+        "\u{ad}",
+        "\u{34f}",
+        "\u{180e}",
+        "\u{200a}",
+        "CON",
+        "con",
+        "nul",
+        "CONIN$",
+        "conout$",
+        "CLOCK$",
+        "COM",
+        "lpt",
+        "1",
+        "0",
+        "¹",
+        "³",
+        "$",
+        ".txt",
+        ".peerdrop-",
+        ".PeerDrop-",
+        "peerdrop",
+        "-",
+        "é",
+        "e\u{301}",
+        "ß",
+        "名前",
+        "\u{1f600}",
+        "x",
+    ];
+    let safe = [
+        "a",
+        "b",
+        "x",
+        "-",
+        "é",
+        "名前",
+        "1",
+        "0",
+        ".txt",
+        "/",
+        "CON",
+        "lpt",
+        ".peerdrop",
+    ];
+    let mut cases: Vec<String> = [
+        "",
+        "/etc/passwd",
+        "a/../b",
+        "..",
+        "./a",
+        "a//b",
+        "a/",
+        "C:\\x",
+        "a\0b",
+        "evil\u{202e}txt.exe",
+        "trailing.",
+        "trailing ",
+        "CON .txt",
+        "d/NUL  .x",
+        "aux   .tar.gz",
+        "lpt¹",
+        "com10",
+        "CONSOLE$",
+        ".peerdrop",
+        "x.peerdrop-y",
+        "ünïcödé/名前",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    cases.push("a".repeat(255));
+    cases.push("a".repeat(256));
+    cases.push("é".repeat(128));
+    cases.push(vec!["d"; 128].join("/"));
+    cases.push(vec!["d"; 129].join("/"));
+    cases.push(vec!["abcdefghijklmnop"; 300].join("/"));
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..5000 {
+        let mut s = String::new();
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        for _ in 0..(x >> 60) {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            // Mostly harmless pieces, so that refusals are not all early ones.
+            let t = if (x >> 20) % 8 < 6 {
+                safe[(x >> 33) as usize % safe.len()]
+            } else {
+                tokens[(x >> 33) as usize % tokens.len()]
+            };
+            s.push_str(t);
+        }
+        cases.push(s);
+    }
+    let mut child = Command::new("node")
+        .arg(browser_dir().join("paths.mjs"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(serde_json::to_string(&cases).unwrap().as_bytes())
+            .unwrap();
+    }
+    let out = wait_with_deadline(child, Duration::from_secs(60));
+    let page: Vec<Option<String>> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(page.len(), cases.len());
+    let mut refused = 0;
+    for (p, js) in cases.iter().zip(page) {
+        let cli = peerdrop::meta::RelPath::new(p)
+            .err()
+            .map(|e| format!("{e:?}"));
+        refused += cli.is_some() as usize;
+        assert_eq!(js, cli, "the page and the CLI disagree on {p:?}");
+    }
+    // The generated cases exercise both sides.
+    assert!(refused > 1000 && refused < cases.len() - 500, "{refused}");
+}
+
 /// What the page did.
 struct Outcome {
     json: Value,

@@ -132,9 +132,7 @@ pub async fn serve(listener: TcpListener, provider: Arc<dyn Provider>, config: W
     let state = Arc::new(State {
         provider,
         memory: Arc::new(Semaphore::new(config.memory.min(Semaphore::MAX_PERMITS))),
-        rate: config
-            .max_rate
-            .map(crate::net::serve::RateLimit::new),
+        rate: config.max_rate.map(crate::net::serve::RateLimit::new),
         conns: Mutex::new(Conns::default()),
         config,
     });

@@ -213,8 +213,14 @@ const PATH_ERRORS = {
   Bidi: 'the path contains a bidirectional-text control character',
   Forbidden: 'the path contains a character Windows forbids (one of <>"|?*)',
   TrailingDotOrSpace: 'a path component ends with a dot or a space',
-  Reserved: 'a path component is a name Windows reserves (CON, NUL, COM1, ...)',
+  Reserved: 'a path component is a name Windows reserves (CON, NUL, COM1, CONIN$, ...)',
+  Invisible: 'the path contains an invisible (zero-width or format) character',
+  PeerdropReserved: "a path component starts with '.peerdrop-', which peerdrop reserves for its own staging folders",
 };
+
+// Zero-width and other invisible format characters (look-alike names).
+const INVISIBLE = new Set([0x00ad, 0x034f, 0x180e, 0x200b, 0x200c, 0x200d, 0x2060, 0x2061, 0x2062, 0x2063, 0x2064, 0xfeff]);
+const RESERVED_PREFIX = '.peerdrop-';
 
 const BIDI = new Set([0x061c, 0x200e, 0x200f, 0x202a, 0x202b, 0x202c, 0x202d, 0x202e, 0x2066, 0x2067, 0x2068, 0x2069, 0x2028, 0x2029]);
 
@@ -244,14 +250,18 @@ function componentProblem(c) {
     if (ch === ':') return 'Colon';
     if ('<>"|?*'.includes(ch)) return 'Forbidden';
     if (BIDI.has(cp)) return 'Bidi';
+    if (INVISIBLE.has(cp)) return 'Invisible';
     // Rust's char::is_control is general category Cc.
     if (cp <= 0x1f || (cp >= 0x7f && cp <= 0x9f)) return 'Control';
   }
   if (c.endsWith('.') || c.endsWith(' ')) return 'TrailingDotOrSpace';
-  const stem = c.split('.')[0].replace(/[a-z]/g, (x) => x.toUpperCase());
+  const upper = (x) => x.replace(/[a-z]/g, (l) => l.toUpperCase());
+  if (upper(c).startsWith(upper(RESERVED_PREFIX))) return 'PeerdropReserved';
+  // Windows ignores trailing spaces of the stem too: `CON .txt` is `CON`.
+  const stem = upper(c.split('.')[0].replace(/ +$/, ''));
   const chars = [...stem];
   const reserved =
-    ['CON', 'PRN', 'AUX', 'NUL'].includes(stem) ||
+    ['CON', 'PRN', 'AUX', 'NUL', 'CONIN$', 'CONOUT$', 'CLOCK$'].includes(stem) ||
     ((stem.startsWith('COM') || stem.startsWith('LPT')) && chars.length === 4 && /^[0-9¹²³]$/u.test(chars[3]));
   return reserved ? 'Reserved' : null;
 }
