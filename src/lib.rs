@@ -22,6 +22,7 @@
 //! | 1, pure | [`wire`] | peer protocol messages and framing (the one bincode user) |
 //! | 2, files | [`store`] | reading sources, serving from them, writing output crash-safely, chunk folders, resuming |
 //! | 3, network | [`net`] | the libp2p node, serving and fetching |
+//! | 3, network | [`web`] | browser receive: the page and the ciphertext over HTTP |
 //! | 4, daemon | [`daemon`] | the long-running node: data dir, persistent shares, fetches and pins, the control socket |
 //!
 //! Layers 0 and 1 do no I/O beyond `std::io::Read` handed in by the caller
@@ -42,4 +43,5 @@ pub mod open;
 pub mod pipeline;
 pub mod seal;
 pub mod store;
+pub mod web;
 pub mod wire;

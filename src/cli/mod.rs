@@ -10,6 +10,7 @@ pub mod output;
 pub mod receive;
 pub mod remote;
 pub mod send;
+pub mod web;
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -261,13 +262,24 @@ pub struct SendArgs {
     /// Also be reachable through this relay (multiaddr ending in /p2p/RELAY_ID; repeatable).
     #[arg(long, value_name = "MULTIADDR")]
     pub relay: Vec<libp2p::Multiaddr>,
-    /// Also draw the link as a QR code on stderr.
+    /// Also draw the link as a QR code on stderr (the web link, with --web).
     #[arg(long)]
     pub qr: bool,
     /// Upload limit, bytes per second (suffixes K, M, G: powers of 1024).
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub max_rate: Option<u64>,
-    /// Print JSON lines (link, listening, peer_done, error) on stdout instead of the bare link.
+    /// Also serve the share to browsers on the LAN over HTTP; prints a web link (docs/WEB.md).
+    #[arg(long)]
+    pub web: bool,
+    /// Address for --web to listen on.
+    #[arg(
+        long,
+        value_name = "IP:PORT",
+        default_value = "0.0.0.0:0",
+        requires = "web"
+    )]
+    pub web_listen: std::net::SocketAddr,
+    /// Print JSON lines (link, web_link, listening, peer_done, error) on stdout instead of the bare link.
     #[arg(long)]
     pub json: bool,
     /// More log output on stderr (-v, -vv); RUST_LOG overrides.

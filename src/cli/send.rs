@@ -16,7 +16,8 @@ use tokio::sync::mpsc;
 
 use crate::cli::{output, SendArgs};
 
-fn draw_qr(link: &str) -> anyhow::Result<()> {
+/// Draws `link` as a QR code on stderr.
+pub(crate) fn draw_qr(link: &str) -> anyhow::Result<()> {
     let code = qrcode::QrCode::new(link.as_bytes()).context("drawing the QR code")?;
     let text = code
         .render::<qrcode::render::unicode::Dense1x2>()
@@ -95,10 +96,15 @@ async fn run_async(args: &SendArgs) -> anyhow::Result<()> {
         }
         .to_hint()]
     };
+    let web_key = args.web.then(|| key.duplicate());
     let link = Link::new(id, hints, Some(key))?.to_uri_string();
 
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let provider = Arc::new(LocalProvider::new(share, Some(done_tx)));
+    let web_link = match web_key {
+        Some(key) => Some(crate::cli::web::start(args, provider.clone(), &addrs, &id, &key).await?),
+        None => None,
+    };
     let config = ServeConfig {
         max_rate: args.max_rate,
         ..ServeConfig::default()
@@ -116,11 +122,19 @@ async fn run_async(args: &SendArgs) -> anyhow::Result<()> {
             "addrs": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "files": files, "bytes": total,
         }));
+        if let Some(w) = &web_link {
+            output::json_line(&json!({"event": "web_link", "link": w}));
+        }
     } else {
         println!("{link}");
+        if let Some(w) = &web_link {
+            // Second line of stdout: scripts that read the first line keep working.
+            println!("{w}");
+            eprintln!("open the second link in a browser on the same network");
+        }
     }
     if args.qr {
-        draw_qr(&link)?;
+        draw_qr(web_link.as_deref().unwrap_or(&link))?;
     }
     if !json {
         eprintln!(

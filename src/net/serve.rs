@@ -309,13 +309,23 @@ impl AddrKey {
 }
 
 /// A node-wide upload rate limit: each payload reserves its share of time.
-struct RateLimit {
+/// The web server (`crate::web`) paces its answers with one too.
+pub(crate) struct RateLimit {
     bytes_per_sec: u64,
     next_free: Mutex<Instant>,
 }
 
 impl RateLimit {
-    async fn take(&self, n: usize) {
+    /// A limit of `bytes_per_sec` (at least 1).
+    pub(crate) fn new(bytes_per_sec: u64) -> RateLimit {
+        RateLimit {
+            bytes_per_sec: bytes_per_sec.max(1),
+            next_free: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Waits until `n` more bytes may go out.
+    pub(crate) async fn take(&self, n: usize) {
         let start = {
             let mut next = self
                 .next_free
@@ -521,10 +531,7 @@ pub async fn serve(mut incoming: Incoming, provider: Arc<dyn Provider>, config: 
         provider,
         cpu: Semaphore::new(config.cpu_jobs.max(1)),
         memory: Budget::new(config.memory.max(DEFAULT_RESERVE)),
-        rate: config.max_rate.map(|r| RateLimit {
-            bytes_per_sec: r.max(1),
-            next_free: Mutex::new(Instant::now()),
-        }),
+        rate: config.max_rate.map(RateLimit::new),
         config,
         streams: Mutex::default(),
         bans: Mutex::default(),

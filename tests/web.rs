@@ -1,0 +1,678 @@
+//! Browser receive in a real browser: Debian's headless chromium, driven by
+//! playwright-core (tests/browser/receive.mjs), opens web links and saves
+//! what the page offers.
+//!
+//! - On a test LAN of two network namespaces, `peerdrop send --web` runs in
+//!   one and chromium in the other; a 64 MiB file and a folder of 200 small
+//!   files (as a zip) arrive byte-identical. The 64 MiB run also times
+//!   `peerdrop receive` on the same share, for comparison.
+//! - On loopback, against a server in this process: a corrupted chunk stops
+//!   the page with a clear error and nothing saved; a wrong key fails the
+//!   commitment check; a hostile file name is refused as the CLI refuses it.
+//!
+//! Skipped, with a message, where chromium, node or the npm packages are
+//! missing; fails instead under CI (`CI` set), which installs them.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::net::{local_share, provider};
+use common::netns::{self, Netns};
+use common::*;
+use peerdrop::chunk::{ChunkId, Stream};
+use peerdrop::crypto::ShareKey;
+use peerdrop::manifest::ManifestId;
+use peerdrop::net::serve::{Provider, Refusal};
+use peerdrop::wire::Have;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_peerdrop");
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// Whether a browser test can run here; otherwise says why (and under CI
+/// fails, since CI installs everything).
+fn browser_available() -> bool {
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    let missing = if !Path::new(CHROMIUM).exists() {
+        Some("chromium (apt-get install chromium)")
+    } else if !node {
+        Some("node")
+    } else if !browser_dir().join("node_modules/playwright-core").exists() {
+        Some("playwright-core (cd tests/browser && npm ci)")
+    } else {
+        None
+    };
+    match missing {
+        None => true,
+        Some(what) if std::env::var_os("CI").is_some() => {
+            panic!("CI must run the browser tests, but {what} is missing; see .ci/run")
+        }
+        Some(what) => {
+            eprintln!("skipped: needs {what}");
+            false
+        }
+    }
+}
+
+/// The page's path rules (web/src/format.js, run in node) refuse exactly
+/// the paths the CLI's `RelPath::new` refuses, for the same reason: the
+/// hostile-path cases of src/meta.rs and thousands of generated ones.
+#[test]
+fn the_page_and_the_cli_refuse_the_same_paths() {
+    let node = Command::new("node").arg("--version").output();
+    if !node.map(|o| o.status.success()).unwrap_or(false) {
+        assert!(std::env::var_os("CI").is_none(), "CI must have node");
+        eprintln!("skipped: needs node");
+        return;
+    }
+    let tokens = [
+        "a",
+        "b",
+        ".",
+        "..",
+        " ",
+        "/",
+        "\\",
+        ":",
+        "<",
+        "?",
+        "*",
+        "\"",
+        "|",
+        "\0",
+        "\n",
+        "\u{7f}",
+        "\u{85}",
+        "\u{9f}",
+        "\u{202e}",
+        "\u{2066}",
+        "\u{61c}",
+        "\u{2028}",
+        "\u{200b}",
+        "\u{200d}",
+        "\u{2064}",
+        "\u{feff}",
+        "\u{ad}",
+        "\u{34f}",
+        "\u{180e}",
+        "\u{200a}",
+        "CON",
+        "con",
+        "nul",
+        "CONIN$",
+        "conout$",
+        "CLOCK$",
+        "COM",
+        "lpt",
+        "1",
+        "0",
+        "¹",
+        "³",
+        "$",
+        ".txt",
+        ".peerdrop-",
+        ".PeerDrop-",
+        "peerdrop",
+        "-",
+        "é",
+        "e\u{301}",
+        "ß",
+        "名前",
+        "\u{1f600}",
+        "x",
+    ];
+    let safe = [
+        "a",
+        "b",
+        "x",
+        "-",
+        "é",
+        "名前",
+        "1",
+        "0",
+        ".txt",
+        "/",
+        "CON",
+        "lpt",
+        ".peerdrop",
+    ];
+    let mut cases: Vec<String> = [
+        "",
+        "/etc/passwd",
+        "a/../b",
+        "..",
+        "./a",
+        "a//b",
+        "a/",
+        "C:\\x",
+        "a\0b",
+        "evil\u{202e}txt.exe",
+        "trailing.",
+        "trailing ",
+        "CON .txt",
+        "d/NUL  .x",
+        "aux   .tar.gz",
+        "lpt¹",
+        "com10",
+        "CONSOLE$",
+        ".peerdrop",
+        "x.peerdrop-y",
+        "ünïcödé/名前",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    cases.push("a".repeat(255));
+    cases.push("a".repeat(256));
+    cases.push("é".repeat(128));
+    cases.push(vec!["d"; 128].join("/"));
+    cases.push(vec!["d"; 129].join("/"));
+    cases.push(vec!["abcdefghijklmnop"; 300].join("/"));
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..5000 {
+        let mut s = String::new();
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        for _ in 0..(x >> 60) {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            // Mostly harmless pieces, so that refusals are not all early ones.
+            let t = if (x >> 20) % 8 < 6 {
+                safe[(x >> 33) as usize % safe.len()]
+            } else {
+                tokens[(x >> 33) as usize % tokens.len()]
+            };
+            s.push_str(t);
+        }
+        cases.push(s);
+    }
+    let mut child = Command::new("node")
+        .arg(browser_dir().join("paths.mjs"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(serde_json::to_string(&cases).unwrap().as_bytes())
+            .unwrap();
+    }
+    let out = wait_with_deadline(child, Duration::from_secs(60));
+    let page: Vec<Option<String>> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(page.len(), cases.len());
+    let mut refused = 0;
+    for (p, js) in cases.iter().zip(page) {
+        let cli = peerdrop::meta::RelPath::new(p)
+            .err()
+            .map(|e| format!("{e:?}"));
+        refused += cli.is_some() as usize;
+        assert_eq!(js, cli, "the page and the CLI disagree on {p:?}");
+    }
+    // The generated cases exercise both sides.
+    assert!(refused > 1000 && refused < cases.len() - 500, "{refused}");
+}
+
+/// What the page did.
+struct Outcome {
+    json: Value,
+    /// The URLs the page requested.
+    requests: Vec<String>,
+}
+
+impl Outcome {
+    fn state(&self) -> &str {
+        self.json["state"].as_str().unwrap_or("")
+    }
+    fn error(&self) -> &str {
+        self.json["error"].as_str().unwrap_or("")
+    }
+    fn downloads(&self) -> &[Value] {
+        self.json["downloads"].as_array().map_or(&[], |v| v)
+    }
+    fn saved(&self) -> PathBuf {
+        let d = self.downloads();
+        assert_eq!(d.len(), 1, "one download expected: {}", self.json);
+        assert!(d[0]["failure"].is_null(), "download failed: {}", self.json);
+        PathBuf::from(d[0]["path"].as_str().unwrap())
+    }
+}
+
+/// Opens `url` in chromium (inside namespace `ns`, if given) and saves what
+/// the page offers into `out`. Bounded: the script has its own deadline, and
+/// the process is killed if it overruns it.
+fn open_in_browser(ns: Option<&str>, url: &str, out: &Path, screenshot: Option<&Path>) -> Outcome {
+    fs::create_dir_all(out).unwrap();
+    let opts = serde_json::json!({
+        "url": url, "out": out, "timeoutMs": 150_000, "chromium": CHROMIUM,
+        "screenshot": screenshot, "phone": screenshot.is_some(),
+    });
+    let script = browser_dir().join("receive.mjs");
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "node"]);
+            c
+        }
+        None => Command::new("node"),
+    };
+    cmd.arg(&script)
+        .arg(opts.to_string())
+        .current_dir(browser_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().expect("starting node");
+    let out = wait_with_deadline(child, Duration::from_secs(180));
+    let line = String::from_utf8_lossy(&out.stdout);
+    let json: Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| {
+        panic!(
+            "receive.mjs printed no result ({e}): {line}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(json["fatal"].is_null(), "the browser script failed: {json}");
+    // The page loads nothing from anywhere but the node, and the key never
+    // leaves the page: not in a request, not in a Referer.
+    let origin = url.split('#').next().unwrap();
+    let key = url.rsplit('/').next().unwrap();
+    let requests: Vec<String> = json["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["url"].as_str().unwrap().to_owned())
+        .collect();
+    for r in json["requests"].as_array().unwrap() {
+        let u = r["url"].as_str().unwrap();
+        assert!(
+            u.starts_with(origin) || u.starts_with("blob:"),
+            "a request left the node's origin: {u}"
+        );
+        assert!(!u.contains(key), "the key was sent: {u}");
+        let referer = r["referer"].as_str().unwrap_or("");
+        assert!(referer.is_empty(), "a Referer was sent: {r}");
+    }
+    let mut json = json;
+    // Checked above; too long for the messages below.
+    json.as_object_mut().unwrap().remove("requests");
+    // No CSP violation or script error.
+    assert_eq!(json["console"], serde_json::json!([]), "console: {json}");
+    Outcome { json, requests }
+}
+
+fn wait_with_deadline(mut child: Child, limit: Duration) -> std::process::Output {
+    let start = Instant::now();
+    loop {
+        match child.try_wait().unwrap() {
+            Some(_) => return child.wait_with_output().unwrap(),
+            None if start.elapsed() > limit => {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "timed out after {limit:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            // Polling a child's exit: there is no portable exit event to wait on.
+            None => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// A `peerdrop send` process, killed when dropped.
+struct Sender(Child);
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `peerdrop send --web` in namespace `ns` on `ip`; returns it with
+/// its peerdrop link and web link (stdout's first two lines).
+fn send_web(ns: &str, ip: &str, paths: &[&Path]) -> (Sender, String, String) {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns, BIN, "send", "--no-mdns", "--web"])
+        .args(["--listen", &format!("/ip4/{ip}/tcp/0")])
+        .args(["--web-listen", &format!("{ip}:0")])
+        .args(paths)
+        .env_remove("PEERDROP_LINK")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    // Reading blocks until sealing is done; `send` prints nothing else first.
+    let mut link = String::new();
+    out.read_line(&mut link).unwrap();
+    let mut web = String::new();
+    out.read_line(&mut web).unwrap();
+    let sender = Sender(child);
+    assert!(link.starts_with("peerdrop:"), "no link: {link:?}");
+    assert!(
+        web.starts_with(&format!("http://{ip}:")),
+        "no web link: {web:?}"
+    );
+    (sender, link.trim().to_owned(), web.trim().to_owned())
+}
+
+/// The entries of a zip as client-zip writes them (stored, not deflated):
+/// name → contents (`None` for a folder).
+fn unzip(bytes: &[u8]) -> BTreeMap<String, Option<Vec<u8>>> {
+    let u16at = |i: usize| u16::from_le_bytes(bytes[i..i + 2].try_into().unwrap()) as usize;
+    let u32at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap()) as usize;
+    let eocd = (0..=bytes.len() - 22)
+        .rev()
+        .find(|&i| bytes[i..i + 4] == [0x50, 0x4b, 0x05, 0x06])
+        .expect("a zip has an end of central directory");
+    let count = u16at(eocd + 10);
+    let mut at = u32at(eocd + 16);
+    let mut out = BTreeMap::new();
+    for _ in 0..count {
+        assert_eq!(
+            bytes[at..at + 4],
+            [0x50, 0x4b, 0x01, 0x02],
+            "central header"
+        );
+        let method = u16at(at + 10);
+        let size = u32at(at + 20);
+        let (nlen, xlen, clen) = (u16at(at + 28), u16at(at + 30), u16at(at + 32));
+        let local = u32at(at + 42);
+        let name = String::from_utf8(bytes[at + 46..at + 46 + nlen].to_vec()).unwrap();
+        at += 46 + nlen + xlen + clen;
+        assert_eq!(method, 0, "{name}: stored entries expected");
+        assert_eq!(
+            bytes[local..local + 4],
+            [0x50, 0x4b, 0x03, 0x04],
+            "local header"
+        );
+        let data = local + 30 + u16at(local + 26) + u16at(local + 28);
+        if let Some(dir) = name.strip_suffix('/') {
+            out.insert(dir.to_owned(), None);
+        } else {
+            out.insert(name, Some(bytes[data..data + size].to_vec()));
+        }
+    }
+    out
+}
+
+#[test]
+fn chromium_on_the_lan_saves_a_large_file_and_a_folder_as_zip() {
+    if !netns::available() {
+        eprintln!("skipped: needs root and iproute2 to build a test LAN in network namespaces");
+        return;
+    }
+    if !browser_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut lan = Netns::new();
+    let br = lan.bridge("wbbr");
+    let sender_ns = lan.host_on(&br, "wbs", "eth0", "10.231.14.1/24");
+    let phone_ns = lan.host_on(&br, "wbp", "eth0", "10.231.14.2/24");
+
+    // A 64 MiB file.
+    let big = sub(&tmp, "big").join("video.bin");
+    fs::create_dir_all(big.parent().unwrap()).unwrap();
+    let data = bytes(14, 64 << 20);
+    fs::write(&big, &data).unwrap();
+    let (_s1, link, web) = send_web(&sender_ns, "10.231.14.1", &[&big]);
+    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/web-receive.png");
+    let got = open_in_browser(
+        Some(&phone_ns),
+        &web,
+        &sub(&tmp, "dl1"),
+        Some(&tmp.path().join("shot.png")),
+    );
+    assert_eq!(got.state(), "saved", "{}", got.json);
+    let saved = got.saved();
+    assert_eq!(saved.file_name().unwrap(), "video.bin");
+    assert!(fs::read(&saved).unwrap() == data, "the saved file differs");
+    // The screenshot is refreshed only on request, so a test run leaves the
+    // checkout clean.
+    if std::env::var_os("PEERDROP_WEB_SCREENSHOT").is_some() {
+        fs::copy(tmp.path().join("shot.png"), &shot).unwrap();
+    }
+
+    // The same share through `peerdrop receive`, from the same namespace.
+    let dest = sub(&tmp, "cli");
+    fs::create_dir_all(&dest).unwrap();
+    let start = Instant::now();
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &phone_ns,
+            BIN,
+            "receive",
+            "--no-mdns",
+            "-o",
+        ])
+        .arg(&dest)
+        .arg(&link)
+        .output()
+        .unwrap();
+    let cli = start.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(fs::read(dest.join("video.bin")).unwrap() == data);
+    let mib = data.len() as f64 / (1 << 20) as f64;
+    let page_s = got.json["ms"].as_f64().unwrap() / 1000.0;
+    eprintln!(
+        "64 MiB: page (headless chromium, verify+decrypt in JS) {:.1} MiB/s in {page_s:.2} s; \
+         peerdrop receive {:.1} MiB/s in {:.2} s (whole process); page/CLI = {:.2}",
+        mib / page_s,
+        mib / cli.as_secs_f64(),
+        cli.as_secs_f64(),
+        cli.as_secs_f64() / page_s
+    );
+
+    // A folder of 200 small files, in subfolders, saved as one zip.
+    let root = sub(&tmp, "photos");
+    let mut tree = Tree::new();
+    tree.insert("raw".into(), (true, false, vec![]));
+    tree.insert("empty".into(), (true, false, vec![]));
+    for i in 0..200u64 {
+        let name = if i % 4 == 0 {
+            format!("raw/img-{i:03}.dat")
+        } else {
+            format!("img-{i:03}.jpg")
+        };
+        tree.insert(name, (false, i == 7, bytes(i, (i as usize * 997) % 20_000)));
+    }
+    write_tree(&root, &tree);
+    let (_s2, _, web) = send_web(&sender_ns, "10.231.14.1", &[&root]);
+    let got = open_in_browser(Some(&phone_ns), &web, &sub(&tmp, "dl2"), None);
+    assert_eq!(got.state(), "saved", "{}", got.json);
+    let zip = got.saved();
+    assert_eq!(zip.file_name().unwrap(), "photos.zip");
+    let entries = unzip(&fs::read(&zip).unwrap());
+    let mut want: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
+    want.insert("photos".into(), None);
+    for (p, (dir, _, d)) in &tree {
+        want.insert(format!("photos/{p}"), (!dir).then(|| d.clone()));
+    }
+    assert_eq!(entries.len(), 203);
+    assert!(entries == want, "the zip's entries differ from the folder");
+}
+
+/// Serves a share with one content chunk corrupted, as a broken or
+/// malicious sender would.
+struct Corrupting {
+    inner: Arc<dyn Provider>,
+    victim: ChunkId,
+}
+
+impl Provider for Corrupting {
+    fn manifest(&self, share: &ManifestId) -> Option<Arc<[u8]>> {
+        self.inner.manifest(share)
+    }
+    fn have(&self, share: &ManifestId) -> Option<Have> {
+        self.inner.have(share)
+    }
+    fn chunk(&self, share: &ManifestId, chunk: &ChunkId) -> Result<Vec<u8>, Refusal> {
+        let mut c = self.inner.chunk(share, chunk)?;
+        if *chunk == self.victim {
+            c[40] ^= 1;
+        }
+        Ok(c)
+    }
+}
+
+/// Serves manifests and chunks from memory (a format vector).
+struct Fixed {
+    manifest: Arc<[u8]>,
+    chunks: std::collections::HashMap<ChunkId, Vec<u8>>,
+}
+
+impl Provider for Fixed {
+    fn manifest(&self, share: &ManifestId) -> Option<Arc<[u8]>> {
+        (ManifestId::of(&self.manifest) == *share).then(|| self.manifest.clone())
+    }
+    fn have(&self, _: &ManifestId) -> Option<Have> {
+        Some(Have::All)
+    }
+    fn chunk(&self, _: &ManifestId, chunk: &ChunkId) -> Result<Vec<u8>, Refusal> {
+        self.chunks.get(chunk).cloned().ok_or(Refusal::NotFound)
+    }
+}
+
+fn unhex32(s: &str) -> [u8; 32] {
+    peerdrop::chunk::unhex(s).unwrap().try_into().unwrap()
+}
+
+/// Starts the web server on loopback in a runtime of its own.
+fn serve_local(p: Arc<dyn Provider>) -> (tokio::runtime::Runtime, std::net::SocketAddr) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let addr = rt
+        .block_on(peerdrop::web::spawn(
+            "127.0.0.1:0".parse().unwrap(),
+            p,
+            peerdrop::web::WebConfig::default(),
+        ))
+        .unwrap();
+    (rt, addr)
+}
+
+#[test]
+fn the_page_refuses_corrupt_chunks_wrong_keys_and_hostile_names() {
+    if !browser_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let file = sub(&tmp, "src").join("report.pdf");
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    fs::write(&file, bytes(3, (3 << 20) + 5)).unwrap();
+    let (key, share) = local_share(&[file]);
+    let id = share.id();
+    let victim = share.manifest().chunks(Stream::Content)[1];
+    let corrupting = Corrupting {
+        inner: provider(share),
+        victim,
+    };
+    let (_rt, addr) = serve_local(Arc::new(corrupting));
+
+    // A corrupted chunk: stopped, named, and nothing saved.
+    let out = sub(&tmp, "dl-corrupt");
+    let got = open_in_browser(None, &peerdrop::web::web_link(addr, &id, &key), &out, None);
+    assert_eq!(got.state(), "error", "{}", got.json);
+    assert_eq!(
+        got.error(),
+        "the data received for content chunk 1 does not match its id; \
+         the source sent corrupt or wrong data. Nothing was saved."
+    );
+    assert!(got.downloads().is_empty(), "{}", got.json);
+    assert!(
+        names_in(&out).is_empty(),
+        "something was saved: {:?}",
+        names_in(&out)
+    );
+
+    // A wrong key: the commitment check fails before any chunk is fetched.
+    let wrong = ShareKey::generate().unwrap();
+    let got = open_in_browser(
+        None,
+        &peerdrop::web::web_link(addr, &id, &wrong),
+        &sub(&tmp, "dl-key"),
+        None,
+    );
+    assert_eq!(got.state(), "error");
+    assert!(
+        got.error()
+            .starts_with("wrong key: the key in the link does not belong to this share"),
+        "{}",
+        got.json
+    );
+    let chunk_requests = got
+        .requests
+        .iter()
+        .filter(|u| u.contains("/v1/chunk/"))
+        .count();
+    assert_eq!(chunk_requests, 0, "chunks were fetched with a wrong key");
+
+    // A hostile name ("../evil"): the page refuses it with the message the
+    // CLI gives (tests/vectors.rs checks the CLI's side of this vector).
+    let vectors: Value = serde_json::from_str(
+        &fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/format-v1.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let v = vectors["vectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "path-traversal")
+        .unwrap();
+    let fixed = Fixed {
+        manifest: peerdrop::chunk::unhex(v["manifest"].as_str().unwrap())
+            .unwrap()
+            .into(),
+        chunks: v["chunks"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(id, c)| {
+                (
+                    ChunkId(unhex32(id)),
+                    peerdrop::chunk::unhex(c.as_str().unwrap()).unwrap(),
+                )
+            })
+            .collect(),
+    };
+    let link: peerdrop::link::Link = v["link"].as_str().unwrap().parse().unwrap();
+    let (_rt2, addr2) = serve_local(Arc::new(fixed));
+    let out = sub(&tmp, "dl-hostile");
+    let got = open_in_browser(
+        None,
+        &peerdrop::web::web_link(addr2, link.manifest_id(), link.key().unwrap()),
+        &out,
+        None,
+    );
+    assert_eq!(got.state(), "error");
+    let cli = v["expect"]["error"].as_str().unwrap();
+    assert!(cli.contains("\"../evil\" is unsafe"), "{cli}");
+    assert_eq!(got.error(), format!("{cli}. Nothing was saved."));
+    assert!(got.downloads().is_empty() && names_in(&out).is_empty());
+}
