@@ -75,9 +75,22 @@ pub enum PathError {
     #[error("a path component ends with a dot or a space")]
     TrailingDotOrSpace,
     /// `CON`, `NUL`, `COM1` and the other names Windows reserves.
-    #[error("a path component is a name Windows reserves (CON, NUL, COM1, ...)")]
+    #[error("a path component is a name Windows reserves (CON, NUL, COM1, CONIN$, ...)")]
     Reserved,
+    /// A zero-width or other invisible format character, which lets two
+    /// names that look the same differ on disk.
+    #[error("the path contains an invisible (zero-width or format) character")]
+    Invisible,
+    /// A component starting with `.peerdrop-`, the prefix of the receiver's
+    /// own staging folders: a share could otherwise write into another
+    /// share's staging folder.
+    #[error("a path component starts with '.peerdrop-', which peerdrop reserves for its own staging folders")]
+    PeerdropReserved,
 }
+
+/// Prefix of every name peerdrop creates next to a share's entries (its
+/// staging folders); no entry of a share may start with it, in any case.
+pub const RESERVED_PREFIX: &str = ".peerdrop-";
 
 /// A validated relative path: `/`-separated UTF-8 components, each safe to
 /// create under a destination folder on Linux, macOS and Windows alike.
@@ -178,6 +191,12 @@ fn check_component(c: &str) -> Result<(), PathError> {
             | '\u{061c}'
             | '\u{2028}'
             | '\u{2029}' => return Err(PathError::Bidi),
+            '\u{00ad}'
+            | '\u{034f}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200d}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{feff}' => return Err(PathError::Invisible),
             ch if ch.is_control() => return Err(PathError::Control),
             _ => {}
         }
@@ -185,11 +204,24 @@ fn check_component(c: &str) -> Result<(), PathError> {
     if c.ends_with('.') || c.ends_with(' ') {
         return Err(PathError::TrailingDotOrSpace);
     }
-    let stem = c.split('.').next().unwrap_or(c).to_ascii_uppercase();
-    let reserved = matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
-        || ((stem.starts_with("COM") || stem.starts_with("LPT"))
-            && stem.chars().count() == 4
-            && matches!(stem.chars().nth(3), Some('0'..='9' | '¹' | '²' | '³')));
+    if c.len() >= RESERVED_PREFIX.len()
+        && c.as_bytes()[..RESERVED_PREFIX.len()].eq_ignore_ascii_case(RESERVED_PREFIX.as_bytes())
+    {
+        return Err(PathError::PeerdropReserved);
+    }
+    // Windows ignores trailing spaces of the stem too: `CON .txt` is `CON`.
+    let stem = c
+        .split('.')
+        .next()
+        .unwrap_or(c)
+        .trim_end_matches(' ')
+        .to_ascii_uppercase();
+    let reserved = matches!(
+        stem.as_str(),
+        "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$" | "CLOCK$"
+    ) || ((stem.starts_with("COM") || stem.starts_with("LPT"))
+        && stem.chars().count() == 4
+        && matches!(stem.chars().nth(3), Some('0'..='9' | '¹' | '²' | '³')));
     if reserved {
         return Err(PathError::Reserved);
     }
@@ -536,6 +568,27 @@ mod tests {
             ("nul.txt", PathError::Reserved),
             ("lpt¹", PathError::Reserved),
             ("com9.log", PathError::Reserved),
+            // F-17: the console devices, and stems Windows trims.
+            ("CONIN$", PathError::Reserved),
+            ("conout$.txt", PathError::Reserved),
+            ("CLOCK$", PathError::Reserved),
+            ("CON .txt", PathError::Reserved),
+            ("d/NUL  .x", PathError::Reserved),
+            ("aux   .tar.gz", PathError::Reserved),
+            // F-17: invisible characters that make look-alike names.
+            ("zero\u{200b}width", PathError::Invisible),
+            ("a\u{200c}b", PathError::Invisible),
+            ("a\u{200d}b", PathError::Invisible),
+            ("word\u{2060}joiner", PathError::Invisible),
+            ("\u{feff}bom", PathError::Invisible),
+            ("mongolian\u{180e}vs", PathError::Invisible),
+            ("soft\u{ad}hyphen", PathError::Invisible),
+            // F-06: a share's entries never land in a staging folder.
+            (
+                ".peerdrop-0123456789abcdef.partial",
+                PathError::PeerdropReserved,
+            ),
+            ("d/.PeerDrop-x", PathError::PeerdropReserved),
             (&long, PathError::ComponentTooLong),
             (&deep, PathError::TooDeep),
         ];
@@ -548,6 +601,11 @@ mod tests {
             "console",
             "com10",
             ".hidden",
+            "CONSOLE$",
+            "con_x.txt",
+            ".peerdrop",
+            "peerdrop-x",
+            "x.peerdrop-y",
             "ünïcödé/名前",
         ] {
             RelPath::new(ok).unwrap();

@@ -110,6 +110,25 @@ fn unsafe_paths_reject_the_whole_share_and_name_the_entry() {
         ),
         (vec![("evil\u{202e}gpj.exe", File, 1)], "bidirectional-text"),
         (
+            vec![("CON .txt", File, 1)],
+            "unsafe: a path component is a name Windows reserves",
+        ),
+        (
+            vec![("pay\u{200b}pal.txt", File, 1)],
+            "unsafe: the path contains an invisible (zero-width or format) character",
+        ),
+        // Audit F-06: a share that would plant files in another share's
+        // staging folder (`.peerdrop-<id>.partial/tree/...`) in the same
+        // destination.
+        (
+            vec![
+                (".peerdrop-0123456789abcdef.partial", Dir, 0),
+                (".peerdrop-0123456789abcdef.partial/tree", Dir, 0),
+                (".peerdrop-0123456789abcdef.partial/tree/run.sh", File, 1),
+            ],
+            "\".peerdrop-0123456789abcdef.partial\" is unsafe: a path component starts with '.peerdrop-'",
+        ),
+        (
             vec![("Report", File, 1), ("report", File, 1)],
             "entries \"Report\" and \"report\" collide",
         ),

@@ -71,3 +71,76 @@ fn a_hintless_link_is_fetched_over_mdns_and_survives_its_sharer() {
     );
     drop((b, c));
 }
+
+/// The one-shot commands on a LAN: `send --no-hints` in one namespace,
+/// `receive` of that link (no hints, no `--peer`, no bootstrap) in another,
+/// found through mDNS alone.
+#[test]
+fn a_hintless_link_from_send_is_received_over_mdns() {
+    if !netns::available() {
+        eprintln!("skipped: needs root and iproute2 to build a test LAN in network namespaces");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut lan = Netns::new();
+    let br = lan.bridge("rcbr");
+    let h1 = lan.host_on(&br, "rch1", "eth0", "10.231.42.1/24");
+    let h2 = lan.host_on(&br, "rch2", "eth0", "10.231.42.2/24");
+    let f = sub(&tmp, "oneshot.bin");
+    fs::write(&f, bytes(9, 1 << 20)).unwrap();
+
+    let mut sender = std::process::Command::new("ip")
+        .args(["netns", "exec", &h1, BIN, "send", "--no-hints", "--once"])
+        .args(["--listen", "/ip4/0.0.0.0/tcp/0"])
+        .arg(&f)
+        .env_remove("PEERDROP_LINK")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed by its own PID however the test ends.
+    struct Kill(u32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) on our own child's PID.
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        }
+    }
+    let kill = Kill(sender.id());
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(sender.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let link = line.trim().to_owned();
+    assert!(link.starts_with("peerdrop:1/"), "send printed {line:?}");
+    assert_eq!(
+        link.split('#').next().unwrap().matches('/').count(),
+        1,
+        "no hints in {link}"
+    );
+
+    let out = sub(&tmp, "out");
+    let t = Instant::now();
+    let mut c = std::process::Command::new("ip");
+    c.args(["netns", "exec", &h2, BIN, "receive", "--wait", "60", "-o"])
+        .arg(&out)
+        .env("PEERDROP_LINK", &link);
+    let o = bounded(c);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(
+        fs::read(out.join("oneshot.bin")).unwrap(),
+        fs::read(&f).unwrap()
+    );
+    eprintln!(
+        "one-shot receive over mDNS alone (1 MiB, includes discovery): {:.2}s",
+        t.elapsed().as_secs_f64()
+    );
+    // --once: the sender exits once the receiver has everything (and
+    // wait_bounded kills it by its PID if not).
+    std::mem::forget(kill);
+    let status = wait_bounded(sender);
+    assert!(status.status.success());
+}

@@ -29,9 +29,9 @@ pub fn run(args: &ReceiveArgs) -> anyhow::Result<()> {
             .with_context(|| format!("--peer {a} must end in /p2p/PEER_ID"))?;
         sources.push(p);
     }
-    if sources.is_empty() {
+    if sources.is_empty() && args.discovery.no_mdns && args.discovery.bootstrap.is_empty() {
         anyhow::bail!(
-            "the link names no peer to fetch from; add one with --peer MULTIADDR/p2p/PEER_ID"
+            "the link names no peer to fetch from, and with --no-mdns and no --bootstrap there is nowhere to look for one; drop --no-mdns (same LAN), or add --bootstrap MULTIADDR/p2p/PEER_ID or --peer MULTIADDR/p2p/PEER_ID"
         );
     }
     let rt = crate::cli::runtime()?;
@@ -70,6 +70,8 @@ async fn run_async(args: &ReceiveArgs, link: Link, sources: Vec<PeerAddr>) -> an
                             &json!({"event": "waiting", "reason": reason, "secs_left": secs_left}),
                         );
                     } else {
+                        // Every event, terminal or not: the fetch repeats
+                        // it at least every few seconds while it waits.
                         eprintln!("peerdrop: cannot reach the sender yet ({reason}); retrying for up to {secs_left}s");
                     }
                 }

@@ -9,6 +9,8 @@
 //! - [`inbound`]: inbound data streams, queued (bounded) with the address
 //!   they came from.
 //! - [`frame`]: reading and writing [`crate::wire`] frames on a stream.
+//! - [`peer_cache`]: the peers met, kept (bounded) across restarts to
+//!   bootstrap from.
 //! - [`serve`]: answering peers' requests from a [`serve::Provider`].
 //! - [`fetch`]: fetching a whole share from one or more peers, verifying
 //!   every byte, resumable (one file per job under `fetch/`: sources, the
@@ -21,6 +23,7 @@ pub mod fetch;
 pub mod frame;
 pub mod inbound;
 pub mod node;
+pub mod peer_cache;
 pub mod serve;
 
 pub use libp2p::{Multiaddr, PeerId};

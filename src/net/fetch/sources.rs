@@ -6,13 +6,18 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::session::Fault;
 use super::{FetchError, FetchOptions, Progress};
 use crate::manifest::ManifestId;
 use crate::net::node::Client;
 use crate::net::{is_quic, PeerAddr};
+
+/// While no source answers, a fetch says so at least this often (a user
+/// must not watch a silent terminal; a script reading `--json` must see
+/// that the fetch is alive), even while a dial or a DHT lookup is running.
+pub(super) const WAITING_EVERY: Duration = Duration::from_secs(2);
 
 /// One entry per peer, with the addresses of all its entries (a hint and a
 /// `--peer` for the same node must not become two competing dials).
@@ -211,8 +216,46 @@ impl Sources {
 
     /// Connects to every source not dropped (and, with discovery, to peers
     /// found on the LAN or in the DHT), retrying with backoff until at least
-    /// one answers or the deadline passes.
+    /// one answers or the deadline passes. Meanwhile `Waiting` is reported
+    /// at least every [`WAITING_EVERY`].
     pub(super) async fn connect(&mut self) -> Result<Vec<PeerId>, FetchError> {
+        // The last reason reported and when; the heartbeat repeats it when
+        // the rounds below are quiet for too long (a slow dial, a DHT
+        // lookup, a long backoff).
+        let (said, heard) = watch::channel((
+            String::from("looking for a source"),
+            tokio::time::Instant::now(),
+        ));
+        let progress = self.progress.clone();
+        let deadline = self.deadline;
+        let heartbeat = async move {
+            let mut last = tokio::time::Instant::now();
+            loop {
+                let due = last.max(heard.borrow().1) + WAITING_EVERY;
+                tokio::time::sleep_until(due).await;
+                if heard.borrow().1 + WAITING_EVERY > tokio::time::Instant::now() {
+                    continue;
+                }
+                last = tokio::time::Instant::now();
+                let reason = heard.borrow().0.clone();
+                let _ = progress.send(Progress::Waiting {
+                    reason,
+                    secs_left: deadline.saturating_duration_since(Instant::now()).as_secs(),
+                });
+            }
+        };
+        tokio::select! {
+            r = self.connect_rounds(&said) => r,
+            () = heartbeat => unreachable!("the heartbeat never ends"),
+        }
+    }
+
+    /// [`Sources::connect`]'s rounds; every `Waiting` reported also goes to
+    /// `said`.
+    async fn connect_rounds(
+        &mut self,
+        said: &watch::Sender<(String, tokio::time::Instant)>,
+    ) -> Result<Vec<PeerId>, FetchError> {
         let mut backoff = self.opts.retry.connect_backoff;
         // The DHT is asked only when the cheaper sources did not answer.
         let mut dht = false;
@@ -224,6 +267,9 @@ impl Sources {
                 .cloned()
                 .collect();
             tracing::debug!(dht, sources = self.given.len(), "looking for sources");
+            if dht {
+                said.send_modify(|s| s.0 = "asking the DHT who has the share".into());
+            }
             for d in self.discover(dht).await {
                 if self.usable(&d.peer)
                     && !candidates.iter().any(|c| c.peer == d.peer)
@@ -285,6 +331,7 @@ impl Sources {
                 dht = true;
                 continue;
             }
+            said.send_replace((last_error.clone(), tokio::time::Instant::now()));
             self.report(Progress::Waiting {
                 reason: last_error,
                 secs_left: (self.deadline - now).as_secs(),

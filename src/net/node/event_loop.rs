@@ -1,114 +1,17 @@
-//! The libp2p node: one task owns the `Swarm`; everything else talks to it
-//! through a [`Client`].
+//! The task that owns the swarm: it runs commands from [`super::Client`]s
+//! and reacts to swarm events.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::{ConnectionId, DialError, NetworkBehaviour, SwarmEvent};
-use libp2p::{
-    autonat, connection_limits, dcutr, identify, identity, kad, mdns, noise, ping, relay, tcp,
-    yamux, Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder,
-};
+use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
+use libp2p::{identify, kad, mdns, Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::net::inbound::Incoming;
-use crate::wire;
-
-/// The data protocol's name as a libp2p protocol.
-pub const XFER: StreamProtocol = StreamProtocol::new(wire::PROTOCOL);
-/// peerdrop's own Kademlia protocol: a private DHT, never the public IPFS one.
-pub const KAD: StreamProtocol = StreamProtocol::new("/peerdrop/kad/1.0.0");
-
-/// Why a network operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum NetError {
-    /// Building the transport stack failed.
-    #[error("starting the network failed: {0}")]
-    Start(String),
-    /// Listening on an address failed.
-    #[error("cannot listen on {addr}: {reason}")]
-    Listen {
-        /// The address.
-        addr: Multiaddr,
-        /// What went wrong.
-        reason: String,
-    },
-    /// A peer could not be reached.
-    #[error("cannot reach peer {peer}: {reason}")]
-    Dial {
-        /// The peer.
-        peer: PeerId,
-        /// What went wrong.
-        reason: String,
-    },
-    /// The node has shut down.
-    #[error("the network node has stopped")]
-    Stopped,
-}
-
-/// How to run a node.
-#[derive(Clone, Debug)]
-pub struct NodeConfig {
-    /// The node's identity; `None` generates a fresh one.
-    pub keypair: Option<identity::Keypair>,
-    /// How long a connection with no open stream stays up.
-    pub idle_timeout: Duration,
-    /// Most established connections in total.
-    pub max_connections: u32,
-    /// Most established connections per peer.
-    pub max_connections_per_peer: u32,
-    /// Discover peers on the LAN with mDNS. Off by default: it multicasts on
-    /// every interface, which the binary turns on deliberately.
-    pub mdns: bool,
-    /// Answer DHT queries and store provider records (daemons); otherwise
-    /// the node only asks.
-    pub dht_server: bool,
-    /// DHT bootstrap peers (multiaddrs ending in /p2p/PEER).
-    pub bootstrap: Vec<Multiaddr>,
-    /// Relay circuits for other peers (relay v2 server).
-    pub relay_server: bool,
-    /// Bytes one relayed circuit may carry (relay servers only).
-    pub relay_max_circuit_bytes: u64,
-}
-
-impl Default for NodeConfig {
-    fn default() -> Self {
-        NodeConfig {
-            keypair: None,
-            idle_timeout: Duration::from_secs(60),
-            max_connections: 256,
-            max_connections_per_peer: 4,
-            mdns: false,
-            dht_server: false,
-            bootstrap: Vec::new(),
-            relay_server: false,
-            relay_max_circuit_bytes: 1 << 30,
-        }
-    }
-}
-
-/// The node's protocols. Connection limits come first so they can refuse a
-/// connection before the others see it.
-#[derive(NetworkBehaviour)]
-struct Behaviour {
-    limits: connection_limits::Behaviour,
-    identify: identify::Behaviour,
-    ping: ping::Behaviour,
-    stream: libp2p_stream::Behaviour,
-    inbound: crate::net::inbound::Behaviour,
-    mdns: Toggle<mdns::tokio::Behaviour>,
-    kad: kad::Behaviour<kad::store::MemoryStore>,
-    relay_client: relay::client::Behaviour,
-    relay: Toggle<relay::Behaviour>,
-    dcutr: dcutr::Behaviour,
-    autonat: autonat::v2::client::Behaviour,
-    autonat_server: Toggle<autonat::v2::server::Behaviour>,
-}
+use super::behaviour::{Behaviour, BehaviourEvent};
+use super::{Command, NetError, KAD};
 
 /// A dial waiting for its connection: the peer, the addresses not yet
 /// tried, and who to tell.
@@ -118,232 +21,8 @@ type PendingDial = (
     oneshot::Sender<Result<(), NetError>>,
 );
 
-enum Command {
-    Listen(Multiaddr, oneshot::Sender<Result<Multiaddr, NetError>>),
-    Dial(
-        PeerId,
-        Vec<Multiaddr>,
-        oneshot::Sender<Result<(), NetError>>,
-    ),
-    ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
-    Disconnect(PeerId),
-    Connected(oneshot::Sender<Vec<(PeerId, Multiaddr)>>),
-    Discovered(oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>),
-    Provide(Vec<u8>),
-    Providers(Vec<u8>, oneshot::Sender<Vec<PeerId>>),
-    Shutdown(oneshot::Sender<()>),
-}
-
-/// A handle on a running node. Cheap to clone; the node stops when every
-/// clone is dropped or [`Client::shutdown`] is called.
-#[derive(Clone)]
-pub struct Client {
-    peer_id: PeerId,
-    commands: mpsc::Sender<Command>,
-    control: libp2p_stream::Control,
-    /// Inbound data streams, until a server takes them.
-    incoming: Arc<Mutex<Option<Incoming>>>,
-}
-
-impl Client {
-    /// This node's peer id.
-    pub fn peer_id(&self) -> PeerId {
-        self.peer_id
-    }
-
-    /// A stream control for opening data streams; bulk bytes go through
-    /// these, not through the swarm task.
-    pub fn control(&self) -> libp2p_stream::Control {
-        self.control.clone()
-    }
-
-    /// The queue of inbound data streams, for the one server of this node;
-    /// `None` once taken.
-    pub fn incoming(&self) -> Option<Incoming> {
-        self.incoming.lock().expect("never poisoned").take()
-    }
-
-    async fn call<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Command,
-    ) -> Result<T, NetError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(make(tx))
-            .await
-            .map_err(|_| NetError::Stopped)?;
-        rx.await.map_err(|_| NetError::Stopped)
-    }
-
-    /// Starts listening on `addr` and returns the first concrete address
-    /// (with the port filled in).
-    pub async fn listen(&self, addr: Multiaddr) -> Result<Multiaddr, NetError> {
-        self.call(|tx| Command::Listen(addr, tx)).await?
-    }
-
-    /// Every address the node listens on now.
-    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NetError> {
-        self.call(Command::ListenAddrs).await
-    }
-
-    /// Connects to `peer` at `addrs` (tried in order), unless already
-    /// connected. Noise authenticates the peer id.
-    pub async fn dial(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<(), NetError> {
-        self.call(|tx| Command::Dial(peer, addrs, tx)).await?
-    }
-
-    /// Connected peers, each with the remote address of one connection.
-    pub async fn connected(&self) -> Result<Vec<(PeerId, Multiaddr)>, NetError> {
-        self.call(Command::Connected).await
-    }
-
-    /// Peers found on the LAN by mDNS, with their addresses.
-    pub async fn discovered(&self) -> Result<Vec<(PeerId, Vec<Multiaddr>)>, NetError> {
-        self.call(Command::Discovered).await
-    }
-
-    /// Announces in the DHT that this node provides `key` (kept up by
-    /// re-publishing while the node runs).
-    pub async fn provide(&self, key: Vec<u8>) {
-        let _ = self.commands.send(Command::Provide(key)).await;
-    }
-
-    /// Looks `key` up in the DHT; returns the providers found (already being
-    /// dialled, since the DHT only knows their addresses during the query).
-    pub async fn providers(&self, key: Vec<u8>) -> Result<Vec<PeerId>, NetError> {
-        self.call(|tx| Command::Providers(key, tx)).await
-    }
-
-    /// Closes every connection to `peer` (for one that misbehaved).
-    pub async fn disconnect(&self, peer: PeerId) {
-        let _ = self.commands.send(Command::Disconnect(peer)).await;
-    }
-
-    /// Closes listeners and connections, then stops the swarm task.
-    pub async fn shutdown(&self) {
-        let _ = self.call(Command::Shutdown).await;
-    }
-}
-
-/// Builds the swarm and spawns the task that owns it (on the current tokio
-/// runtime).
-pub fn spawn(config: NodeConfig) -> Result<Client, NetError> {
-    let keypair = config
-        .keypair
-        .clone()
-        .unwrap_or_else(identity::Keypair::generate_ed25519);
-    let start = |e: &dyn std::fmt::Display| NetError::Start(e.to_string());
-    let (inbound, incoming) = crate::net::inbound::Behaviour::new(XFER);
-    let limits = connection_limits::ConnectionLimits::default()
-        .with_max_pending_incoming(Some(64))
-        .with_max_established(Some(config.max_connections))
-        .with_max_established_per_peer(Some(config.max_connections_per_peer));
-    let swarm = SwarmBuilder::with_existing_identity(keypair)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .map_err(|e| start(&e))?
-        .with_quic()
-        .with_relay_client(noise::Config::new, yamux::Config::default)
-        .map_err(|e| start(&e))?
-        .with_behaviour(
-            |key, relay_client| -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
-                let me = key.public().to_peer_id();
-                let mdns = if config.mdns {
-                    // Re-query every minute (default: 5), so a machine that
-                    // joins the LAN later is found soon.
-                    let c = mdns::Config {
-                        query_interval: Duration::from_secs(60),
-                        ..Default::default()
-                    };
-                    Some(mdns::tokio::Behaviour::new(c, me)?)
-                } else {
-                    None
-                };
-                let mut kad_config = kad::Config::new(KAD);
-                kad_config.disjoint_query_paths(true);
-                kad_config.set_query_timeout(Duration::from_secs(30));
-                // Provider records are re-published hourly and expire after a day
-                // without one, so a node that went away drops out.
-                kad_config.set_provider_publication_interval(Some(Duration::from_secs(3600)));
-                kad_config.set_provider_record_ttl(Some(Duration::from_secs(24 * 3600)));
-                let store = kad::store::MemoryStore::with_config(
-                    me,
-                    kad::store::MemoryStoreConfig {
-                        max_provided_keys: 100_000,
-                        ..Default::default()
-                    },
-                );
-                let mut kad = kad::Behaviour::with_config(me, store, kad_config);
-                kad.set_mode(config.dht_server.then_some(kad::Mode::Server));
-                let relay = config.relay_server.then(|| {
-                    relay::Behaviour::new(
-                        me,
-                        relay::Config {
-                            max_circuit_bytes: config.relay_max_circuit_bytes,
-                            max_circuit_duration: Duration::from_secs(3600),
-                            ..Default::default()
-                        },
-                    )
-                });
-                Ok(Behaviour {
-                    limits: connection_limits::Behaviour::new(limits),
-                    identify: identify::Behaviour::new(
-                        identify::Config::new("/peerdrop/1.0.0".into(), key.public())
-                            .with_push_listen_addr_updates(true),
-                    ),
-                    ping: ping::Behaviour::default(),
-                    stream: libp2p_stream::Behaviour::new(),
-                    inbound,
-                    mdns: mdns.into(),
-                    kad,
-                    relay_client,
-                    relay: relay.into(),
-                    dcutr: dcutr::Behaviour::new(me),
-                    autonat: autonat::v2::client::Behaviour::default(),
-                    autonat_server: config
-                        .dht_server
-                        .then(autonat::v2::server::Behaviour::default)
-                        .into(),
-                })
-            },
-        )
-        .map_err(|e| start(&e))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
-        .build();
-    let mut swarm = swarm;
-    let peer_id = *swarm.local_peer_id();
-    let control = swarm.behaviour().stream.new_control();
-    for addr in &config.bootstrap {
-        match split_p2p(addr) {
-            Some((peer, a)) => {
-                swarm.behaviour_mut().kad.add_address(&peer, a);
-            }
-            None => {
-                tracing::warn!(%addr, "a bootstrap address must end in /p2p/PEER_ID; ignoring it")
-            }
-        }
-    }
-    if !config.bootstrap.is_empty() {
-        if let Err(e) = swarm.behaviour_mut().kad.bootstrap() {
-            tracing::warn!("DHT bootstrap: {e}");
-        }
-    }
-    let (commands, rx) = mpsc::channel(64);
-    tokio::spawn(EventLoop::new(swarm, config.relay_server).run(rx));
-    Ok(Client {
-        peer_id,
-        commands,
-        control,
-        incoming: Arc::new(Mutex::new(Some(incoming))),
-    })
-}
-
 /// State of the swarm task. Owned by that task alone.
-struct EventLoop {
+pub(super) struct EventLoop {
     swarm: Swarm<Behaviour>,
     /// Whether this node relays for others (it then declares its listen
     /// addresses as external).
@@ -371,7 +50,7 @@ struct EventLoop {
 }
 
 impl EventLoop {
-    fn new(swarm: Swarm<Behaviour>, relay_server: bool) -> EventLoop {
+    pub(super) fn new(swarm: Swarm<Behaviour>, relay_server: bool) -> EventLoop {
         EventLoop {
             swarm,
             relay_server,
@@ -386,7 +65,7 @@ impl EventLoop {
         }
     }
 
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+    pub(super) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         loop {
             tokio::select! {
                 cmd = commands.recv(), if self.shutdown.is_none() => match cmd {
@@ -759,14 +438,5 @@ impl EventLoop {
             _ => {}
         }
         false
-    }
-}
-
-/// Splits `/…/p2p/PEER` into the peer and the address before it.
-pub fn split_p2p(addr: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
-    let mut a = addr.clone();
-    match a.pop() {
-        Some(Protocol::P2p(peer)) => Some((peer, a)),
-        _ => None,
     }
 }
