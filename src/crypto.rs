@@ -32,6 +32,12 @@ pub mod context {
     pub const CHUNK_NONCE: &str = "peerdrop 2026-11-29 v1 chunk nonce key";
     /// Key commitment stored in the manifest.
     pub const KEY_COMMITMENT: &str = "peerdrop 2026-11-29 v1 key commitment";
+    /// Key of the MAC by which a receiver proves it holds the read key when
+    /// it reports it has a whole share (`Done`).
+    pub const DONE_PROOF: &str = "peerdrop 2026-12-02 v1 done proof key";
+    /// Key, derived from the manifest id, of the answer by which a peer
+    /// proves it holds a share before a fetcher names the share to it.
+    pub const HOLDER_PROOF: &str = "peerdrop 2026-12-02 v1 holder proof key";
 }
 
 /// Version byte that leads every chunk's associated data.
@@ -214,6 +220,107 @@ impl ChunkCipher {
     }
 }
 
+/// 32 fresh random bytes (nonces and per-run secrets).
+pub fn random_32() -> Result<[u8; 32], KeyError> {
+    let mut b = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .map_err(|_| KeyError::Rng)?;
+    Ok(b)
+}
+
+/// Whether two proofs are equal, in time that does not depend on where they
+/// differ.
+pub fn proofs_match(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    blake3::Hash::from_bytes(*a) == blake3::Hash::from_bytes(*b)
+}
+
+/// The keyed BLAKE3 of `parts`, each prefixed with its length (8 bytes,
+/// little-endian), so that no two lists of parts hash alike.
+fn mac(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_keyed(key);
+    for p in parts {
+        h.update(&(p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    *h.finalize().as_bytes()
+}
+
+/// What a receiver proves with `Done` (FORMAT.md, "Proofs"): that it holds
+/// the read key of share `share`, to the sender `sender` that gave it
+/// `challenge`, as the peer `receiver` (peer ids in their binary form).
+/// Knowing the manifest id is not enough to compute it, and a proof made for
+/// one sender, receiver or challenge is worth nothing for another.
+pub struct DoneKey(Zeroizing<[u8; 32]>);
+
+impl DoneKey {
+    /// The done-proof subkey of `key`.
+    pub fn new(key: &ShareKey) -> DoneKey {
+        DoneKey(Zeroizing::new(blake3::derive_key(
+            context::DONE_PROOF,
+            key.expose_secret(),
+        )))
+    }
+
+    /// The proof: keyed BLAKE3 over the manifest id, the challenge, the
+    /// sender's and the receiver's peer ids.
+    pub fn prove(
+        &self,
+        share: &[u8; 32],
+        challenge: &[u8; 32],
+        sender: &[u8],
+        receiver: &[u8],
+    ) -> [u8; 32] {
+        mac(&self.0, &[share, challenge, sender, receiver])
+    }
+
+    /// Whether `proof` is [`DoneKey::prove`] of the same inputs.
+    pub fn verify(
+        &self,
+        share: &[u8; 32],
+        challenge: &[u8; 32],
+        sender: &[u8],
+        receiver: &[u8],
+        proof: &[u8; 32],
+    ) -> bool {
+        proofs_match(&self.prove(share, challenge, sender, receiver), proof)
+    }
+}
+
+impl fmt::Debug for DoneKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DoneKey(<redacted>)")
+    }
+}
+
+/// A per-run secret from which a sender makes each receiver's `Done`
+/// challenge, so it chooses them without keeping a table: the challenge for
+/// (share, receiver) is a keyed BLAKE3 of both under this secret.
+pub struct ChallengeKey(Zeroizing<[u8; 32]>);
+
+impl ChallengeKey {
+    /// A fresh secret.
+    pub fn generate() -> Result<ChallengeKey, KeyError> {
+        random_32().map(|k| ChallengeKey(Zeroizing::new(k)))
+    }
+
+    /// The challenge this sender gives `receiver` (binary peer id) for
+    /// `share`.
+    pub fn challenge(&self, share: &[u8; 32], receiver: &[u8]) -> [u8; 32] {
+        mac(&self.0, &[share, receiver])
+    }
+}
+
+/// A holder's answer to "do you hold the share with this locator?" (FORMAT.md,
+/// "Proofs"): keyed BLAKE3, under a key derived from the manifest id, over the
+/// asker's `nonce` and both peer ids (binary form). Only someone who knows
+/// the manifest id can compute it; the locator alone (which the DHT
+/// publishes) is not enough, and the proof tells its reader nothing it did
+/// not know.
+pub fn holder_proof(share: &[u8; 32], nonce: &[u8; 32], asker: &[u8], holder: &[u8]) -> [u8; 32] {
+    let key = blake3::derive_key(context::HOLDER_PROOF, share);
+    mac(&key, &[nonce, asker, holder])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,5 +366,49 @@ mod tests {
             ShareKey::generate().unwrap().expose_secret(),
             ShareKey::generate().unwrap().expose_secret()
         );
+    }
+
+    /// The proofs are frozen (FORMAT.md, "Proofs"): inputs and outputs
+    /// spelled out, so that an implementation from the docs can check itself.
+    #[test]
+    fn proofs_are_bound_to_every_input_and_frozen() {
+        let key = ShareKey::from_bytes([7; 32]).unwrap();
+        let done = DoneKey::new(&key);
+        let (share, challenge) = ([1; 32], [2; 32]);
+        let p = done.prove(&share, &challenge, b"sender", b"receiver");
+        assert!(done.verify(&share, &challenge, b"sender", b"receiver", &p));
+        for (s, c, a, b) in [
+            ([9; 32], challenge, &b"sender"[..], &b"receiver"[..]),
+            (share, [9; 32], b"sender", b"receiver"),
+            (share, challenge, b"receiver", b"sender"),
+            (share, challenge, b"sende", b"rreceiver"),
+        ] {
+            assert!(!done.verify(&s, &c, a, b, &p));
+        }
+        let other = DoneKey::new(&ShareKey::from_bytes([8; 32]).unwrap());
+        assert!(!other.verify(&share, &challenge, b"sender", b"receiver", &p));
+        assert_eq!(format!("{done:?}"), "DoneKey(<redacted>)");
+        assert_eq!(
+            crate::chunk::hex(&p),
+            "8e32c66b2f9442d3500a2509b197f9b8fd084c8ec09cbfabc3136887cacc8887"
+        );
+
+        let h = holder_proof(&share, &challenge, b"asker", b"holder");
+        assert_ne!(h, holder_proof(&[9; 32], &challenge, b"asker", b"holder"));
+        assert_ne!(h, holder_proof(&share, &[9; 32], b"asker", b"holder"));
+        assert_ne!(h, holder_proof(&share, &challenge, b"holder", b"asker"));
+        assert_eq!(
+            crate::chunk::hex(&h),
+            "0f1933cd4b4c51cfdc2dba7bbfde7f64800927f80242509606092ed3169c6d62"
+        );
+
+        let c = ChallengeKey::generate().unwrap();
+        assert_eq!(c.challenge(&share, b"a"), c.challenge(&share, b"a"));
+        assert_ne!(c.challenge(&share, b"a"), c.challenge(&share, b"b"));
+        assert_ne!(
+            c.challenge(&share, b"a"),
+            ChallengeKey::generate().unwrap().challenge(&share, b"a")
+        );
+        assert!(proofs_match(&p, &p) && !proofs_match(&p, &h));
     }
 }

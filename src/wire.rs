@@ -23,7 +23,10 @@
 //! | `Manifest { share }` | `Manifest { len }` + bytes, or `NotFound` |
 //! | `Have { share }` | `Have(All)`, `Have(Bitmap)`, or `NotFound` |
 //! | `Chunk { share, chunk }` | `Chunk { len }` + bytes, `NotFound`, or `Stale` |
-//! | `Done { share }` | `Ack` |
+//! | `Done { share }` | `Ack` (counts for nothing: it proves nothing) |
+//! | `DoneChallenge { share }` | `Challenge { challenge }`, or `NotFound` |
+//! | `ProvenDone { share, proof }` | `Ack` if the proof verifies, else `NotFound` |
+//! | `Holder { locator, nonce }` | `Holder { proof }`, or `NotFound` |
 //!
 //! Any request may also be answered `Busy { retry_ms }`, and a stream the
 //! provider will not serve gets `Busy` as its only message.
@@ -73,11 +76,41 @@ pub enum Request {
         #[serde(with = "id_bytes")]
         chunk: ChunkId,
     },
-    /// The fetcher holds the whole share now (lets a one-shot sender stop).
+    /// The fetcher says it holds the whole share, with no proof. Answered
+    /// `Ack` and otherwise ignored: anyone who knows the manifest id could
+    /// send it (audit F-03). Kept so that older fetchers get their answer.
     Done {
         /// The share's manifest id.
         #[serde(with = "id_bytes")]
         share: ManifestId,
+    },
+    /// Asks for the challenge to answer in [`Request::ProvenDone`]: the
+    /// provider chooses it (per run of the provider, share and asker).
+    DoneChallenge {
+        /// The share's manifest id.
+        #[serde(with = "id_bytes")]
+        share: ManifestId,
+    },
+    /// The fetcher holds the whole share, and proves it holds the read key
+    /// (lets a one-shot sender stop): `proof` is
+    /// [`crate::crypto::DoneKey::prove`] of the manifest id, the challenge,
+    /// the provider's and the fetcher's peer ids.
+    ProvenDone {
+        /// The share's manifest id.
+        #[serde(with = "id_bytes")]
+        share: ManifestId,
+        /// The MAC.
+        proof: [u8; 32],
+    },
+    /// Asks a peer that was not named in the link (found on the LAN or in
+    /// the DHT) whether it holds the share with this locator, before the
+    /// manifest id is named to it: the answer proves it knows the id
+    /// ([`crate::crypto::holder_proof`] over `nonce` and both peer ids).
+    Holder {
+        /// The share's DHT locator ([`ManifestId::locator`]).
+        locator: [u8; 32],
+        /// Chosen at random by the asker, for this question only.
+        nonce: [u8; 32],
     },
 }
 
@@ -173,6 +206,17 @@ pub enum Response {
     Busy {
         /// Milliseconds to wait before asking again.
         retry_ms: u32,
+    },
+    /// Answer to [`Request::DoneChallenge`].
+    Challenge {
+        /// What the fetcher's `ProvenDone` proof must cover.
+        challenge: [u8; 32],
+    },
+    /// Answer to [`Request::Holder`].
+    Holder {
+        /// [`crate::crypto::holder_proof`] of the share, the asker's nonce,
+        /// the asker's and this provider's peer ids.
+        proof: [u8; 32],
     },
 }
 
@@ -272,6 +316,64 @@ mod tests {
             assert_eq!(encode(&answer), bytes, "{answer:?}");
             assert_eq!(decode::<Response>(&bytes[4..]).unwrap(), answer);
         }
+    }
+
+    /// The proof messages (PROTOCOL.md §4.4): 32-byte values are raw bytes,
+    /// like ids. Their variant numbers, in one place.
+    #[test]
+    fn proof_messages_encode_to_the_documented_bytes() {
+        const DONE_CHALLENGE: u8 = 4;
+        const PROVEN_DONE: u8 = 5;
+        const HOLDER: u8 = 6;
+        const CHALLENGE_ANSWER: u8 = 7;
+        const HOLDER_ANSWER: u8 = 8;
+        let frame = |variant: u8, parts: &[[u8; 32]]| {
+            let mut f = vec![0, 0, 0, 1 + 32 * parts.len() as u8, variant];
+            parts.iter().for_each(|p| f.extend_from_slice(p));
+            f
+        };
+        let requests = [
+            (
+                Request::DoneChallenge { share: SHARE },
+                frame(DONE_CHALLENGE, &[[1; 32]]),
+            ),
+            (
+                Request::ProvenDone {
+                    share: SHARE,
+                    proof: [5; 32],
+                },
+                frame(PROVEN_DONE, &[[1; 32], [5; 32]]),
+            ),
+            (
+                Request::Holder {
+                    locator: [6; 32],
+                    nonce: [7; 32],
+                },
+                frame(HOLDER, &[[6; 32], [7; 32]]),
+            ),
+        ];
+        for (req, bytes) in requests {
+            assert_eq!(encode(&req), bytes, "{req:?}");
+            assert_eq!(decode::<Request>(&bytes[4..]).unwrap(), req);
+        }
+        let answers = [
+            (
+                Response::Challenge { challenge: [8; 32] },
+                frame(CHALLENGE_ANSWER, &[[8; 32]]),
+            ),
+            (
+                Response::Holder { proof: [9; 32] },
+                frame(HOLDER_ANSWER, &[[9; 32]]),
+            ),
+        ];
+        for (answer, bytes) in answers {
+            assert_eq!(encode(&answer), bytes, "{answer:?}");
+            assert_eq!(decode::<Response>(&bytes[4..]).unwrap(), answer);
+        }
+        // A proof one byte short is refused, not padded.
+        let mut short = frame(PROVEN_DONE, &[[1; 32], [5; 32]]);
+        short.pop();
+        assert!(decode::<Request>(&short[4..]).is_err());
     }
 
     #[test]

@@ -74,6 +74,7 @@ async fn evil_server(manifest: Arc<[u8]>, evil: Evil) -> Server {
                             Evil::Stall => Ok(()),
                         },
                         Request::Done { .. } => write_msg(&mut s, &Response::Ack).await,
+                        _ => write_msg(&mut s, &Response::NotFound).await,
                     };
                     if r.is_err() || s.flush().await.is_err() {
                         return;

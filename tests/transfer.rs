@@ -264,14 +264,16 @@ async fn one_fetch_draws_from_two_sources_and_drops_the_bad_one() {
     .unwrap();
 }
 
-/// `Done` carries no proof, so a peer that only knows the manifest id must
-/// not be able to stop a one-shot sender: it counts only once every chunk has
-/// been served.
+/// A peer that only knows the manifest id cannot stop a one-shot sender: a
+/// bare `Done`, or one with a made-up proof, counts for nothing; a real
+/// fetch's `Done` proves the key and counts, naming the fetcher.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn done_counts_only_after_every_chunk_was_served() {
+async fn only_a_done_that_proves_the_key_counts() {
     use futures::AsyncWriteExt;
+    use peerdrop::crypto::DoneKey;
     use peerdrop::net::frame::{read_msg, write_msg};
     use peerdrop::net::node::{self, NodeConfig, XFER};
+    use peerdrop::net::serve::DoneReport;
     use peerdrop::wire::{Request, Response};
 
     tokio::time::timeout(LIMIT, async {
@@ -280,10 +282,14 @@ async fn done_counts_only_after_every_chunk_was_served() {
         fs::write(&f, bytes(7, 3 << 20)).unwrap();
         let (key, share) = local_share(std::slice::from_ref(&f));
         let id = share.id();
-        let (tx, mut done) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, mut done) = tokio::sync::mpsc::channel(4);
+        let report = DoneReport {
+            key: DoneKey::new(&key),
+            to: tx,
+        };
         let server = start_server(
             "/ip4/127.0.0.1/tcp/0",
-            Arc::new(LocalProvider::new(share, Some(tx))),
+            Arc::new(LocalProvider::new(share, Some(report))),
         )
         .await;
 
@@ -298,14 +304,37 @@ async fn done_counts_only_after_every_chunk_was_served() {
             .open_stream(server.addr.peer, XFER)
             .await
             .unwrap();
-        write_msg(&mut s, &Request::Done { share: id })
-            .await
-            .unwrap();
-        s.flush().await.unwrap();
-        // The provider is told before the answer is written.
-        let ack: Option<Response> = read_msg(&mut s).await.unwrap();
+        // One request, one answer.
+        async fn ask(s: &mut libp2p::Stream, req: Request) -> Option<Response> {
+            write_msg(s, &req).await.unwrap();
+            s.flush().await.unwrap();
+            read_msg(s).await.unwrap()
+        }
+        let ack = ask(&mut s, Request::Done { share: id }).await;
         assert_eq!(ack, Some(Response::Ack));
+        // The provider is told before the answer is written.
         assert!(done.try_recv().is_err(), "a bare Done was accepted");
+        // With the challenge, but no key: any proof it makes up is refused.
+        let challenge = match ask(&mut s, Request::DoneChallenge { share: id }).await {
+            Some(Response::Challenge { challenge }) => challenge,
+            other => panic!("{other:?}"),
+        };
+        let other = node::spawn(NodeConfig::default()).unwrap();
+        let (sender, rogue_id) = (server.addr.peer.to_bytes(), rogue.peer_id().to_bytes());
+        let wrong_key = DoneKey::new(&peerdrop::crypto::ShareKey::generate().unwrap());
+        let forgeries = [
+            // Under the wrong key (what a pin link's holder could compute).
+            wrong_key.prove(&id.0, &challenge, &sender, &rogue_id),
+            // The right key, but made for another receiver (one the rogue
+            // might have seen).
+            DoneKey::new(&key).prove(&id.0, &challenge, &sender, &other.peer_id().to_bytes()),
+        ];
+        other.shutdown().await;
+        for proof in forgeries {
+            let answer = ask(&mut s, Request::ProvenDone { share: id, proof }).await;
+            assert_eq!(answer, Some(Response::NotFound));
+            assert!(done.try_recv().is_err(), "a forged proof was accepted");
+        }
 
         // A real fetch gets everything served, then its Done counts.
         let dest = sub(&tmp, "dest");

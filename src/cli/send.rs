@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use libp2p::Multiaddr;
-use peerdrop::crypto::ShareKey;
+use peerdrop::crypto::{DoneKey, ShareKey};
 use peerdrop::link::Link;
 use peerdrop::net::node::{self, NodeConfig};
-use peerdrop::net::serve::{serve, LocalProvider, ServeConfig};
+use peerdrop::net::serve::{serve, DoneReport, Drain, LocalProvider, ServeConfig};
 use peerdrop::net::{hint_addrs, PeerAddr};
 use peerdrop::seal::SealOptions;
 use peerdrop::store::share::LocalShare;
@@ -15,6 +15,12 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::cli::{output, SendArgs};
+
+/// Done reports waiting to be printed; more are dropped (the serving side
+/// never waits on this loop).
+const DONE_QUEUE: usize = 64;
+/// How long `--once` waits for answers in progress before it stops.
+const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Draws `link` as a QR code on stderr.
 pub(crate) fn draw_qr(link: &str) -> anyhow::Result<()> {
@@ -97,16 +103,23 @@ async fn run_async(args: &SendArgs) -> anyhow::Result<()> {
         .to_hint()]
     };
     let web_key = args.web.then(|| key.duplicate());
+    // Only a receiver that proves it holds the key counts (audit F-03).
+    let (done_tx, mut done_rx) = mpsc::channel(DONE_QUEUE);
+    let report = DoneReport {
+        key: DoneKey::new(&key),
+        to: done_tx,
+    };
     let link = Link::new(id, hints, Some(key))?.to_uri_string();
-
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-    let provider = Arc::new(LocalProvider::new(share, Some(done_tx)));
+    let provider = Arc::new(LocalProvider::new(share, Some(report)));
+    let drain = Drain::default();
     let web_link = match web_key {
         Some(key) => Some(crate::cli::web::start(args, provider.clone(), &addrs, &id, &key).await?),
         None => None,
     };
     let config = ServeConfig {
         max_rate: args.max_rate,
+        identity: Some(client.peer_id()),
+        drain: Some(drain.clone()),
         ..ServeConfig::default()
     };
     tokio::spawn(serve(
@@ -158,6 +171,10 @@ async fn run_async(args: &SendArgs) -> anyhow::Result<()> {
                     eprintln!("peer {peer} received everything");
                 }
                 if args.once {
+                    // Let answers in progress (to other receivers) finish.
+                    if !drain.drain(DRAIN_DEADLINE).await {
+                        tracing::debug!("some streams were still open when stopping");
+                    }
                     break;
                 }
             }

@@ -238,6 +238,7 @@ pub async fn run(
         registry,
         ServeConfig {
             max_rate: config.max_upload_rate,
+            identity: Some(client.peer_id()),
             ..ServeConfig::default()
         },
     ));

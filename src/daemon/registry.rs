@@ -132,6 +132,13 @@ impl Provider for Registry {
         Ok(bytes)
     }
 
+    /// A linear scan: a daemon serves few enough shares, and each stream
+    /// asks at most once per request it is admitted for.
+    fn holds(&self, locator: &[u8; 32]) -> Option<ManifestId> {
+        let shares = self.shares.read().expect("never poisoned");
+        shares.keys().find(|id| id.locator() == *locator).copied()
+    }
+
     fn done(&self, share: &ManifestId, peer: PeerId) {
         tracing::info!(%peer, share = %share, "a peer completed a fetch");
     }

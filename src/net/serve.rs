@@ -39,6 +39,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::chunk::ChunkId;
 use crate::chunk::CHUNK_OVERHEAD;
+use crate::crypto::{holder_proof, ChallengeKey, DoneKey};
 use crate::manifest::ManifestId;
 use crate::net::budget::{Budget, Permit};
 use crate::net::frame::{read_msg, write_msg};
@@ -71,52 +72,77 @@ pub trait Provider: Send + Sync + 'static {
     fn chunk_len(&self, _share: &ManifestId, _chunk: &ChunkId) -> Option<usize> {
         None
     }
-    /// A peer reports it now holds the whole share.
+    /// The share whose DHT locator is `locator`, if this node holds it: a
+    /// peer that found this node on the LAN or in the DHT asks before it
+    /// names the share ([`Request::Holder`]).
+    fn holds(&self, _locator: &[u8; 32]) -> Option<ManifestId> {
+        None
+    }
+    /// Whether `claim` proves its receiver holds the read key of `share`.
+    /// Only a provider that knows the key can tell; the others never count
+    /// a `Done`.
+    fn verify_done(&self, _share: &ManifestId, _claim: &DoneClaim) -> bool {
+        false
+    }
+    /// A peer proved it now holds the whole share (see
+    /// [`Provider::verify_done`]).
     fn done(&self, _share: &ManifestId, _peer: PeerId) {}
 }
 
-/// Serves one [`LocalShare`], reporting peers that finished on a channel.
+/// A receiver's `Done` as the server saw it: who proved what, against which
+/// challenge (docs/PROTOCOL.md, "Done").
+#[derive(Clone, Debug)]
+pub struct DoneClaim {
+    /// This node.
+    pub sender: PeerId,
+    /// The authenticated peer that sent it.
+    pub receiver: PeerId,
+    /// The challenge this node gives that peer for the share.
+    pub challenge: [u8; 32],
+    /// What the peer sent.
+    pub proof: [u8; 32],
+}
+
+impl DoneClaim {
+    /// Whether the proof is right under `key` for `share`.
+    pub fn verify(&self, share: &ManifestId, key: &DoneKey) -> bool {
+        key.verify(
+            &share.0,
+            &self.challenge,
+            &self.sender.to_bytes(),
+            &self.receiver.to_bytes(),
+            &self.proof,
+        )
+    }
+}
+
+/// Where a [`LocalProvider`] reports receivers that proved they have
+/// everything.
+pub struct DoneReport {
+    /// The share's done-proof key.
+    pub key: DoneKey,
+    /// Hears the peer id of each receiver that proved it (a full channel
+    /// drops the report).
+    pub to: mpsc::Sender<PeerId>,
+}
+
+/// Serves one [`LocalShare`], reporting receivers that proved they finished
+/// on a channel.
 pub struct LocalProvider {
     share: LocalShare,
-    done: Option<mpsc::UnboundedSender<PeerId>>,
-    /// Which chunks have been served at least once, to anyone.
-    served: Mutex<Served>,
-}
-
-/// A bit per chunk of the share, and how many are still clear.
-struct Served {
-    bits: Vec<u64>,
-    left: usize,
-}
-
-impl Served {
-    fn new(count: usize) -> Served {
-        Served {
-            bits: vec![0; count.div_ceil(64)],
-            left: count,
-        }
-    }
-
-    fn mark(&mut self, pos: usize) {
-        let (word, bit) = (pos / 64, 1u64 << (pos % 64));
-        if let Some(w) = self.bits.get_mut(word) {
-            if *w & bit == 0 {
-                *w |= bit;
-                self.left -= 1;
-            }
-        }
-    }
+    locator: [u8; 32],
+    done: Option<DoneReport>,
 }
 
 impl LocalProvider {
-    /// Serves `share`; `done` hears of every peer that reports completion
-    /// once every chunk has been served (see [`Provider::done`]).
-    pub fn new(share: LocalShare, done: Option<mpsc::UnboundedSender<PeerId>>) -> LocalProvider {
-        let served = Mutex::new(Served::new(share.manifest().chunk_count()));
+    /// Serves `share`; `done` hears of every receiver that proves it holds
+    /// the read key when it says it has everything (see
+    /// [`Provider::verify_done`]).
+    pub fn new(share: LocalShare, done: Option<DoneReport>) -> LocalProvider {
         LocalProvider {
+            locator: share.id().locator(),
             share,
             done,
-            served,
         }
     }
 
@@ -154,12 +180,7 @@ impl Provider for LocalProvider {
             return Err(Refusal::NotFound);
         }
         match self.share.chunk(chunk) {
-            Ok(bytes) => {
-                if let Some(pos) = self.share.position(chunk) {
-                    self.served.lock().expect("never poisoned").mark(pos);
-                }
-                Ok(bytes)
-            }
+            Ok(bytes) => Ok(bytes),
             Err(ServeError::NotFound) => Err(Refusal::NotFound),
             Err(e @ ServeError::Stale(_)) => {
                 tracing::warn!("refusing to serve: {e}; make a new link to share the new version");
@@ -172,24 +193,30 @@ impl Provider for LocalProvider {
         }
     }
 
-    /// `Done` carries no proof, and anyone who knows the manifest id (a pin
-    /// link holder, a LAN peer that saw it asked for) can send it. So it
-    /// counts only once this node has served every chunk at least once: to
-    /// stop a one-shot sender, a peer must first have made it send
-    /// everything, which is what "someone received everything" means. A
-    /// receiver that resumed (under a new peer id) still counts, as its
-    /// first run's chunks were served too.
+    fn holds(&self, locator: &[u8; 32]) -> Option<ManifestId> {
+        (*locator == self.locator).then(|| self.share.id())
+    }
+
+    /// Anyone who knows the manifest id (a pin link's holder, a peer that
+    /// saw it asked for) could say "done"; only a holder of the read key can
+    /// prove it (audit F-03), which is what "a receiver has everything"
+    /// must mean before a one-shot sender stops.
+    fn verify_done(&self, share: &ManifestId, claim: &DoneClaim) -> bool {
+        *share == self.share.id()
+            && self
+                .done
+                .as_ref()
+                .is_some_and(|d| claim.verify(share, &d.key))
+    }
+
     fn done(&self, share: &ManifestId, peer: PeerId) {
         if *share != self.share.id() {
             return;
         }
-        let left = self.served.lock().expect("never poisoned").left;
-        if left > 0 {
-            tracing::warn!(%peer, left, "a peer said it has everything, but {left} chunk(s) were never served; ignored");
-            return;
-        }
-        if let Some(tx) = &self.done {
-            let _ = tx.send(peer);
+        if let Some(d) = &self.done {
+            if d.to.try_send(peer).is_err() {
+                tracing::debug!(%peer, "done reports are not being read; dropped one");
+            }
         }
     }
 }
@@ -234,6 +261,13 @@ pub struct ServeConfig {
     /// How long a peer caught stalling (and an address caught
     /// [`STALLS_PER_ADDR`] times) is refused.
     pub ban: Duration,
+    /// This node's peer id. The proofs of `Done` and of holding a share
+    /// bind it, so without it the node answers `DoneChallenge`,
+    /// `ProvenDone` and `Holder` with `NotFound`.
+    pub identity: Option<PeerId>,
+    /// A handle that stops this server gracefully (none: it runs until the
+    /// node stops).
+    pub drain: Option<Drain>,
 }
 
 impl Default for ServeConfig {
@@ -251,6 +285,8 @@ impl Default for ServeConfig {
             queue_wait: Duration::from_secs(10),
             write_stall: Duration::from_secs(10),
             ban: Duration::from_secs(60),
+            identity: None,
+            drain: None,
         }
     }
 }
@@ -458,6 +494,53 @@ struct Shared {
     /// instead of each stalling in turn.
     banned: tokio::sync::watch::Sender<u64>,
     refusals: Arc<Semaphore>,
+    /// Makes the `Done` challenges (one secret per run).
+    challenges: ChallengeKey,
+    /// Whether to stop, and the open streams to wait for.
+    drain: Drain,
+}
+
+/// Lets the owner of a server stop it gracefully (a one-shot sender whose
+/// receiver is done): no new streams or requests, answers in progress
+/// written. Given to [`serve`] in [`ServeConfig::drain`].
+#[derive(Clone, Default)]
+pub struct Drain(Arc<DrainState>);
+
+struct DrainState {
+    /// Set once the server stops taking streams and requests.
+    draining: tokio::sync::watch::Sender<bool>,
+    /// Streams open.
+    open: tokio::sync::watch::Sender<usize>,
+}
+
+impl Default for DrainState {
+    fn default() -> Self {
+        DrainState {
+            draining: tokio::sync::watch::Sender::new(false),
+            open: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+impl std::fmt::Debug for Drain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Drain")
+            .field("draining", &*self.0.draining.borrow())
+            .field("open", &*self.0.open.borrow())
+            .finish()
+    }
+}
+
+impl Drain {
+    /// Stops taking streams and requests, and waits until every open stream
+    /// has written the answers it had in progress and closed, or `deadline`
+    /// passes. Returns whether all of them did.
+    pub async fn drain(&self, deadline: Duration) -> bool {
+        self.0.draining.send_replace(true);
+        let mut open = self.0.open.subscribe();
+        let closed = tokio::time::timeout(deadline, open.wait_for(|n| *n == 0)).await;
+        closed.is_ok()
+    }
 }
 
 /// An admitted stream's place in the counts; given back when dropped.
@@ -473,6 +556,7 @@ impl Drop for Admission {
     fn drop(&mut self) {
         let mut s = self.shared.streams.lock().expect("never poisoned");
         s.total -= 1;
+        self.shared.drain.0.open.send_replace(s.total);
         if let Some(n) = s.per_peer.get_mut(&self.peer) {
             *n -= 1;
             if *n == 0 {
@@ -508,6 +592,7 @@ impl Shared {
             return Err("too many streams from this address");
         }
         s.total += 1;
+        self.drain.0.open.send_replace(s.total);
         *s.per_peer.entry(peer).or_default() += 1;
         let e = s
             .per_addr
@@ -527,6 +612,8 @@ impl Shared {
 /// Accepts data streams and answers them from `provider` until the node
 /// stops (every [`crate::net::node::Client`] is gone).
 pub async fn serve(mut incoming: Incoming, provider: Arc<dyn Provider>, config: ServeConfig) {
+    let drain = config.drain.clone().unwrap_or_default();
+    let challenges = ChallengeKey::generate().expect("the system random number generator works");
     let shared = Arc::new(Shared {
         provider,
         cpu: Semaphore::new(config.cpu_jobs.max(1)),
@@ -537,9 +624,15 @@ pub async fn serve(mut incoming: Incoming, provider: Arc<dyn Provider>, config: 
         bans: Mutex::default(),
         banned: tokio::sync::watch::Sender::new(0),
         refusals: Arc::new(Semaphore::new(MAX_REFUSALS)),
+        challenges,
+        drain,
     });
     while let Some(InboundStream { peer, addr, stream }) = incoming.recv().await {
         let key = AddrKey::of(peer, &addr);
+        if *shared.drain.0.draining.borrow() {
+            refuse(stream, &shared);
+            continue;
+        }
         match shared.admit(peer, key) {
             Ok(admission) => {
                 let shared = shared.clone();
@@ -649,6 +742,7 @@ async fn handle(
     });
     let stall = shared.config.write_stall;
     let mut bans = shared.banned.subscribe();
+    let mut draining = shared.drain.0.draining.subscribe();
     let mut pending = FuturesOrdered::new();
     // Answers reserve memory in request order: a later answer never holds
     // budget while an earlier one, which must be written first, waits.
@@ -662,6 +756,8 @@ async fn handle(
                         return Err(std::io::Error::other("its peer or address was banned for stalling"));
                     }
                 }
+                // Draining: answer what is in progress, then close.
+                Ok(()) = draining.changed(), if open => open = !*draining.borrow(),
                 req = requests.recv(), if open && pending.len() < depth => match req {
                     Some(req) => {
                         let (next, after) = oneshot::channel();
@@ -761,6 +857,58 @@ impl StreamCtx {
         .flatten()
     }
 
+    /// The challenge this node gives the peer for `share`, if it serves it.
+    fn challenge(&self, share: &ManifestId) -> Option<(PeerId, [u8; 32])> {
+        let local = self.shared.config.identity?;
+        self.shared.provider.have(share)?;
+        let c = self
+            .shared
+            .challenges
+            .challenge(&share.0, &self.peer.to_bytes());
+        Some((local, c))
+    }
+
+    fn done_challenge(&self, share: &ManifestId) -> Response {
+        match self.challenge(share) {
+            Some((_, challenge)) => Response::Challenge { challenge },
+            None => Response::NotFound,
+        }
+    }
+
+    /// A `Done` counts only if it proves the read key (audit F-03).
+    fn proven_done(&self, share: &ManifestId, proof: [u8; 32]) -> Response {
+        let Some((sender, challenge)) = self.challenge(share) else {
+            return Response::NotFound;
+        };
+        let claim = DoneClaim {
+            sender,
+            receiver: self.peer,
+            challenge,
+            proof,
+        };
+        let p = &self.shared.provider;
+        if p.verify_done(share, &claim) {
+            p.done(share, self.peer);
+            Response::Ack
+        } else {
+            tracing::info!(peer = %self.peer, "a peer said it has everything, with a proof that does not verify; ignored");
+            Response::NotFound
+        }
+    }
+
+    /// Proves this node holds the share with `locator`, if it does.
+    fn holder(&self, locator: &[u8; 32], nonce: &[u8; 32]) -> Response {
+        let (Some(local), Some(share)) = (
+            self.shared.config.identity,
+            self.shared.provider.holds(locator),
+        ) else {
+            return Response::NotFound;
+        };
+        Response::Holder {
+            proof: holder_proof(&share.0, nonce, &self.peer.to_bytes(), &local.to_bytes()),
+        }
+    }
+
     fn busy(&self) -> Reply {
         Reply::Msg(Response::Busy {
             retry_ms: self
@@ -793,10 +941,13 @@ async fn answer(
             Request::Have { share } => {
                 Reply::Msg(p.have(&share).map_or(Response::NotFound, Response::Have))
             }
-            Request::Done { share } => {
-                p.done(&share, ctx.peer);
+            Request::Done { .. } => {
+                tracing::debug!(peer = %ctx.peer, "ignoring a Done without proof");
                 Reply::Msg(Response::Ack)
             }
+            Request::DoneChallenge { share } => Reply::Msg(ctx.done_challenge(&share)),
+            Request::ProvenDone { share, proof } => Reply::Msg(ctx.proven_done(&share, proof)),
+            Request::Holder { locator, nonce } => Reply::Msg(ctx.holder(&locator, &nonce)),
             Request::Chunk { .. } => unreachable!("handled below"),
         };
     };
@@ -892,6 +1043,8 @@ mod tests {
             bans: Mutex::default(),
             banned: tokio::sync::watch::Sender::new(0),
             refusals: Arc::new(Semaphore::new(1)),
+            challenges: ChallengeKey::generate().unwrap(),
+            drain: Drain::default(),
         })
     }
 

@@ -27,11 +27,11 @@ pub async fn start_server(listen: &str, provider: Arc<dyn Provider>) -> Server {
     let client = node::spawn(NodeConfig::default()).unwrap();
     let mut addr: Multiaddr = client.listen(listen.parse().unwrap()).await.unwrap();
     addr.pop(); // the /p2p part; the hint carries the peer id itself
-    tokio::spawn(serve(
-        client.incoming().unwrap(),
-        provider,
-        ServeConfig::default(),
-    ));
+    let config = ServeConfig {
+        identity: Some(client.peer_id()),
+        ..ServeConfig::default()
+    };
+    tokio::spawn(serve(client.incoming().unwrap(), provider, config));
     Server {
         addr: PeerAddr {
             peer: client.peer_id(),

@@ -1,5 +1,6 @@
 //! Getting the manifest: from the first peer that has it, verified against
-//! the link's id.
+//! the link's id; and, before that, making sure a peer found by discovery
+//! holds the share before the manifest id is named to it.
 
 use futures::AsyncWriteExt;
 use libp2p::PeerId;
@@ -7,6 +8,7 @@ use libp2p::PeerId;
 use super::session::Fault;
 use super::sources::Sources;
 use super::FetchError;
+use crate::crypto::{holder_proof, proofs_match, random_32};
 use crate::manifest::{Manifest, MAX_MANIFEST_LEN};
 use crate::net::frame::{read_msg, read_payload, write_msg};
 use crate::net::node::XFER;
@@ -77,4 +79,72 @@ async fn try_manifest(src: &Sources, peer: PeerId) -> Result<Option<Manifest>, F
             t.as_secs()
         ))),
     }
+}
+
+/// The peers of `peers` that may hear the manifest id: the trusted ones
+/// (given by the caller, or already proven), and the others once they prove
+/// they hold the share (asked all at once). A LAN peer or a DHT "provider"
+/// that does not hold it learns only the locator, which the DHT publishes
+/// anyway (audit F-04; docs/PROTOCOL.md, section 7). One that answers
+/// `NotFound` or a wrong proof is not asked again; one that fails to answer
+/// is asked again in a later round.
+pub(super) async fn holders_only(src: &mut Sources, peers: Vec<PeerId>) -> Vec<PeerId> {
+    let (trusted, unknown): (Vec<PeerId>, Vec<PeerId>) =
+        peers.into_iter().partition(|p| src.trusted(p));
+    let shared: &Sources = src;
+    let asks = unknown
+        .iter()
+        .map(|&peer| async move { (peer, proves_holder(shared, peer).await) });
+    let answers = futures::future::join_all(asks).await;
+    let mut out = trusted;
+    for (peer, answer) in answers {
+        match answer {
+            Ok(true) => {
+                src.proved_holder(peer);
+                out.push(peer);
+            }
+            Ok(false) => src.lacks_share(peer),
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "a discovered peer did not answer whether it holds the share")
+            }
+        }
+    }
+    out
+}
+
+/// Asks `peer` whether it holds the share by its locator, with a fresh
+/// nonce: `Ok(true)` only if its answer proves it knows the manifest id.
+async fn proves_holder(src: &Sources, peer: PeerId) -> std::io::Result<bool> {
+    let nonce = random_32().map_err(std::io::Error::other)?;
+    let work = async {
+        let mut s = src
+            .client
+            .control()
+            .open_stream(peer, XFER)
+            .await
+            .map_err(std::io::Error::other)?;
+        let req = Request::Holder {
+            locator: src.share.locator(),
+            nonce,
+        };
+        write_msg(&mut s, &req).await?;
+        s.flush().await?;
+        let answer = read_msg::<_, Response>(&mut s).await?;
+        let _ = s.close().await;
+        Ok(match answer {
+            Some(Response::Holder { proof }) => {
+                let local = src.client.peer_id().to_bytes();
+                let expected = holder_proof(&src.share.0, &nonce, &local, &peer.to_bytes());
+                proofs_match(&expected, &proof)
+            }
+            Some(Response::Busy { .. }) | None => {
+                return Err(std::io::Error::other("busy, or closed the stream"))
+            }
+            // NotFound, or an answer a holder would not give.
+            Some(_) => false,
+        })
+    };
+    tokio::time::timeout(src.opts.request_timeout, work)
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
 }

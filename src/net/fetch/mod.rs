@@ -348,9 +348,14 @@ pub async fn fetch(
         peers = manifest_peers;
     }
     let paths = blocking(move || output.finish()).await?;
-    // Tell the sources; a one-shot sender stops on this. Best effort.
+    // Tell the sources, proving the key; a one-shot sender stops on this.
+    // Best effort.
+    let done_key = crate::crypto::DoneKey::new(key);
     for peer in peers {
-        let _ = tokio::time::timeout(opts.retry.done_timeout, send_done(client, peer, share)).await;
+        let told = send_done(client, peer, share, &done_key);
+        if let Ok(Err(e)) = tokio::time::timeout(opts.retry.done_timeout, told).await {
+            tracing::debug!(%peer, error = %e, "telling a source we are done failed");
+        }
     }
     Ok(Fetched {
         paths,
@@ -428,17 +433,44 @@ async fn blocking<T: Send + 'static, E: Send + 'static>(
         .expect("blocking jobs do not panic")
 }
 
-/// Tells `peer` this node holds the whole share now.
-async fn send_done(client: &Client, peer: PeerId, share: ManifestId) -> std::io::Result<()> {
+/// Tells `peer` this node holds the whole share now, proving it holds the
+/// read key: asks for the peer's challenge, then answers it
+/// (docs/PROTOCOL.md, "Done").
+async fn send_done(
+    client: &Client,
+    peer: PeerId,
+    share: ManifestId,
+    key: &crate::crypto::DoneKey,
+) -> std::io::Result<()> {
     let mut s = client
         .control()
         .open_stream(peer, XFER)
         .await
         .map_err(std::io::Error::other)?;
-    write_msg(&mut s, &Request::Done { share }).await?;
+    write_msg(&mut s, &Request::DoneChallenge { share }).await?;
     s.flush().await?;
-    let _ = read_msg::<_, Response>(&mut s).await?;
-    s.close().await
+    let challenge = match read_msg::<_, Response>(&mut s).await? {
+        Some(Response::Challenge { challenge }) => challenge,
+        other => {
+            return Err(std::io::Error::other(format!(
+                "answered a done challenge request with {other:?}"
+            )))
+        }
+    };
+    let proof = key.prove(
+        &share.0,
+        &challenge,
+        &peer.to_bytes(),
+        &client.peer_id().to_bytes(),
+    );
+    write_msg(&mut s, &Request::ProvenDone { share, proof }).await?;
+    s.flush().await?;
+    match read_msg::<_, Response>(&mut s).await? {
+        Some(Response::Ack) => s.close().await,
+        other => Err(std::io::Error::other(format!(
+            "did not accept our proof: {other:?}"
+        ))),
+    }
 }
 
 #[cfg(test)]

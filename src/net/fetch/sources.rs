@@ -55,6 +55,9 @@ pub(super) struct Sources {
     banned: HashSet<PeerId>,
     /// Sources that answered they do not hold the share.
     not_found: HashSet<PeerId>,
+    /// Discovered peers that proved they hold the share, so may hear its
+    /// manifest id (audit F-04; see `manifest::holders_only`).
+    holders: HashSet<PeerId>,
     /// Lost sessions per source since it last delivered a chunk.
     strikes: HashMap<PeerId, u32>,
     /// `Busy` answers in a row per source.
@@ -81,6 +84,7 @@ impl Sources {
             given: merge(given),
             banned: HashSet::new(),
             not_found: HashSet::new(),
+            holders: HashSet::new(),
             strikes: HashMap::new(),
             busy: HashMap::new(),
             stale: false,
@@ -135,6 +139,18 @@ impl Sources {
     /// connection every few chunks slows a fetch down but does not end it.
     pub(super) fn delivered(&mut self, peer: PeerId) {
         self.strikes.remove(&peer);
+    }
+
+    /// Whether the manifest id may be named to `peer`: the caller gave it
+    /// (a link hint, `--peer`: the sharer chose it), or it proved it holds
+    /// the share.
+    pub(super) fn trusted(&self, peer: &PeerId) -> bool {
+        self.holders.contains(peer) || self.given.iter().any(|g| g.peer == *peer)
+    }
+
+    /// A discovered `peer` proved it holds the share.
+    pub(super) fn proved_holder(&mut self, peer: PeerId) {
+        self.holders.insert(peer);
     }
 
     /// `peer` answered that it does not hold the share: not asked again.
@@ -322,6 +338,9 @@ impl Sources {
                     Err(e) => last_error = e.to_string(),
                 }
             }
+            // Discovered peers hear the manifest id only once they proved
+            // they hold the share.
+            let connected = super::manifest::holders_only(self, connected).await;
             if !connected.is_empty() {
                 return Ok(connected);
             }
