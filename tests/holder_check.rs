@@ -32,7 +32,7 @@ async fn a_dht_provider_without_the_share_never_learns_the_manifest_id() {
         let locator = id.locator();
 
         let dht = node::spawn(NodeConfig {
-            dht_server: true,
+            dht_server: peerdrop::net::node::Role::On,
             ..NodeConfig::default()
         })
         .unwrap();
