@@ -21,6 +21,8 @@ use crate::net::status::{ReachStatus, Reachability};
 
 /// How often deadlines and the relay choice are looked at.
 const TICK: Duration = Duration::from_millis(250);
+/// Least time between two DHT bootstraps started by new DHT servers.
+const REBOOTSTRAP: Duration = Duration::from_secs(5);
 
 /// A dial waiting for its connection: the peer, the addresses not yet
 /// tried, and who to tell.
@@ -46,6 +48,8 @@ pub(super) struct EventLoop {
     reach: Reach,
     /// Inbound data streams counted by connection kind.
     streams: Arc<StreamCounters>,
+    /// When a DHT bootstrap was last started for a new DHT server.
+    last_bootstrap: Option<Instant>,
     /// Every listener added, for shutdown.
     listeners: Vec<libp2p::core::transport::ListenerId>,
     /// Listen requests waiting for their first address.
@@ -86,6 +90,7 @@ impl EventLoop {
             punch_wait: config.punch_wait,
             reach,
             streams,
+            last_bootstrap: None,
             listeners: Vec::new(),
             pending_listen: HashMap::new(),
             pending_dial: HashMap::new(),
@@ -368,6 +373,7 @@ impl EventLoop {
     /// added otherwise), relays become AutoRelay candidates.
     fn identified(&mut self, peer: PeerId, info: identify::Info) {
         let now = Instant::now();
+        let new_server = info.protocols.contains(&KAD) && !self.reach.known_dht_server(&peer);
         let relay_addrs = self.reach.identified(peer, &info, now);
         if let Some(ar) = &mut self.reach.autorelay {
             match relay_addrs {
@@ -378,6 +384,19 @@ impl EventLoop {
         if info.protocols.contains(&KAD) {
             for a in info.listen_addrs {
                 self.swarm.behaviour_mut().kad.add_address(&peer, a);
+            }
+        }
+        // A peer that just became a DHT server (public daemons do once
+        // AutoNAT confirms them) can introduce the rest of the network,
+        // and with it more relays: look again, but not too often.
+        if new_server
+            && self
+                .last_bootstrap
+                .is_none_or(|t| now.duration_since(t) >= REBOOTSTRAP)
+        {
+            self.last_bootstrap = Some(now);
+            if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
+                tracing::debug!("DHT bootstrap: {e}");
             }
         }
     }

@@ -333,7 +333,9 @@ fn count_streams(mut incoming: Incoming, counters: Arc<StreamCounters>) -> Incom
     let (tx, rx) = mpsc::channel(crate::net::inbound::QUEUE);
     tokio::spawn(async move {
         while let Some(s) = incoming.recv().await {
-            let c = if crate::net::addr::is_relayed(&s.addr) {
+            let relayed = crate::net::addr::is_relayed(&s.addr);
+            tracing::debug!(peer = %s.peer, addr = %s.addr, relayed, "inbound data stream");
+            let c = if relayed {
                 &counters.relayed
             } else {
                 &counters.direct

@@ -251,6 +251,11 @@ impl Reach {
         relay.then_some(addrs)
     }
 
+    /// Whether `peer` was last known to answer DHT queries.
+    pub(super) fn known_dht_server(&self, peer: &PeerId) -> bool {
+        self.known.get(peer).is_some_and(|(k, _)| k.dht_server)
+    }
+
     /// Peers met, most recently heard of first.
     pub(super) fn known_peers(&self) -> Vec<KnownPeer> {
         let mut v: Vec<&(KnownPeer, Instant)> = self.known.values().collect();
