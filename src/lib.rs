@@ -18,6 +18,7 @@
 //! | 1, pure | [`link`] | share links, read and pin |
 //! | 1, pure | [`pipeline`] | the ordered, bounded multi-core pipeline |
 //! | 1, pure | [`seal`] | streaming, multi-core sealing of a share into chunks |
+//! | 1, pure | [`select`] | `--only`/`--exclude` patterns and the part of a share they take |
 //! | 1, pure | [`open`] | verifying and decrypting chunks against a manifest |
 //! | 1, pure | [`wire`] | peer protocol messages and framing (the one bincode user) |
 //! | 2, files | [`store`] | reading sources, serving from them, writing output crash-safely, chunk folders, resuming |
@@ -42,6 +43,7 @@ pub mod net;
 pub mod open;
 pub mod pipeline;
 pub mod seal;
+pub mod select;
 pub mod store;
 pub mod web;
 pub mod wire;

@@ -6,6 +6,7 @@
 
 pub mod inspect;
 pub mod local;
+pub mod ls;
 pub mod output;
 pub mod receive;
 pub mod remote;
@@ -42,8 +43,10 @@ pub enum Command {
     Unseal(UnsealArgs),
     /// Share files and folders directly from this machine: print a link, serve until Ctrl-C.
     Send(SendArgs),
-    /// Fetch, verify and write out a share from a link.
+    /// Fetch, verify and write out a share from a link (or part of it, with --only/--exclude).
     Receive(ReceiveArgs),
+    /// List what a link holds (paths, sizes, times), fetching only its file list, no content.
+    Ls(LsArgs),
     /// Run the node daemon in the foreground (shares stay online, fetches run in the background).
     Daemon(DaemonArgs),
     /// Share files and folders through the daemon; prints the read link.
@@ -142,6 +145,13 @@ pub struct GetArgs {
     /// Replace existing files (folders are never replaced).
     #[arg(long)]
     pub force: bool,
+    /// Take only the entries matching this glob (repeatable; a folder takes what is inside it).
+    /// `*` and `?` stay within a name, `**` spans folders; without `/` it matches names at any depth.
+    #[arg(long, value_name = "GLOB")]
+    pub only: Vec<String>,
+    /// Leave out the entries matching this glob (repeatable; wins over --only).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
 }
 
 /// `peerdrop fetch`.
@@ -306,6 +316,40 @@ pub struct ReceiveArgs {
     /// More log output on stderr (-v, -vv); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+}
+
+/// Where a one-shot command that only looks at a share finds it: `ls` and `cat`.
+#[derive(Args, Debug)]
+pub struct LookArgs {
+    /// The read link; `-` or nothing reads it from stdin (or PEERDROP_LINK).
+    pub link: Option<String>,
+    /// Another source, as a multiaddr ending in /p2p/PEER_ID (repeatable).
+    #[arg(long, value_name = "MULTIADDR")]
+    pub peer: Vec<libp2p::Multiaddr>,
+    /// Seconds to keep trying to reach a source before giving up.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub wait: u64,
+    /// Seconds a source may take to answer one request before it is dropped.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub timeout: u64,
+    #[command(flatten)]
+    pub discovery: Discovery,
+    /// More log output on stderr (-v, -vv); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// `peerdrop ls`.
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    #[command(flatten)]
+    pub look: LookArgs,
+    /// Also show modification times and the executable bit.
+    #[arg(long, short = 'l')]
+    pub long: bool,
+    /// Print one JSON object (manifest_id, files, bytes, entries) on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// How a node finds peers beyond the ones it is told about.

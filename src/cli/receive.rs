@@ -5,18 +5,31 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use peerdrop::link::Link;
 use peerdrop::net::fetch::{fetch, FetchOptions, Progress};
-use peerdrop::net::node::{self, NodeConfig};
+use peerdrop::net::node::{self, Client, NodeConfig};
 use peerdrop::net::PeerAddr;
+use peerdrop::select::Selection;
 use peerdrop::store::output::OutputOptions;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::cli::{output, Interrupted, ReceiveArgs};
+use crate::cli::{output, Discovery, Interrupted, ReceiveArgs};
 
 /// Runs the command.
 pub fn run(args: &ReceiveArgs) -> anyhow::Result<()> {
     crate::cli::init_logging(args.verbose);
     let link = Link::parse_read_link(&crate::cli::link_text(args.get.link.as_deref())?)?;
+    let sources = sources(&link, &args.get.peer, &args.discovery)?;
+    let rt = crate::cli::runtime()?;
+    rt.block_on(run_async(args, link, sources))
+}
+
+/// The peers to fetch `link` from: its hints and the `--peer` flags; an
+/// error if there are none and nowhere to look for one.
+pub fn sources(
+    link: &Link,
+    peers: &[libp2p::Multiaddr],
+    discovery: &Discovery,
+) -> anyhow::Result<Vec<PeerAddr>> {
     let mut sources = Vec::new();
     for h in link.hints() {
         match PeerAddr::from_hint(h) {
@@ -24,36 +37,75 @@ pub fn run(args: &ReceiveArgs) -> anyhow::Result<()> {
             None => eprintln!("peerdrop: skipping a peer hint in the link with an invalid peer id"),
         }
     }
-    for a in &args.get.peer {
+    for a in peers {
         let p = PeerAddr::from_multiaddr(a.clone())
             .with_context(|| format!("--peer {a} must end in /p2p/PEER_ID"))?;
         sources.push(p);
     }
-    if sources.is_empty() && args.discovery.no_mdns && args.discovery.bootstrap.is_empty() {
+    if sources.is_empty() && discovery.no_mdns && discovery.bootstrap.is_empty() {
         anyhow::bail!(
             "the link names no peer to fetch from, and with --no-mdns and no --bootstrap there is nowhere to look for one; drop --no-mdns (same LAN), or add --bootstrap MULTIADDR/p2p/PEER_ID or --peer MULTIADDR/p2p/PEER_ID"
         );
     }
-    let rt = crate::cli::runtime()?;
-    rt.block_on(run_async(args, link, sources))
+    Ok(sources)
+}
+
+/// A node for one fetch, and the options every one-shot fetch shares.
+pub fn node_and_options(
+    discovery: &Discovery,
+    wait: u64,
+    timeout: u64,
+) -> anyhow::Result<(Client, FetchOptions)> {
+    let client = node::spawn(NodeConfig {
+        mdns: !discovery.no_mdns,
+        bootstrap: discovery.bootstrap.clone(),
+        ..NodeConfig::default()
+    })?;
+    let opts = FetchOptions {
+        discover: !discovery.no_mdns || !discovery.bootstrap.is_empty(),
+        request_timeout: Duration::from_secs(timeout.max(1)),
+        wait: Duration::from_secs(wait),
+        ..FetchOptions::default()
+    };
+    Ok((client, opts))
+}
+
+fn say_waiting(reason: &str, secs_left: u64, json: bool) {
+    if json {
+        output::json_line(&json!({"event": "waiting", "reason": reason, "secs_left": secs_left}));
+    } else {
+        // Every event, terminal or not: the fetch repeats it at least every
+        // few seconds while it waits.
+        eprintln!(
+            "peerdrop: cannot reach the sender yet ({reason}); retrying for up to {secs_left}s"
+        );
+    }
+}
+
+fn say_dropped(peer: libp2p::PeerId, reason: &str) {
+    eprintln!("peerdrop: stopped using peer {peer}: {reason}");
+}
+
+/// Tells the user about waits and dropped sources (for commands without a
+/// progress bar: `ls`, `cat`).
+pub async fn report_waiting(mut rx: mpsc::UnboundedReceiver<Progress>, json: bool) {
+    while let Some(p) = rx.recv().await {
+        match p {
+            Progress::Waiting { reason, secs_left } => say_waiting(&reason, secs_left, json),
+            Progress::PeerDropped { peer, reason } => say_dropped(peer, &reason),
+            Progress::Connected(peer) => tracing::info!(%peer, "connected"),
+            _ => {}
+        }
+    }
 }
 
 async fn run_async(args: &ReceiveArgs, link: Link, sources: Vec<PeerAddr>) -> anyhow::Result<()> {
     let start = Instant::now();
-    let client = node::spawn(NodeConfig {
-        mdns: !args.discovery.no_mdns,
-        bootstrap: args.discovery.bootstrap.clone(),
-        ..NodeConfig::default()
-    })?;
-    let opts = FetchOptions {
-        discover: !args.discovery.no_mdns || !args.discovery.bootstrap.is_empty(),
-        request_timeout: Duration::from_secs(args.timeout.max(1)),
-        wait: Duration::from_secs(args.wait),
-        output: OutputOptions {
-            force: args.get.force,
-        },
-        ..FetchOptions::default()
+    let (client, mut opts) = node_and_options(&args.discovery, args.wait, args.timeout)?;
+    opts.output = OutputOptions {
+        force: args.get.force,
     };
+    opts.selection = Selection::new(&args.get.only, &args.get.exclude)?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let json = args.json;
     // Draws progress while the fetch runs.
@@ -64,17 +116,7 @@ async fn run_async(args: &ReceiveArgs, link: Link, sources: Vec<PeerAddr>) -> an
         while let Some(p) = rx.recv().await {
             match p {
                 Progress::Connected(peer) => tracing::info!(%peer, "connected"),
-                Progress::Waiting { reason, secs_left } => {
-                    if json {
-                        output::json_line(
-                            &json!({"event": "waiting", "reason": reason, "secs_left": secs_left}),
-                        );
-                    } else {
-                        // Every event, terminal or not: the fetch repeats
-                        // it at least every few seconds while it waits.
-                        eprintln!("peerdrop: cannot reach the sender yet ({reason}); retrying for up to {secs_left}s");
-                    }
-                }
+                Progress::Waiting { reason, secs_left } => say_waiting(&reason, secs_left, json),
                 Progress::Started { total: t, files } => {
                     total = t;
                     if json {
@@ -103,9 +145,7 @@ async fn run_async(args: &ReceiveArgs, link: Link, sources: Vec<PeerAddr>) -> an
                         );
                     }
                 }
-                Progress::PeerDropped { peer, reason } => {
-                    eprintln!("peerdrop: stopped using peer {peer}: {reason}");
-                }
+                Progress::PeerDropped { peer, reason } => say_dropped(peer, &reason),
             }
         }
         if let Some(b) = bar {

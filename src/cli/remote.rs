@@ -125,6 +125,11 @@ pub fn fetch(a: &FetchArgs) -> anyhow::Result<()> {
     let text = crate::cli::link_text(a.get.link.as_deref())?;
     // Checked here too, so a mistake is reported before the daemon is asked.
     Link::parse_read_link(&text)?;
+    if !a.get.only.is_empty() || !a.get.exclude.is_empty() {
+        anyhow::bail!(
+            "the daemon cannot fetch part of a share yet; use `peerdrop receive --only/--exclude`"
+        );
+    }
     let out = std::path::absolute(&a.get.out)?;
     let req = FetchRequest {
         link: text.trim().to_owned(),

@@ -10,31 +10,40 @@
 use crate::chunk::Stream;
 use crate::manifest::Manifest;
 use crate::seal::Resealer;
+use crate::select::Subset;
 use crate::store::chunks::ChunkDir;
 use crate::store::output::{Output, OutputError};
 
 /// Re-verifies a previous run's staged content by sealing it again and
-/// comparing with the manifest (sealing is deterministic). Returns the
-/// content chunk indices that match, in order. Runs on
-/// [`crate::pipeline::default_threads`] threads.
-pub fn staged_content(output: &Output, resealer: &Resealer) -> Result<Vec<u64>, OutputError> {
+/// comparing with the manifest (sealing is deterministic). Only the chunks
+/// of `subset` (the part of the share being fetched) whose bytes are all
+/// chosen can be checked this way; the others (shared with an unchosen
+/// neighbour) are fetched again. Returns the content chunk indices that
+/// match, in order. Runs on [`crate::pipeline::default_threads`] threads.
+pub fn staged_content(
+    output: &Output,
+    resealer: &Resealer,
+    subset: &Subset,
+) -> Result<Vec<u64>, OutputError> {
     let m = resealer.manifest();
-    let count = m.content_chunks.len() as u64;
+    let size = m.chunk_size.bytes();
+    let mut wanted = subset.chunks(size).into_iter();
     let mut good = Vec::new();
-    let mut next = 0u64;
     crate::pipeline::ordered(
         crate::pipeline::default_threads(),
         || {
-            if next == count {
+            let Some(i) = wanted.next() else {
                 return Ok(None);
+            };
+            let (offset, len) = (i * size, m.plaintext_len(Stream::Content, i));
+            if !subset.covers(offset, len) {
+                return Ok(Some((i, None)));
             }
-            let i = next;
-            next += 1;
-            let mut buf = vec![0; m.plaintext_len(Stream::Content, i)];
+            let mut buf = vec![0; len];
             // A file not written yet (or cut short) just means "fetch it".
-            let present = output
-                .read_content(i * m.chunk_size.bytes(), &mut buf)
-                .is_ok();
+            let present = subset
+                .map(offset, len)
+                .all(|(to, r)| output.read_content(to, &mut buf[r]).is_ok());
             Ok(Some((i, present.then_some(buf))))
         },
         |(i, buf): (u64, Option<Vec<u8>>)| {

@@ -79,6 +79,10 @@ impl Daemon {
 
     /// Serves what a fetch wrote, from where it wrote it.
     async fn reseed(&self, link: &Link, done: &Fetched) {
+        if !done.whole {
+            // Part of a share cannot be served as the share.
+            return;
+        }
         let roots = done
             .paths
             .iter()

@@ -18,6 +18,7 @@
 //! `verify` (what a session checks each chunk with). This file holds the
 //! public API and the two drivers, [`fetch`] and [`fetch_ciphertext`].
 
+mod listing;
 mod manifest;
 mod scheduler;
 mod session;
@@ -26,7 +27,7 @@ mod verify;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::AsyncWriteExt;
@@ -41,13 +42,16 @@ use crate::meta::Metadata;
 use crate::net::frame::{read_msg, write_msg};
 use crate::net::node::{Client, XFER};
 use crate::net::PeerAddr;
-use crate::open::{OpenError, Opener, Plaintext};
+use crate::open::{OpenError, Plaintext};
 use crate::seal::Resealer;
+use crate::select::{SelectError, Selection, Subset};
 use crate::store::chunks::ChunkDir;
 use crate::store::output::{Output, OutputError, OutputOptions};
 use crate::store::resume::{self, Stored};
 use crate::wire::{Request, Response};
 
+pub use listing::{list, Listing};
+use listing::{open_share, Opened};
 use manifest::get_manifest;
 use scheduler::run_queue;
 use sources::Sources;
@@ -143,6 +147,9 @@ pub struct FetchOptions {
     pub discover: bool,
     /// When to retry a source and when to give up on it.
     pub retry: RetryPolicy,
+    /// Which entries to fetch and write (everything by default); only the
+    /// content chunks covering them are asked for.
+    pub selection: Selection,
 }
 
 impl Default for FetchOptions {
@@ -155,6 +162,7 @@ impl Default for FetchOptions {
             output: OutputOptions::default(),
             discover: false,
             retry: RetryPolicy::default(),
+            selection: Selection::default(),
         }
     }
 }
@@ -219,16 +227,19 @@ pub enum Progress {
 pub struct Fetched {
     /// Top-level paths created in the destination.
     pub paths: Vec<PathBuf>,
-    /// Regular files.
+    /// Regular files written.
     pub files: usize,
-    /// Content bytes of the share.
+    /// Content bytes written (of the share, or of the chosen part).
     pub bytes: u64,
     /// Content bytes that were already present from an interrupted run.
     pub resumed_bytes: u64,
     /// The verified manifest.
     pub manifest: Manifest,
-    /// The verified file list.
+    /// The verified file list (of the whole share).
     pub metadata: Metadata,
+    /// Whether the whole share was fetched (no `--only`/`--exclude` left
+    /// anything out): only then does this node hold all of it.
+    pub whole: bool,
 }
 
 /// Why a fetch failed. Progress is kept in the destination's staging folder
@@ -254,6 +265,9 @@ pub enum FetchError {
     /// The link has no key.
     #[error(transparent)]
     Link(#[from] crate::link::ParseError),
+    /// The `--only`/`--exclude` patterns take nothing of this share.
+    #[error(transparent)]
+    Select(#[from] SelectError),
     /// The local chunk store failed (a pin).
     #[error("storing chunks failed: {0}")]
     Store(String),
@@ -271,66 +285,70 @@ pub async fn fetch(
     let key = link.require_key()?;
     let share = *link.manifest_id();
     let mut f = Sources::new(client, share, sources, opts, progress);
-    let peers = f.connect().await?;
-    let (manifest, peers) = get_manifest(&mut f, peers).await?;
-    let opener = Arc::new(Opener::new(manifest.clone(), key)?);
-
-    // The file list, collected in order.
-    let n_meta = manifest.metadata_chunks.len() as u64;
-    let meta_plain = Arc::new(Mutex::new(vec![Vec::new(); n_meta as usize]));
-    let sink = {
-        let meta_plain = meta_plain.clone();
-        move |index: u64, p: Plaintext| {
-            meta_plain.lock().expect("never poisoned")[index as usize] = p.as_slice().to_vec();
-            Ok::<(), FetchError>(())
-        }
+    let Opened {
+        manifest,
+        metadata,
+        opener,
+        peers,
+    } = open_share(&mut f, key).await?;
+    let subset = if opts.selection.is_everything() {
+        Subset::everything(&metadata)
+    } else {
+        opts.selection.apply(&metadata)?
     };
-    let indices = (0..n_meta).collect();
-    let peers = run_queue(&mut f, &opener, Stream::Metadata, indices, peers, sink).await?;
-    let plain = std::mem::take(&mut *meta_plain.lock().expect("never poisoned")).concat();
-    let metadata = opener.metadata(&plain)?;
-    let total = metadata.content_len();
-    let files = metadata.file_count();
+    let total = subset.metadata().content_len();
+    let files = subset.metadata().file_count();
     f.report(Progress::Started { total, files });
 
     let (dest_owned, id, out_opts) = (dest.to_owned(), share, opts.output.clone());
-    let metadata_kept = metadata.clone();
-    let output = blocking(move || Output::create(&dest_owned, &id, metadata, &out_opts)).await?;
+    let chosen = subset.metadata().clone();
+    let output = blocking(move || Output::create(&dest_owned, &id, chosen, &out_opts)).await?;
     let resealer =
         Arc::new(Resealer::new(key, manifest.clone()).expect("the key matched the commitment"));
     let (output, done) = if output.resumed() {
         blocking({
-            let resealer = resealer.clone();
-            move || resume::staged_content(&output, &resealer).map(|done| (output, done))
+            let (resealer, subset) = (resealer.clone(), subset.clone());
+            move || resume::staged_content(&output, &resealer, &subset).map(|done| (output, done))
         })
         .await?
     } else {
         (output, Vec::new())
     };
     let chunk_size = manifest.chunk_size.bytes();
-    let resumed_bytes: u64 = done
-        .iter()
-        .map(|&i| manifest.plaintext_len(Stream::Content, i) as u64)
-        .sum();
+    let chosen_len = |i: u64| -> u64 {
+        let len = manifest.plaintext_len(Stream::Content, i);
+        subset
+            .map(i * chunk_size, len)
+            .map(|(_, r)| r.len() as u64)
+            .sum()
+    };
+    let resumed_bytes: u64 = done.iter().map(|&i| chosen_len(i)).sum();
     if resumed_bytes > 0 {
         f.report(Progress::Resumed {
             bytes: resumed_bytes,
         });
     }
     let done: HashSet<u64> = done.into_iter().collect();
-    let todo: Vec<u64> = (0..manifest.content_chunks.len() as u64)
+    let todo: Vec<u64> = subset
+        .chunks(chunk_size)
+        .into_iter()
         .filter(|i| !done.contains(i))
         .collect();
 
     // One writer thread owns the output; sessions hand it verified chunks.
     let (tx, mut rx) = mpsc::channel::<(u64, Plaintext)>(WRITER_QUEUE);
     let progress = f.progress.clone();
+    let whole = subset.is_everything();
     let writer: JoinHandle<Result<Output, OutputError>> = tokio::task::spawn_blocking(move || {
         let mut output = output;
         let mut written = resumed_bytes;
         while let Some((index, p)) = rx.blocking_recv() {
-            output.write_content(index * chunk_size, p.as_slice())?;
-            written += p.as_slice().len() as u64;
+            // Only the chosen bytes: a chunk shared with an unchosen
+            // neighbour was verified whole, but only part of it is written.
+            for (to, r) in subset.map(index * chunk_size, p.as_slice().len()) {
+                written += r.len() as u64;
+                output.write_content(to, &p.as_slice()[r])?;
+            }
             let _ = progress.send(Progress::Bytes(written));
         }
         Ok(output)
@@ -349,9 +367,10 @@ pub async fn fetch(
     }
     let paths = blocking(move || output.finish()).await?;
     // Tell the sources, proving the key; a one-shot sender stops on this.
-    // Best effort.
+    // Best effort. Only for the whole share: `Done` says "I hold it all"
+    // (a part does not count as a download).
     let done_key = crate::crypto::DoneKey::new(key);
-    for peer in peers {
+    for peer in peers.into_iter().filter(|_| whole) {
         let told = send_done(client, peer, share, &done_key);
         if let Ok(Err(e)) = tokio::time::timeout(opts.retry.done_timeout, told).await {
             tracing::debug!(%peer, error = %e, "telling a source we are done failed");
@@ -363,7 +382,8 @@ pub async fn fetch(
         bytes: total,
         resumed_bytes,
         manifest,
-        metadata: metadata_kept,
+        metadata,
+        whole,
     })
 }
 

@@ -1,0 +1,275 @@
+//! Share controls on loopback (mDNS off): `ls` fetches the file list and no
+//! content; `--only`/`--exclude` fetch only the chunks covering the chosen
+//! files, write exactly those, and resume.
+
+mod common;
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::net::*;
+use common::*;
+use peerdrop::chunk::{ChunkId, ChunkSize};
+use peerdrop::crypto::ShareKey;
+use peerdrop::manifest::ManifestId;
+use peerdrop::meta::{EntryKind, Metadata};
+use peerdrop::net::fetch::{list, FetchError, FetchOptions, Progress};
+use peerdrop::net::node::{self, NodeConfig};
+use peerdrop::net::serve::{LocalProvider, Provider, Refusal};
+use peerdrop::net::PeerAddr;
+use peerdrop::seal::SealOptions;
+use peerdrop::select::Selection;
+use peerdrop::store::share::LocalShare;
+use peerdrop::wire::Have;
+
+const LIMIT: Duration = Duration::from_secs(180);
+
+/// Serves a share, recording every chunk asked for; after `limit` chunks it
+/// refuses the rest (a source that goes away).
+struct Counting {
+    inner: LocalProvider,
+    asked: Mutex<Vec<ChunkId>>,
+    served: AtomicUsize,
+    limit: usize,
+}
+
+impl Counting {
+    fn new(share: LocalShare, limit: usize) -> Arc<Counting> {
+        Arc::new(Counting {
+            inner: LocalProvider::new(share, None),
+            asked: Mutex::new(Vec::new()),
+            served: AtomicUsize::new(0),
+            limit,
+        })
+    }
+
+    fn asked(&self) -> Vec<ChunkId> {
+        self.asked.lock().unwrap().clone()
+    }
+}
+
+impl Provider for Counting {
+    fn manifest(&self, share: &ManifestId) -> Option<Arc<[u8]>> {
+        self.inner.manifest(share)
+    }
+    fn have(&self, share: &ManifestId) -> Option<Have> {
+        self.inner.have(share)
+    }
+    fn chunk(&self, share: &ManifestId, chunk: &ChunkId) -> Result<Vec<u8>, Refusal> {
+        if self.served.fetch_add(1, Ordering::SeqCst) >= self.limit {
+            return Err(Refusal::NotFound);
+        }
+        self.asked.lock().unwrap().push(*chunk);
+        self.inner.chunk(share, chunk)
+    }
+}
+
+/// 1,000 files of 1 to 6,000 bytes in 10 folders, one empty file, one empty
+/// folder; returns the root.
+fn thousand_files(tmp: &tempfile::TempDir) -> PathBuf {
+    let root = sub(tmp, "tree");
+    let mut tree = Tree::new();
+    for i in 0..1000u64 {
+        let len = 1 + (i * 7919 % 6000) as usize;
+        tree.insert(
+            format!("d{}/f{i:04}.bin", i % 10),
+            (false, false, bytes(i, len)),
+        );
+    }
+    tree.insert("d3/empty.bin".into(), (false, false, Vec::new()));
+    tree.insert("d3/nothing".into(), (true, false, Vec::new()));
+    write_tree(&root, &tree);
+    root
+}
+
+/// Seals `root` with 16 KiB chunks, so that most chunks hold several files.
+fn share_of(root: &Path, key: &ShareKey) -> LocalShare {
+    let opts = SealOptions {
+        chunk_size: ChunkSize::from_log2(14),
+        threads: 0,
+    };
+    LocalShare::create(&[root.to_path_buf()], key, &opts, |_| {}).unwrap()
+}
+
+/// Content chunk indices holding any byte of the entries `chosen` picks,
+/// computed from the file list independently of `peerdrop::select`.
+fn chunks_for(m: &Metadata, chunk: u64, chosen: impl Fn(&str) -> bool) -> BTreeSet<u64> {
+    let mut out = BTreeSet::new();
+    let mut offset = 0;
+    for e in m.entries() {
+        if e.kind == EntryKind::File && e.size > 0 && chosen(e.path.as_str()) {
+            out.extend(offset / chunk..=(offset + e.size - 1) / chunk);
+        }
+        offset += e.size;
+    }
+    out
+}
+
+async fn list_link(
+    link: &peerdrop::link::Link,
+) -> Result<peerdrop::net::fetch::Listing, FetchError> {
+    let client = node::spawn(NodeConfig::default()).unwrap();
+    let sources = link
+        .hints()
+        .iter()
+        .filter_map(PeerAddr::from_hint)
+        .collect();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let r = list(&client, link, sources, &quick(), tx).await;
+    client.shutdown().await;
+    r
+}
+
+/// [`thousand_files`] served by a [`Counting`] provider.
+async fn serve_thousand(
+    tmp: &tempfile::TempDir,
+) -> (PathBuf, ShareKey, ManifestId, Arc<Counting>, Server) {
+    let root = thousand_files(tmp);
+    let key = ShareKey::generate().unwrap();
+    let share = share_of(&root, &key);
+    let id = share.id();
+    let counting = Counting::new(share, usize::MAX);
+    let server = start_server("/ip4/127.0.0.1/tcp/0", counting.clone()).await;
+    (root, key, id, counting, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ls_fetches_the_file_list_and_no_content_chunk() {
+    tokio::time::timeout(LIMIT, async {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_root, key, id, counting, server) = serve_thousand(&tmp).await;
+        let listing = list_link(&link_for(&key, id, &[&server])).await.unwrap();
+        let m = &listing.metadata;
+        assert_eq!(m.file_count(), 1001);
+        assert!(m
+            .entries()
+            .iter()
+            .any(|e| e.path.as_str() == "tree/d3/nothing"));
+        let content: HashSet<_> = listing.manifest.content_chunks.iter().collect();
+        let asked = counting.asked();
+        assert!(!asked.is_empty(), "the file list was fetched");
+        assert_eq!(asked.len(), listing.manifest.metadata_chunks.len());
+        assert!(
+            asked.iter().all(|c| !content.contains(c)),
+            "ls asked for a content chunk"
+        );
+        server.client.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
+/// What `--only tree/d3 --exclude '*5?3.bin'` takes, by hand: folder d3
+/// but for f0503 to f0593 (a run in the middle of it).
+fn chosen(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap();
+    path.starts_with("tree/d3/") && !(name.starts_with("f05") && name.ends_with("3.bin"))
+}
+
+fn selection() -> FetchOptions {
+    FetchOptions {
+        selection: Selection::new(&["tree/d3".into()], &["*5?3.bin".into()]).unwrap(),
+        ..quick()
+    }
+}
+
+/// What `chosen` picks of the source tree, as it should land under `dest`.
+fn expected_part(root: &Path) -> Tree {
+    let mut want: Tree = read_tree(root)
+        .into_iter()
+        .filter(|(p, _)| chosen(&format!("tree/{p}")) || p == "d3")
+        .map(|(p, v)| (format!("tree/{p}"), v))
+        .collect();
+    want.insert("tree".into(), (true, false, Vec::new()));
+    want
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_fetches_the_chunks_of_the_chosen_files_and_writes_just_those() {
+    tokio::time::timeout(LIMIT, async {
+        let tmp = tempfile::tempdir().unwrap();
+        let (root, key, id, counting, server) = serve_thousand(&tmp).await;
+        let link = link_for(&key, id, &[&server]);
+        let dest = sub(&tmp, "dest");
+        let (r, events) = fetch_link(&link, &dest, &selection()).await;
+        let done = r.unwrap_or_else(|e| panic!("{e}: {events:?}"));
+        assert!(!done.whole);
+        let m = &done.metadata;
+        let manifest = &done.manifest;
+        let want = chunks_for(m, 1 << 14, chosen);
+        let all = manifest.content_chunks.len();
+        assert!(want.len() * 4 < all, "{} of {all}", want.len());
+        let asked: HashSet<ChunkId> = counting.asked().into_iter().collect();
+        let asked_content: BTreeSet<u64> = (0..all as u64)
+            .filter(|&i| asked.contains(&manifest.content_chunks[i as usize]))
+            .collect();
+        assert_eq!(
+            asked_content, want,
+            "exactly the chunks of the chosen files"
+        );
+        assert_eq!(read_tree(&dest), expected_part(&root));
+        let chosen_bytes: u64 = m
+            .entries()
+            .iter()
+            .filter(|e| chosen(e.path.as_str()))
+            .map(|e| e.size)
+            .sum();
+        assert_eq!(done.bytes, chosen_bytes);
+        assert!(
+            events.contains(&Progress::Bytes(chosen_bytes)),
+            "{events:?}"
+        );
+        server.client.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_partial_fetch_resumes_with_what_it_has() {
+    tokio::time::timeout(LIMIT, async {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = thousand_files(&tmp);
+        let key = ShareKey::generate().unwrap();
+        let share = share_of(&root, &key);
+        let id = share.id();
+        // The file list (1 chunk) and 12 content chunks, then it goes away.
+        let flaky = Counting::new(share, 13);
+        let server = start_server("/ip4/127.0.0.1/tcp/0", flaky.clone()).await;
+        let dest = sub(&tmp, "dest");
+        let impatient = FetchOptions {
+            wait: Duration::from_secs(2),
+            ..selection()
+        };
+        let (r, _) = fetch_link(&link_for(&key, id, &[&server]), &dest, &impatient).await;
+        assert!(matches!(r, Err(FetchError::NotFound)), "{r:?}");
+        assert_eq!(final_names_in(&dest), Vec::<String>::new());
+        server.client.shutdown().await;
+
+        let counting = Counting::new(share_of(&root, &key), usize::MAX);
+        let good = start_server("/ip4/127.0.0.1/tcp/0", counting.clone()).await;
+        let (r, events) = fetch_link(&link_for(&key, id, &[&good]), &dest, &selection()).await;
+        let done = r.unwrap_or_else(|e| panic!("{e}: {events:?}"));
+        assert!(done.resumed_bytes > 0, "{events:?}");
+        let want = chunks_for(&done.metadata, 1 << 14, chosen);
+        let content: HashSet<_> = done.manifest.content_chunks.iter().collect();
+        let again = counting
+            .asked()
+            .iter()
+            .filter(|c| content.contains(c))
+            .count();
+        assert!(
+            again < want.len(),
+            "{again} of {} fetched again",
+            want.len()
+        );
+        assert_eq!(read_tree(&dest), expected_part(&root));
+        assert_eq!(final_names_in(&dest), ["tree"], "staging folder removed");
+        good.client.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
