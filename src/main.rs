@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         Command::Send(a) => (a.json, cli::send::run(a)),
         Command::Receive(a) => (a.json, cli::receive::run(a)),
         Command::Ls(a) => (a.json, cli::ls::run(a)),
+        Command::Cat(a) => (false, cli::cat::run(a)),
         Command::Daemon(a) => (false, cli::remote::run_daemon(a)),
         Command::Share(a) => (a.json, cli::remote::share(a)),
         Command::Fetch(a) => (a.json, cli::remote::fetch(a)),

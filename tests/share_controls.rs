@@ -16,7 +16,7 @@ use peerdrop::chunk::{ChunkId, ChunkSize};
 use peerdrop::crypto::ShareKey;
 use peerdrop::manifest::ManifestId;
 use peerdrop::meta::{EntryKind, Metadata};
-use peerdrop::net::fetch::{list, FetchError, FetchOptions, Progress};
+use peerdrop::net::fetch::{list, stream_file, FetchError, FetchOptions, Progress};
 use peerdrop::net::node::{self, NodeConfig};
 use peerdrop::net::serve::{LocalProvider, Provider, Refusal};
 use peerdrop::net::PeerAddr;
@@ -34,6 +34,8 @@ struct Counting {
     asked: Mutex<Vec<ChunkId>>,
     served: AtomicUsize,
     limit: usize,
+    /// A chunk served with one bit flipped.
+    bad: Option<ChunkId>,
 }
 
 impl Counting {
@@ -43,6 +45,7 @@ impl Counting {
             asked: Mutex::new(Vec::new()),
             served: AtomicUsize::new(0),
             limit,
+            bad: None,
         })
     }
 
@@ -63,7 +66,12 @@ impl Provider for Counting {
             return Err(Refusal::NotFound);
         }
         self.asked.lock().unwrap().push(*chunk);
-        self.inner.chunk(share, chunk)
+        let mut c = self.inner.chunk(share, chunk)?;
+        if self.bad == Some(*chunk) {
+            let n = c.len();
+            c[n / 2] ^= 1;
+        }
+        Ok(c)
     }
 }
 
@@ -108,16 +116,27 @@ fn chunks_for(m: &Metadata, chunk: u64, chosen: impl Fn(&str) -> bool) -> BTreeS
     out
 }
 
-async fn list_link(
+/// A fresh receiving node, the link's hints as sources, a progress sender.
+fn receiver(
     link: &peerdrop::link::Link,
-) -> Result<peerdrop::net::fetch::Listing, FetchError> {
+) -> (
+    peerdrop::net::node::Client,
+    Vec<PeerAddr>,
+    tokio::sync::mpsc::UnboundedSender<Progress>,
+) {
     let client = node::spawn(NodeConfig::default()).unwrap();
     let sources = link
         .hints()
         .iter()
         .filter_map(PeerAddr::from_hint)
         .collect();
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    (client, sources, tokio::sync::mpsc::unbounded_channel().0)
+}
+
+async fn list_link(
+    link: &peerdrop::link::Link,
+) -> Result<peerdrop::net::fetch::Listing, FetchError> {
+    let (client, sources, tx) = receiver(link);
     let r = list(&client, link, sources, &quick(), tx).await;
     client.shutdown().await;
     r
@@ -272,4 +291,195 @@ async fn an_interrupted_partial_fetch_resumes_with_what_it_has() {
     })
     .await
     .unwrap();
+}
+
+/// A `Write` whose bytes the test keeps.
+#[derive(Clone, Default)]
+struct Collect(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Collect {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+async fn cat_link(
+    link: &peerdrop::link::Link,
+    path: &str,
+    opts: &FetchOptions,
+) -> (Result<u64, FetchError>, Vec<u8>) {
+    let (client, sources, tx) = receiver(link);
+    let out = Collect::default();
+    let r = stream_file(
+        &client,
+        link,
+        sources,
+        path,
+        opts,
+        tx,
+        Box::new(out.clone()),
+    )
+    .await;
+    client.shutdown().await;
+    let bytes = out.0.lock().unwrap().clone();
+    (r, bytes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cat_streams_the_file_and_stops_before_a_bad_chunk() {
+    tokio::time::timeout(LIMIT, async {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = sub(&tmp, "media");
+        let mut tree = Tree::new();
+        tree.insert("a.txt".into(), (false, false, bytes(1, 1000)));
+        let movie = bytes(2, (3 << 20) + 12345);
+        tree.insert("movie.mkv".into(), (false, false, movie.clone()));
+        tree.insert("z.txt".into(), (false, false, bytes(3, 777)));
+        write_tree(&root, &tree);
+        let key = ShareKey::generate().unwrap();
+        let opts = SealOptions {
+            chunk_size: ChunkSize::from_log2(16),
+            threads: 0,
+        };
+        let share = LocalShare::create(std::slice::from_ref(&root), &key, &opts, |_| {}).unwrap();
+        let id = share.id();
+        let server = start_server("/ip4/127.0.0.1/tcp/0", provider(share)).await;
+        let link = link_for(&key, id, &[&server]);
+        let (r, out) = cat_link(&link, "media/movie.mkv", &quick()).await;
+        assert_eq!(r.unwrap(), movie.len() as u64);
+        assert!(out == movie, "cat output differs from the file");
+        let (r, _) = cat_link(&link, "media/nope", &quick()).await;
+        assert!(matches!(r, Err(FetchError::NoSuchFile(_))), "{r:?}");
+        server.client.shutdown().await;
+
+        // Chunk 20 of the content (movie bytes from 20 * 64 KiB - 1000) is
+        // corrupted by the only source: everything before it arrives, not a
+        // byte of it or after it.
+        let share = LocalShare::create(std::slice::from_ref(&root), &key, &opts, |_| {}).unwrap();
+        let bad = share.manifest().content_chunks[20];
+        let server = start_server(
+            "/ip4/127.0.0.1/tcp/0",
+            Arc::new(Counting {
+                bad: Some(bad),
+                ..Arc::into_inner(Counting::new(share, usize::MAX)).unwrap()
+            }),
+        )
+        .await;
+        let link = link_for(&key, id, &[&server]);
+        let impatient = FetchOptions {
+            wait: Duration::from_secs(2),
+            ..quick()
+        };
+        let (r, out) = cat_link(&link, "media/movie.mkv", &impatient).await;
+        assert!(r.is_err(), "a bad chunk ends the stream with an error");
+        let good = 20 * 65536 - 1000;
+        assert_eq!(out.len(), good);
+        assert!(out[..] == movie[..good]);
+        server.client.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_peerdrop");
+
+/// A child process killed (by its own PID) when the test ends.
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `peerdrop send` on loopback, mDNS off; the process and its link.
+fn send(path: &Path) -> (Proc, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(BIN)
+        .arg("send")
+        .arg(path)
+        .args(["--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    (Proc(child), line.trim().to_owned())
+}
+
+/// Runs `peerdrop ARGS` with the link in PEERDROP_LINK, bounded in time.
+fn run(args: &[&str], link: &str) -> std::process::Output {
+    let mut c = std::process::Command::new(BIN);
+    c.args(args).arg("--no-mdns").env("PEERDROP_LINK", link);
+    common::daemon::bounded(c)
+}
+
+#[test]
+fn ls_and_cat_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = sub(&tmp, "share");
+    let mut tree = Tree::new();
+    let movie = bytes(9, 8 << 20);
+    tree.insert("clip.mkv".into(), (false, false, movie.clone()));
+    tree.insert("run.sh".into(), (false, true, b"#!/bin/sh\n".to_vec()));
+    tree.insert("sub".into(), (true, false, Vec::new()));
+    write_tree(&root, &tree);
+    let (_sender, link) = send(&root);
+
+    let out = run(&["ls", "--json"], &link);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["files"], 2);
+    assert_eq!(v["bytes"], (8 << 20) + 10);
+    let paths: Vec<&str> = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        ["share", "share/clip.mkv", "share/run.sh", "share/sub"]
+    );
+    let out = run(&["ls", "--long"], &link);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("x ") && text.contains("share/sub/"), "{text}");
+
+    // cat, timing the first byte (the link is read from the environment).
+    use std::io::Read;
+    let start = std::time::Instant::now();
+    let mut child = std::process::Command::new(BIN)
+        .args(["cat", "env", "share/clip.mkv", "--no-mdns"])
+        .env("PEERDROP_LINK", &link)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 1];
+    stdout.read_exact(&mut first).unwrap();
+    let ttfb = start.elapsed();
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).unwrap();
+    let status = child.wait().unwrap();
+    let total = start.elapsed();
+    assert!(status.success());
+    assert_eq!(first[0], movie[0]);
+    assert!(rest[..] == movie[1..], "cat output differs from the file");
+    eprintln!(
+        "cat on loopback: first byte after {} ms (process start included), 8 MiB in {} ms",
+        ttfb.as_millis(),
+        total.as_millis()
+    );
 }

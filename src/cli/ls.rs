@@ -13,7 +13,7 @@ use crate::cli::{output, Interrupted, LsArgs};
 pub fn run(args: &LsArgs) -> anyhow::Result<()> {
     let look = &args.look;
     crate::cli::init_logging(look.verbose);
-    let link = Link::parse_read_link(&crate::cli::link_text(look.link.as_deref())?)?;
+    let link = Link::parse_read_link(&crate::cli::link_text(args.link.as_deref())?)?;
     let sources = crate::cli::receive::sources(&link, &look.peer, &look.discovery)?;
     let rt = crate::cli::runtime()?;
     let listing = rt.block_on(async {

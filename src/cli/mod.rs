@@ -4,6 +4,7 @@
 //! decides paths. Stdout carries data (a link, or JSON lines with `--json`);
 //! everything for people goes to stderr.
 
+pub mod cat;
 pub mod inspect;
 pub mod local;
 pub mod ls;
@@ -47,6 +48,8 @@ pub enum Command {
     Receive(ReceiveArgs),
     /// List what a link holds (paths, sizes, times), fetching only its file list, no content.
     Ls(LsArgs),
+    /// Write one file of a share to stdout in order as its chunks verify (for `| mpv -`); nothing touches the disk.
+    Cat(CatArgs),
     /// Run the node daemon in the foreground (shares stay online, fetches run in the background).
     Daemon(DaemonArgs),
     /// Share files and folders through the daemon; prints the read link.
@@ -321,8 +324,6 @@ pub struct ReceiveArgs {
 /// Where a one-shot command that only looks at a share finds it: `ls` and `cat`.
 #[derive(Args, Debug)]
 pub struct LookArgs {
-    /// The read link; `-` or nothing reads it from stdin (or PEERDROP_LINK).
-    pub link: Option<String>,
     /// Another source, as a multiaddr ending in /p2p/PEER_ID (repeatable).
     #[arg(long, value_name = "MULTIADDR")]
     pub peer: Vec<libp2p::Multiaddr>,
@@ -342,6 +343,8 @@ pub struct LookArgs {
 /// `peerdrop ls`.
 #[derive(Args, Debug)]
 pub struct LsArgs {
+    /// The read link; `-` or nothing reads it from stdin (or PEERDROP_LINK).
+    pub link: Option<String>,
     #[command(flatten)]
     pub look: LookArgs,
     /// Also show modification times and the executable bit.
@@ -350,6 +353,17 @@ pub struct LsArgs {
     /// Print one JSON object (manifest_id, files, bytes, entries) on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `peerdrop cat`.
+#[derive(Args, Debug)]
+pub struct CatArgs {
+    /// The read link; `-` reads it from stdin, `env` from PEERDROP_LINK.
+    pub link: String,
+    /// The file's path in the share, as `peerdrop ls` prints it.
+    pub path: String,
+    #[command(flatten)]
+    pub look: LookArgs,
 }
 
 /// How a node finds peers beyond the ones it is told about.

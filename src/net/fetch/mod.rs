@@ -23,6 +23,7 @@ mod manifest;
 mod scheduler;
 mod session;
 mod sources;
+mod stream;
 mod verify;
 
 use std::collections::HashSet;
@@ -55,6 +56,7 @@ use listing::{open_share, Opened};
 use manifest::get_manifest;
 use scheduler::run_queue;
 use sources::Sources;
+pub use stream::stream_file;
 use verify::IdCheck;
 
 /// Verified content chunks waiting for the writer thread, at most.
@@ -268,6 +270,12 @@ pub enum FetchError {
     /// The `--only`/`--exclude` patterns take nothing of this share.
     #[error(transparent)]
     Select(#[from] SelectError),
+    /// The share has no regular file at the path asked for (`cat`).
+    #[error("the share has no file {0:?}; list it with `peerdrop ls LINK`")]
+    NoSuchFile(String),
+    /// Writing what was fetched failed (`cat`'s output was closed).
+    #[error("writing the output failed: {0}")]
+    Write(std::io::Error),
     /// The local chunk store failed (a pin).
     #[error("storing chunks failed: {0}")]
     Store(String),
