@@ -8,6 +8,7 @@ pub mod cat;
 pub mod inspect;
 pub mod local;
 pub mod ls;
+pub mod offer;
 pub mod output;
 pub mod receive;
 pub mod remote;
@@ -313,7 +314,12 @@ pub struct ReceiveArgs {
     pub timeout: u64,
     #[command(flatten)]
     pub discovery: Discovery,
-    /// Print JSON lines (progress, done, error) on stdout.
+    /// Do not ask before writing. Without it, when stdin and stderr are a terminal, receive shows what
+    /// the share holds (files, size, top-level entries, hidden and executable ones) and asks y/N;
+    /// without a terminal it proceeds.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Print JSON lines (offer, progress, done, error) on stdout.
     #[arg(long)]
     pub json: bool,
     /// More log output on stderr (-v, -vv); RUST_LOG overrides.

@@ -106,6 +106,7 @@ async fn run_async(args: &ReceiveArgs, link: Link, sources: Vec<PeerAddr>) -> an
         force: args.get.force,
     };
     opts.selection = Selection::new(&args.get.only, &args.get.exclude)?;
+    opts.approve = crate::cli::offer::approver(&args.get.out, args.yes, args.json);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let json = args.json;
     // Draws progress while the fetch runs.

@@ -152,6 +152,21 @@ pub struct FetchOptions {
     /// Which entries to fetch and write (everything by default); only the
     /// content chunks covering them are asked for.
     pub selection: Selection,
+    /// Asked, once the file list is verified and before anything is
+    /// written, whether to go on (the receiver agrees first).
+    pub approve: Option<Approver>,
+}
+
+/// Decides whether to write what a verified file list says is coming (the
+/// entries chosen, with their folders); called on the blocking pool, so it
+/// may ask a person.
+#[derive(Clone)]
+pub struct Approver(pub Arc<dyn Fn(&Metadata) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for Approver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Approver")
+    }
 }
 
 impl Default for FetchOptions {
@@ -165,6 +180,7 @@ impl Default for FetchOptions {
             discover: false,
             retry: RetryPolicy::default(),
             selection: Selection::default(),
+            approve: None,
         }
     }
 }
@@ -270,6 +286,9 @@ pub enum FetchError {
     /// The `--only`/`--exclude` patterns take nothing of this share.
     #[error(transparent)]
     Select(#[from] SelectError),
+    /// The receiver declined what the file list offered.
+    #[error("declined; nothing was written")]
+    Declined,
     /// The share has no regular file at the path asked for (`cat`).
     #[error("the share has no file {0:?}; list it with `peerdrop ls LINK`")]
     NoSuchFile(String),
@@ -306,6 +325,12 @@ pub async fn fetch(
     };
     let total = subset.metadata().content_len();
     let files = subset.metadata().file_count();
+    if let Some(Approver(ask)) = opts.approve.clone() {
+        let offer = subset.metadata().clone();
+        if !blocking(move || Ok::<_, FetchError>(ask(&offer))).await? {
+            return Err(FetchError::Declined);
+        }
+    }
     f.report(Progress::Started { total, files });
 
     let (dest_owned, id, out_opts) = (dest.to_owned(), share, opts.output.clone());
