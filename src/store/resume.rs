@@ -15,11 +15,18 @@ use crate::store::output::{Output, OutputError};
 
 /// Re-verifies a previous run's staged content by sealing it again and
 /// comparing with the manifest (sealing is deterministic). Returns the
-/// content chunk indices that match, in order. Runs on
+/// content chunk indices that match, in order. For an output found already
+/// in place ([`Output::present`]), anything short of every chunk is
+/// [`OutputError::Exists`]. Runs on
 /// [`crate::pipeline::default_threads`] threads.
 pub fn staged_content(output: &Output, resealer: &Resealer) -> Result<Vec<u64>, OutputError> {
     let m = resealer.manifest();
     let count = m.content_chunks.len() as u64;
+    if output.placing() {
+        // Verified and flushed before the marker was written; some of it
+        // has already left the staging folder.
+        return Ok((0..count).collect());
+    }
     let mut good = Vec::new();
     let mut next = 0u64;
     crate::pipeline::ordered(
@@ -48,6 +55,11 @@ pub fn staged_content(output: &Output, resealer: &Resealer) -> Result<Vec<u64>, 
             Ok(())
         },
     )?;
+    if output.present() && good.len() as u64 != count {
+        // Files of the right names and sizes that are not the share: they
+        // belong to someone else and stay untouched.
+        return Err(output.taken());
+    }
     Ok(good)
 }
 
