@@ -283,6 +283,46 @@ fn an_existing_destination_file_is_kept_unless_forced() {
     );
 }
 
+/// A receive run again into a folder that already holds the share (the
+/// first run finished but died before it could say so, or the user simply
+/// ran it twice) checks the files and succeeds without writing; files of
+/// the same names and sizes that are not the share are left alone.
+#[test]
+fn receiving_again_checks_the_files_in_place_and_keeps_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = sub(&tmp, "album");
+    let mut t = Tree::new();
+    t.insert("a.bin".into(), (false, false, bytes(3, (1 << 20) + 5)));
+    t.insert("sub".into(), (true, false, vec![]));
+    t.insert("sub/b.txt".into(), (false, false, b"bee\n".to_vec()));
+    write_tree(&root, &t);
+    let (_sender, link, _) = send(&[&root], &[]);
+    let dest = sub(&tmp, "out");
+    let first = receive(&link, &dest, &[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+
+    let again = receive(&link, &dest, &["--json"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let done = String::from_utf8(again.stdout).unwrap();
+    let done: serde_json::Value = serde_json::from_str(done.lines().last().unwrap()).unwrap();
+    assert_eq!(done["event"], "done", "{done}");
+    assert_eq!(done["resumed_bytes"], done["bytes"], "{done}");
+    assert_eq!(read_tree(&dest.join("album")), t);
+    assert_eq!(names_in(&dest), ["album"]);
+
+    // Same size, other bytes: someone else's file.
+    fs::write(dest.join("album/sub/b.txt"), b"wasp").unwrap();
+    let out = receive(&link, &dest, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("already exists; pass --force"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(fs::read(dest.join("album/sub/b.txt")).unwrap(), b"wasp");
+    assert_eq!(names_in(&dest), ["album"]);
+}
+
 #[test]
 fn an_unreachable_sender_fails_in_bounded_time_keeping_progress() {
     let tmp = tempfile::tempdir().unwrap();

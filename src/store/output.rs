@@ -10,6 +10,16 @@
 //! so an existing file is never replaced unless the caller asked for it.
 //! A crash before the renames leaves only the staging folder; a crash during
 //! them leaves some complete, verified entries in place and the rest staged.
+//! Before the first rename a `placing` marker is made durable in the staging
+//! folder: a later run that finds it knows every staged byte was verified and
+//! flushed, counts an entry gone from staging but present at its final path
+//! as placed, and only finishes the renames.
+//!
+//! A run that finds every entry already at its final path, with the right
+//! kinds and sizes and no staging folder (a previous run finished, but died
+//! before it could say so), checks those files instead: if every chunk
+//! seals again to its id, the share is there and nothing is written; if
+//! not, the files are someone else's and are left alone.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -56,10 +66,23 @@ pub enum OutputError {
     /// Another process is writing the same share into the same folder.
     #[error("another peerdrop is already writing this share into {}", .0.display())]
     Busy(PathBuf),
+    /// An interrupted run was placing entries, and one of them is now
+    /// neither staged nor at its final path (removed by hand meanwhile).
+    #[error("{} is missing: an interrupted receive had already placed it, and it is not in the staging folder either; remove {} and receive again", .path.display(), .staging.display())]
+    Inconsistent {
+        /// The entry's final path.
+        path: PathBuf,
+        /// The staging folder to remove.
+        staging: PathBuf,
+    },
     /// The file system failed.
     #[error(transparent)]
     Io(#[from] PathIoError),
 }
+
+/// Name of the marker, inside the staging folder, that says all content
+/// was verified and flushed and the renames into place have begun.
+const PLACING: &str = "placing";
 
 /// How to write.
 #[derive(Clone, Debug, Default)]
@@ -78,6 +101,8 @@ enum Plan {
     Merge,
     /// Inside a folder that is moved whole.
     Covered,
+    /// Already moved into place by an interrupted run.
+    Placed,
 }
 
 /// A share being written into a destination folder.
@@ -91,8 +116,9 @@ pub struct Output {
     /// Content offset and entry index of each file, in content order.
     files: Vec<(u64, usize)>,
     plan: Vec<Plan>,
-    /// The staging folder's lock; closing it releases the lock.
-    _lock: File,
+    /// The staging folder's lock; closing it releases the lock. None when
+    /// the share is already in place (nothing is staged).
+    _lock: Option<File>,
     /// The file last written to, kept open for sequential writes.
     open: Option<(usize, File)>,
     /// Bytes written to the open file since its writeback was last started.
@@ -102,6 +128,12 @@ pub struct Output {
     timed: Vec<bool>,
     /// Whether a previous run's staging folder was found and reused.
     resumed: bool,
+    /// Whether that run had verified everything and begun the renames.
+    placing: bool,
+    /// Set when the share looks already placed by a finished run (the
+    /// first entry found in place): `tree` is then the destination itself,
+    /// read to be checked, never written.
+    present: Option<PathBuf>,
 }
 
 /// Name of the staging folder for a share.
@@ -119,8 +151,19 @@ impl Output {
         opts: &OutputOptions,
     ) -> Result<Output, OutputError> {
         fs::create_dir_all(dest).map_err(at(dest))?;
-        let plan = plan(dest, &metadata, opts)?;
         let staging = dest.join(staging_name(id));
+        // Read before taking the lock: if another run is placing right now,
+        // the lock below refuses us anyway.
+        let placing = fs::symlink_metadata(staging.join(PLACING)).is_ok_and(|m| m.is_file());
+        let tree = staging.join("tree");
+        let plan = match plan(dest, &metadata, opts, placing.then_some((&tree, &staging))) {
+            Err(OutputError::Exists(path))
+                if fs::symlink_metadata(&staging).is_err() && looks_placed(dest, &metadata) =>
+            {
+                return Ok(Output::already_placed(dest, staging, metadata, path));
+            }
+            plan => plan?,
+        };
         let available = free_space(dest).map_err(at(dest))?;
         // Only a previous run leaves staged bytes; looking each file up when
         // there is no staging folder costs a failed lookup per file.
@@ -132,7 +175,8 @@ impl Output {
             .content_len()
             .saturating_sub(present)
             .saturating_add(FREE_SPACE_MARGIN);
-        if available < needed {
+        // Placing moves staged bytes, it writes none.
+        if available < needed && !placing {
             return Err(OutputError::NoSpace {
                 dest: dest.to_owned(),
                 needed,
@@ -168,7 +212,6 @@ impl Output {
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(OutputError::Busy(dest.to_owned()));
         }
-        let tree = staging.join("tree");
         match fs::DirBuilder::new().create(&tree) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(at(&tree)(e).into()),
             _ => {}
@@ -181,6 +224,8 @@ impl Output {
         for (i, e) in metadata.entries().iter().enumerate() {
             let path = tree.join(e.path.as_str());
             match e.kind {
+                // Staged folders already moved into place stay gone.
+                EntryKind::Dir if placing => {}
                 EntryKind::Dir => match fs::DirBuilder::new().create(&path) {
                     Ok(()) => {}
                     Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
@@ -207,18 +252,69 @@ impl Output {
             metadata,
             files,
             plan,
-            _lock: lock,
+            _lock: Some(lock),
             open: None,
             unflushed: 0,
             timed: vec![false; metadata_len],
             resumed,
+            placing,
+            present: None,
         })
+    }
+
+    /// A share whose every entry is already where it goes (`taken` is the
+    /// first that was found there): its files are read, to be checked.
+    fn already_placed(dest: &Path, staging: PathBuf, metadata: Metadata, taken: PathBuf) -> Output {
+        let mut files = Vec::new();
+        let mut offset = 0;
+        for (i, e) in metadata.entries().iter().enumerate() {
+            if e.kind == EntryKind::File {
+                files.push((offset, i));
+                offset += e.size;
+            }
+        }
+        let n = metadata.entries().len();
+        Output {
+            dest: dest.to_owned(),
+            staging,
+            tree: dest.to_owned(),
+            metadata,
+            files,
+            plan: vec![Plan::Placed; n],
+            _lock: None,
+            open: None,
+            unflushed: 0,
+            timed: vec![true; n],
+            resumed: true,
+            placing: false,
+            present: Some(taken),
+        }
+    }
+
+    /// Whether the share's entries were all found at their final paths with
+    /// no staging folder: [`crate::store::resume::staged_content`] must then
+    /// find every chunk intact, or the files are someone else's.
+    pub fn present(&self) -> bool {
+        self.present.is_some()
+    }
+
+    /// The error for files in the way, when [`Output::present`] files turn
+    /// out not to be the share.
+    pub fn taken(&self) -> OutputError {
+        OutputError::Exists(self.present.clone().unwrap_or_else(|| self.dest.clone()))
     }
 
     /// Whether a previous run's staging folder was reused: its content is
     /// only a hint, to be verified before it is trusted.
     pub fn resumed(&self) -> bool {
         self.resumed
+    }
+
+    /// Whether an interrupted run had verified and flushed all content and
+    /// begun moving it into place: nothing is left to fetch or check, only
+    /// [`Output::finish`] to call.
+    pub fn placing(&self) -> bool {
+        self.placing
     }
 
     /// The file holding content `offset`: (its content offset, entry index).
@@ -267,6 +363,10 @@ impl Output {
 
     /// Writes verified plaintext at `offset` of the content stream.
     pub fn write_content(&mut self, mut offset: u64, mut data: &[u8]) -> Result<(), OutputError> {
+        if self.present.is_some() {
+            // Those are final paths: never written, only checked.
+            return Err(self.taken());
+        }
         while !data.is_empty() {
             // Files of size zero take no bytes; find the one holding `offset`.
             let (start, idx) = self.file_at(offset)?;
@@ -311,6 +411,40 @@ impl Output {
     pub fn finish(mut self) -> Result<Vec<PathBuf>, OutputError> {
         self.open = None;
         let entries = self.metadata.entries();
+        if self.present.is_some() {
+            return Ok(top_level(&self.dest, entries));
+        }
+        if !self.placing {
+            self.seal_staging()?;
+        }
+        let mut touched = HashSet::new();
+        touched.insert(self.dest.clone());
+        for (e, plan) in entries.iter().zip(&self.plan) {
+            let from = self.tree.join(e.path.as_str());
+            let to = self.dest.join(e.path.as_str());
+            match plan {
+                Plan::Move => rename_noreplace(&from, &to).map_err(|err| match err.kind() {
+                    io::ErrorKind::AlreadyExists => OutputError::Exists(to.clone()),
+                    _ => at(&to)(err).into(),
+                })?,
+                Plan::Replace => fs::rename(&from, &to).map_err(at(&to))?,
+                Plan::Merge | Plan::Covered | Plan::Placed => continue,
+            }
+            touched.insert(to.parent().expect("inside dest").to_owned());
+        }
+        for dir in &touched {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        remove_staging(&self.staging)?;
+        Ok(top_level(&self.dest, entries))
+    }
+
+    /// Sets the staged entries' times, flushes them, and makes the
+    /// `placing` marker durable: from here on a crash resumes by renaming.
+    fn seal_staging(&self) -> Result<(), OutputError> {
+        let entries = self.metadata.entries();
         // Deepest first, so setting a folder's time comes after its children.
         for (e, _) in entries
             .iter()
@@ -325,39 +459,72 @@ impl Output {
             set_mtime(&path, e.mtime).map_err(at(&path))?;
         }
         sync_fs(&self.staging).map_err(at(&self.staging))?;
-        let mut touched = HashSet::new();
-        touched.insert(self.dest.clone());
-        for (e, plan) in entries.iter().zip(&self.plan) {
-            let from = self.tree.join(e.path.as_str());
-            let to = self.dest.join(e.path.as_str());
-            match plan {
-                Plan::Move => rename_noreplace(&from, &to).map_err(|err| match err.kind() {
-                    io::ErrorKind::AlreadyExists => OutputError::Exists(to.clone()),
-                    _ => at(&to)(err).into(),
-                })?,
-                Plan::Replace => fs::rename(&from, &to).map_err(at(&to))?,
-                Plan::Merge | Plan::Covered => continue,
-            }
-            touched.insert(to.parent().expect("inside dest").to_owned());
-        }
-        for dir in &touched {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        fs::remove_dir_all(&self.staging).map_err(at(&self.staging))?;
-        let mut top: Vec<PathBuf> = entries
-            .iter()
-            .filter(|e| e.path.parent().is_none())
-            .map(|e| self.dest.join(e.path.as_str()))
-            .collect();
-        top.dedup();
-        Ok(top)
+        let marker = self.staging.join(PLACING);
+        File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&marker)
+            .and_then(|f| f.sync_all())
+            .map_err(at(&marker))?;
+        File::open(&self.staging)
+            .and_then(|d| d.sync_all())
+            .map_err(at(&self.staging))?;
+        Ok(())
     }
 }
 
+/// The top-level paths of a share's entries under `dest`.
+fn top_level(dest: &Path, entries: &[crate::meta::Entry]) -> Vec<PathBuf> {
+    let mut top: Vec<PathBuf> = entries
+        .iter()
+        .filter(|e| e.path.parent().is_none())
+        .map(|e| dest.join(e.path.as_str()))
+        .collect();
+    top.dedup();
+    top
+}
+
+/// Whether every entry is at its final path with the kind and size the
+/// share gives it (links never count): a finished run's output, or a
+/// stranger's files, which checking the content tells apart.
+fn looks_placed(dest: &Path, metadata: &Metadata) -> bool {
+    metadata.entries().iter().all(|e| {
+        fs::symlink_metadata(dest.join(e.path.as_str())).is_ok_and(|m| match e.kind {
+            EntryKind::Dir => m.is_dir(),
+            EntryKind::File => m.is_file() && m.len() == e.size,
+        })
+    })
+}
+
+/// Removes a placed share's staging folder, the `placing` marker last: a
+/// crash in the middle leaves the marker, and the next run only finishes
+/// the removal instead of finding its own files in the way.
+fn remove_staging(staging: &Path) -> Result<(), OutputError> {
+    let gone = |r: io::Result<()>, path: &Path| match r {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(at(path)(e)),
+        _ => Ok(()),
+    };
+    let tree = staging.join("tree");
+    gone(fs::remove_dir_all(&tree), &tree)?;
+    let lock = staging.join("lock");
+    gone(fs::remove_file(&lock), &lock)?;
+    let marker = staging.join(PLACING);
+    gone(fs::remove_file(&marker), &marker)?;
+    fs::remove_dir(staging).map_err(at(staging))?;
+    Ok(())
+}
+
 /// What to do with each entry; fails on the first path that is taken.
-fn plan(dest: &Path, metadata: &Metadata, opts: &OutputOptions) -> Result<Vec<Plan>, OutputError> {
+/// `placing` is `(tree, staging)` when an interrupted run had begun the
+/// renames: an entry gone from `tree` was moved into place by it.
+fn plan(
+    dest: &Path,
+    metadata: &Metadata,
+    opts: &OutputOptions,
+    placing: Option<(&PathBuf, &PathBuf)>,
+) -> Result<Vec<Plan>, OutputError> {
     let mut plan = Vec::with_capacity(metadata.entries().len());
     let mut moved_dirs: Vec<&str> = Vec::new();
     for e in metadata.entries() {
@@ -371,6 +538,26 @@ fn plan(dest: &Path, metadata: &Metadata, opts: &OutputOptions) -> Result<Vec<Pl
             continue;
         }
         let to = dest.join(e.path.as_str());
+        if let Some((tree, staging)) = placing {
+            let staged = tree.join(e.path.as_str());
+            match fs::symlink_metadata(&staged) {
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                    if fs::symlink_metadata(&to).is_err() {
+                        return Err(OutputError::Inconsistent {
+                            path: to,
+                            staging: staging.clone(),
+                        });
+                    }
+                    if e.kind == EntryKind::Dir {
+                        moved_dirs.push(e.path.as_str());
+                    }
+                    plan.push(Plan::Placed);
+                    continue;
+                }
+                Err(err) => return Err(at(&staged)(err).into()),
+                Ok(_) => {}
+            }
+        }
         let p = match fs::symlink_metadata(&to) {
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 if e.kind == EntryKind::Dir {
@@ -510,4 +697,118 @@ pub fn free_space(path: &Path) -> io::Result<u64> {
         return Err(io::Error::last_os_error());
     }
     Ok((s.f_bavail as u64).saturating_mul(s.f_frsize as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::{Entry, RelPath};
+
+    fn entry(path: &str, kind: EntryKind, size: u64) -> Entry {
+        Entry {
+            path: RelPath::new(path).unwrap(),
+            kind,
+            executable: false,
+            mtime: Timestamp { secs: 7, nanos: 0 },
+            size,
+        }
+    }
+
+    /// A folder `album` (moved whole) and a top-level file `z`.
+    fn share() -> Metadata {
+        Metadata::from_entries(vec![
+            entry("album", EntryKind::Dir, 0),
+            entry("album/a", EntryKind::File, 3),
+            entry("album/sub", EntryKind::Dir, 0),
+            entry("album/sub/b", EntryKind::File, 2),
+            entry("z", EntryKind::File, 4),
+        ])
+        .unwrap()
+    }
+
+    fn staged(dest: &Path, id: &ManifestId) -> Output {
+        let mut out = Output::create(dest, id, share(), &OutputOptions::default()).unwrap();
+        out.write_content(0, b"aaabbzzzz").unwrap();
+        out
+    }
+
+    /// A crash after the marker and some of the renames: the next run
+    /// fetches nothing, renames the rest, and leaves no staging folder.
+    #[test]
+    fn a_run_interrupted_while_placing_finishes_the_renames() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path();
+        let id = ManifestId([5; 32]);
+        for moved in [&["album"][..], &["album", "z"], &[]] {
+            let out = staged(dest, &id);
+            out.seal_staging().unwrap();
+            for top in moved {
+                rename_noreplace(&out.tree.join(top), &dest.join(top)).unwrap();
+            }
+            drop(out); // the crash
+
+            let again = Output::create(dest, &id, share(), &OutputOptions::default()).unwrap();
+            assert!(again.resumed() && again.placing(), "after moving {moved:?}");
+            again.finish().unwrap();
+            assert_eq!(fs::read(dest.join("album/a")).unwrap(), b"aaa");
+            assert_eq!(fs::read(dest.join("album/sub/b")).unwrap(), b"bb");
+            assert_eq!(fs::read(dest.join("z")).unwrap(), b"zzzz");
+            assert!(!dest.join(staging_name(&id)).exists());
+            fs::remove_dir_all(dest.join("album")).unwrap();
+            fs::remove_file(dest.join("z")).unwrap();
+        }
+    }
+
+    /// A crash while removing the staging folder: the marker goes last,
+    /// so the next run still knows the files in place are its own.
+    #[test]
+    fn a_run_interrupted_while_removing_its_staging_folder_finishes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path();
+        let id = ManifestId([8; 32]);
+        let out = staged(dest, &id);
+        out.seal_staging().unwrap();
+        for top in ["album", "z"] {
+            rename_noreplace(&out.tree.join(top), &dest.join(top)).unwrap();
+        }
+        fs::remove_dir_all(&out.tree).unwrap();
+        drop(out);
+        let again = Output::create(dest, &id, share(), &OutputOptions::default()).unwrap();
+        assert!(again.placing());
+        again.finish().unwrap();
+        assert_eq!(fs::read(dest.join("z")).unwrap(), b"zzzz");
+        assert!(!dest.join(staging_name(&id)).exists());
+    }
+
+    /// Without the marker, a file at a final path is someone else's.
+    #[test]
+    fn a_run_interrupted_before_placing_still_refuses_existing_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path();
+        let id = ManifestId([6; 32]);
+        drop(staged(dest, &id));
+        fs::write(dest.join("z"), b"mine").unwrap();
+        let r = Output::create(dest, &id, share(), &OutputOptions::default());
+        assert!(matches!(r, Err(OutputError::Exists(p)) if p == dest.join("z")));
+        assert_eq!(fs::read(dest.join("z")).unwrap(), b"mine");
+    }
+
+    /// An entry placed by the interrupted run and then removed by hand is
+    /// reported, not silently skipped.
+    #[test]
+    fn a_placed_entry_removed_meanwhile_is_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path();
+        let id = ManifestId([7; 32]);
+        let out = staged(dest, &id);
+        out.seal_staging().unwrap();
+        fs::remove_file(out.tree.join("z")).unwrap();
+        drop(out);
+        let r = Output::create(dest, &id, share(), &OutputOptions::default());
+        assert!(
+            matches!(r, Err(OutputError::Inconsistent { .. })),
+            "{:?}",
+            r.err()
+        );
+    }
 }

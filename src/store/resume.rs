@@ -19,7 +19,10 @@ use crate::store::output::{Output, OutputError};
 /// of `subset` (the part of the share being fetched) whose bytes are all
 /// chosen can be checked this way; the others (shared with an unchosen
 /// neighbour) are fetched again. Returns the content chunk indices that
-/// match, in order. Runs on [`crate::pipeline::default_threads`] threads.
+/// match, in order. For an output found already in place
+/// ([`Output::present`]), anything short of every chunk is
+/// [`OutputError::Exists`]. Runs on [`crate::pipeline::default_threads`]
+/// threads.
 pub fn staged_content(
     output: &Output,
     resealer: &Resealer,
@@ -27,7 +30,14 @@ pub fn staged_content(
 ) -> Result<Vec<u64>, OutputError> {
     let m = resealer.manifest();
     let size = m.chunk_size.bytes();
-    let mut wanted = subset.chunks(size).into_iter();
+    if output.placing() {
+        // Verified and flushed before the marker was written; some of it
+        // has already left the staging folder.
+        return Ok(subset.chunks(size));
+    }
+    let wanted = subset.chunks(size);
+    let count = wanted.len() as u64;
+    let mut wanted = wanted.into_iter();
     let mut good = Vec::new();
     crate::pipeline::ordered(
         crate::pipeline::default_threads(),
@@ -57,6 +67,11 @@ pub fn staged_content(
             Ok(())
         },
     )?;
+    if output.present() && good.len() as u64 != count {
+        // Files of the right names and sizes that are not the share: they
+        // belong to someone else and stay untouched.
+        return Err(output.taken());
+    }
     Ok(good)
 }
 

@@ -106,6 +106,12 @@ pub fn unseal(
     };
     let mut next = 0u64;
     let mut written = 0u64;
+    if out.placing() {
+        // An interrupted run verified and flushed everything; only the
+        // renames are left.
+        next = count;
+        written = out.metadata().content_len();
+    }
     pipeline::ordered::<_, _, UnsealError>(
         threads,
         || {
