@@ -363,7 +363,9 @@ fn json_mode_on_both_sides() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(events.first().unwrap()["event"], "started");
+    // What is coming is described before anything is written.
+    assert_eq!(events[0]["event"], "offer", "{events:?}");
+    assert_eq!(events[1]["event"], "started", "{events:?}");
     assert_eq!(events.last().unwrap()["event"], "done");
     line.clear();
     out.read_line(&mut line).unwrap();
