@@ -140,7 +140,7 @@ async fn a_rogue_done_does_not_stop_send_once() {
 
         let honest = node::spawn(NodeConfig::default()).unwrap();
         let dest = sub(&tmp, "dest");
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, _rx) = peerdrop::net::fetch::progress_channel();
         let r = fetch(&honest, &link, vec![hint], &dest, &quick(), tx).await;
         stop.store(true, Ordering::Relaxed);
         let said = rogue_task.await.unwrap();

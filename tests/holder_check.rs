@@ -121,7 +121,7 @@ async fn a_dht_provider_without_the_share_never_learns_the_manifest_id() {
             wait: Duration::from_secs(5),
             ..quick()
         };
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, _rx) = peerdrop::net::fetch::progress_channel();
         let dest = sub(&tmp, "dest");
         let r = fetch(&fetcher, &link, Vec::new(), &dest, &opts, tx).await;
         assert!(

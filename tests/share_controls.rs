@@ -122,7 +122,7 @@ fn receiver(
 ) -> (
     peerdrop::net::node::Client,
     Vec<PeerAddr>,
-    tokio::sync::mpsc::UnboundedSender<Progress>,
+    peerdrop::net::fetch::ProgressTx,
 ) {
     let client = node::spawn(NodeConfig::default()).unwrap();
     let sources = link
@@ -130,7 +130,7 @@ fn receiver(
         .iter()
         .filter_map(PeerAddr::from_hint)
         .collect();
-    (client, sources, tokio::sync::mpsc::unbounded_channel().0)
+    (client, sources, peerdrop::net::fetch::progress_channel().0)
 }
 
 async fn list_link(

@@ -2,7 +2,6 @@
 
 use peerdrop::link::Link;
 use peerdrop::net::fetch::stream_file;
-use tokio::sync::mpsc;
 
 use crate::cli::{CatArgs, Interrupted};
 
@@ -20,7 +19,7 @@ pub fn run(args: &CatArgs) -> anyhow::Result<()> {
     rt.block_on(async {
         let (client, opts) =
             crate::cli::receive::node_and_options(&look.discovery, look.wait, look.timeout)?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = peerdrop::net::fetch::progress_channel();
         let ui = tokio::spawn(crate::cli::receive::report_waiting(rx, false));
         // Unbuffered: each verified chunk is written (and flushed) whole.
         let out = Box::new(std::io::stdout());

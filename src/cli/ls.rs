@@ -5,7 +5,6 @@ use peerdrop::link::Link;
 use peerdrop::meta::{EntryKind, Timestamp};
 use peerdrop::net::fetch::list;
 use serde_json::json;
-use tokio::sync::mpsc;
 
 use crate::cli::{output, Interrupted, LsArgs};
 
@@ -19,7 +18,7 @@ pub fn run(args: &LsArgs) -> anyhow::Result<()> {
     let listing = rt.block_on(async {
         let (client, opts) =
             crate::cli::receive::node_and_options(&look.discovery, look.wait, look.timeout)?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = peerdrop::net::fetch::progress_channel();
         let ui = tokio::spawn(crate::cli::receive::report_waiting(rx, args.json));
         let r = tokio::select! {
             r = list(&client, &link, sources, &opts, tx) => r.map_err(anyhow::Error::from),

@@ -88,7 +88,7 @@ fn say_dropped(peer: libp2p::PeerId, reason: &str) {
 
 /// Tells the user about waits and dropped sources (for commands without a
 /// progress bar: `ls`, `cat`).
-pub async fn report_waiting(mut rx: mpsc::UnboundedReceiver<Progress>, json: bool) {
+pub async fn report_waiting(mut rx: mpsc::Receiver<Progress>, json: bool) {
     while let Some(p) = rx.recv().await {
         match p {
             Progress::Waiting { reason, secs_left } => say_waiting(&reason, secs_left, json),
@@ -107,7 +107,7 @@ async fn run_async(args: &ReceiveArgs, link: Link, sources: Vec<PeerAddr>) -> an
     };
     opts.selection = Selection::new(&args.get.only, &args.get.exclude)?;
     opts.approve = crate::cli::offer::approver(&args.get.out, args.yes, args.json);
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = peerdrop::net::fetch::progress_channel();
     let json = args.json;
     // Draws progress while the fetch runs.
     let ui = tokio::spawn(async move {

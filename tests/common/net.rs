@@ -14,7 +14,6 @@ use peerdrop::net::serve::{serve, LocalProvider, Provider, ServeConfig};
 use peerdrop::net::{Multiaddr, PeerAddr};
 use peerdrop::seal::SealOptions;
 use peerdrop::store::share::LocalShare;
-use tokio::sync::mpsc;
 
 /// A node serving something, and the link hint that reaches it.
 pub struct Server {
@@ -91,14 +90,19 @@ pub async fn fetch_link(
         .iter()
         .filter_map(PeerAddr::from_hint)
         .collect();
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = peerdrop::net::fetch::progress_channel();
+    // Read while the fetch runs, as every real consumer does: the queue is
+    // bounded and a fetch drops events rather than wait for its reader.
+    let reader = tokio::spawn(async move {
+        let mut events = Vec::new();
+        while let Some(e) = rx.recv().await {
+            events.push(e);
+        }
+        events
+    });
     let r = fetch(&client, link, sources, dest, opts, tx).await;
     client.shutdown().await;
-    let mut events = Vec::new();
-    while let Ok(e) = rx.try_recv() {
-        events.push(e);
-    }
-    (r, events)
+    (r, reader.await.unwrap())
 }
 
 /// Serves one local share.

@@ -2,22 +2,16 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
-
 use crate::daemon::state::{JobStatus, Origin};
 use crate::daemon::Daemon;
 use crate::link::Link;
 use crate::manifest::ManifestId;
-use crate::net::fetch::{fetch, Fetched, Progress};
+use crate::net::fetch::{fetch, Fetched, ProgressTx};
 
 impl Daemon {
     /// Runs fetch `id` (its record is in the state) and records how it
     /// ended.
-    pub(super) async fn run_fetch(
-        self: Arc<Self>,
-        id: ManifestId,
-        ptx: mpsc::UnboundedSender<Progress>,
-    ) -> JobStatus {
+    pub(super) async fn run_fetch(self: Arc<Self>, id: ManifestId, ptx: ProgressTx) -> JobStatus {
         let rec = self
             .commit_or_log(|tx| {
                 tx.fetch(&id, |f| {

@@ -17,13 +17,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::daemon::control::JobKind;
 use crate::daemon::state::JobStatus;
 use crate::daemon::Daemon;
 use crate::manifest::ManifestId;
-use crate::net::fetch::{FetchOptions, Progress};
+use crate::net::fetch::{progress_channel, FetchOptions, Progress, ProgressTx};
 use crate::store::output::OutputOptions;
 
 /// Where a background job stands, as watchers see it.
@@ -93,15 +93,12 @@ enum End {
     Stopped,
 }
 
-/// The fetch API reports on an unbounded sender (`net::fetch`, not ours to
-/// change here). This is the one place the daemon makes such a channel: its
-/// receiver is drained at once into a `watch` (one value, so what watchers
-/// see is bounded), and the fetcher sends one small event per chunk, so the
-/// queue holds only what arrived since the forwarder last ran.
+/// Forwards a fetch's bounded progress queue into the job's `watch` (one
+/// value, so what watchers see is bounded too).
 fn progress_bridge(
     tx: Arc<watch::Sender<JobProgress>>,
-) -> (mpsc::UnboundedSender<Progress>, tokio::task::JoinHandle<()>) {
-    let (ptx, mut prx) = mpsc::unbounded_channel();
+) -> (ProgressTx, tokio::task::JoinHandle<()>) {
+    let (ptx, mut prx) = progress_channel();
     let forward = tokio::spawn(async move {
         while let Some(p) = prx.recv().await {
             tx.send_modify(|j| match p {

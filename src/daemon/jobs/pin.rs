@@ -7,13 +7,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::daemon::registry::Pinned;
 use crate::daemon::state::JobStatus;
 use crate::daemon::{Daemon, JobProgress};
 use crate::manifest::{Manifest, ManifestId};
-use crate::net::fetch::{fetch_ciphertext, Progress};
+use crate::net::fetch::{fetch_ciphertext, ProgressTx};
 
 /// Bytes kept free beyond what a pin needs.
 const SPARE_BYTES: u64 = 16 << 20;
@@ -25,7 +25,7 @@ impl Daemon {
     pub(super) async fn run_pin(
         self: Arc<Self>,
         id: ManifestId,
-        ptx: mpsc::UnboundedSender<Progress>,
+        ptx: ProgressTx,
         progress: watch::Receiver<JobProgress>,
     ) -> JobStatus {
         let rec = self

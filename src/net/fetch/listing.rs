@@ -4,12 +4,11 @@
 use std::sync::{Arc, Mutex};
 
 use libp2p::PeerId;
-use tokio::sync::mpsc;
 
 use super::manifest::get_manifest;
 use super::scheduler::run_queue;
 use super::sources::Sources;
-use super::{FetchError, FetchOptions, Progress};
+use super::{FetchError, FetchOptions, ProgressTx};
 use crate::chunk::Stream;
 use crate::crypto::ShareKey;
 use crate::link::Link;
@@ -72,7 +71,7 @@ pub async fn list(
     link: &Link,
     sources: Vec<PeerAddr>,
     opts: &FetchOptions,
-    progress: mpsc::UnboundedSender<Progress>,
+    progress: ProgressTx,
 ) -> Result<Listing, FetchError> {
     let key = link.require_key()?;
     let mut src = Sources::new(client, *link.manifest_id(), sources, opts, progress);

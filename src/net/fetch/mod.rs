@@ -20,6 +20,7 @@
 
 mod listing;
 mod manifest;
+mod progress;
 mod scheduler;
 mod session;
 mod sources;
@@ -54,6 +55,7 @@ use crate::wire::{Request, Response};
 pub use listing::{list, Listing};
 use listing::{open_share, Opened};
 use manifest::get_manifest;
+pub use progress::{progress_channel, ProgressTx, PROGRESS_QUEUE};
 use scheduler::run_queue;
 use sources::Sources;
 pub use stream::stream_file;
@@ -307,7 +309,7 @@ pub async fn fetch(
     sources: Vec<PeerAddr>,
     dest: &Path,
     opts: &FetchOptions,
-    progress: mpsc::UnboundedSender<Progress>,
+    progress: ProgressTx,
 ) -> Result<Fetched, FetchError> {
     let key = link.require_key()?;
     let share = *link.manifest_id();
@@ -382,7 +384,7 @@ pub async fn fetch(
                 written += r.len() as u64;
                 output.write_content(to, &p.as_slice()[r])?;
             }
-            let _ = progress.send(Progress::Bytes(written));
+            progress.send(Progress::Bytes(written));
         }
         Ok(output)
     });
@@ -430,7 +432,7 @@ pub async fn fetch_ciphertext(
     sources: Vec<PeerAddr>,
     store: &ChunkDir,
     opts: &FetchOptions,
-    progress: mpsc::UnboundedSender<Progress>,
+    progress: ProgressTx,
 ) -> Result<Manifest, FetchError> {
     let mut f = Sources::new(client, share, sources, opts, progress);
     let peers = f.connect().await?;
@@ -466,7 +468,7 @@ pub async fn fetch_ciphertext(
                 .map_err(|e| FetchError::Store(e.to_string()))?;
             let n = done.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed)
                 + bytes.len() as u64;
-            let _ = progress.send(Progress::Bytes(n));
+            progress.send(Progress::Bytes(n));
             Ok(())
         };
         peers = run_queue(&mut f, &check, stream, todo, peers, sink).await?;

@@ -6,10 +6,10 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::session::Fault;
-use super::{FetchError, FetchOptions, Progress};
+use super::{FetchError, FetchOptions, Progress, ProgressTx};
 use crate::manifest::ManifestId;
 use crate::net::node::Client;
 use crate::net::{is_quic, PeerAddr};
@@ -48,7 +48,7 @@ pub(super) struct Sources {
     /// What the caller asked for, including the retry policy.
     pub(super) opts: FetchOptions,
     /// Where the caller hears how it goes.
-    pub(super) progress: mpsc::UnboundedSender<Progress>,
+    pub(super) progress: ProgressTx,
     /// The sources the caller gave (link hints, `--peer`), one per peer.
     given: Vec<PeerAddr>,
     /// Sources not to ask again: they misbehaved or stalled.
@@ -74,7 +74,7 @@ impl Sources {
         share: ManifestId,
         given: Vec<PeerAddr>,
         opts: &FetchOptions,
-        progress: mpsc::UnboundedSender<Progress>,
+        progress: ProgressTx,
     ) -> Sources {
         Sources {
             client: client.clone(),
@@ -95,7 +95,7 @@ impl Sources {
     /// Tells the caller; a caller that stopped listening does not stop the
     /// fetch.
     pub(super) fn report(&self, event: Progress) {
-        let _ = self.progress.send(event);
+        self.progress.send(event);
     }
 
     /// Whether `peer` may still be asked: neither dropped nor known to lack
@@ -261,7 +261,7 @@ impl Sources {
                 }
                 last = tokio::time::Instant::now();
                 let reason = heard.borrow().0.clone();
-                let _ = progress.send(Progress::Waiting {
+                progress.send(Progress::Waiting {
                     reason,
                     secs_left: deadline.saturating_duration_since(Instant::now()).as_secs(),
                 });

@@ -5,12 +5,10 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
-
 use super::listing::{open_share, Opened};
 use super::scheduler::run_queue;
 use super::sources::Sources;
-use super::{FetchError, FetchOptions, Progress};
+use super::{FetchError, FetchOptions, Progress, ProgressTx};
 use crate::chunk::Stream;
 use crate::link::Link;
 use crate::meta::EntryKind;
@@ -63,7 +61,7 @@ pub async fn stream_file(
     sources: Vec<PeerAddr>,
     path: &str,
     opts: &FetchOptions,
-    progress: mpsc::UnboundedSender<Progress>,
+    progress: ProgressTx,
     out: Box<dyn Write + Send>,
 ) -> Result<u64, FetchError> {
     let key = link.require_key()?;
@@ -110,7 +108,7 @@ pub async fn stream_file(
             move |index: u64, p: Plaintext| {
                 let mut s = state.lock().expect("never poisoned");
                 s.put(index, p).map_err(FetchError::Write)?;
-                let _ = progress.send(Progress::Bytes(s.written));
+                progress.send(Progress::Bytes(s.written));
                 Ok(())
             }
         };
