@@ -11,13 +11,12 @@ use crate::cli::{output, Interrupted, LsArgs};
 /// Runs the command.
 pub fn run(args: &LsArgs) -> anyhow::Result<()> {
     let look = &args.look;
-    crate::cli::init_logging(look.verbose);
+    crate::cli::init_logging(look.one_shot.verbose);
     let link = Link::parse_read_link(&crate::cli::link_text(args.link.as_deref())?)?;
-    let sources = crate::cli::receive::sources(&link, &look.peer, &look.discovery)?;
+    let sources = crate::cli::receive::sources(&link, &look.peer, &look.one_shot.discovery)?;
     let rt = crate::cli::runtime()?;
     let listing = rt.block_on(async {
-        let (client, opts) =
-            crate::cli::receive::node_and_options(&look.discovery, look.wait, look.timeout)?;
+        let (client, opts) = crate::cli::receive::node_and_options(&look.one_shot)?;
         let (tx, rx) = peerdrop::net::fetch::progress_channel();
         let ui = tokio::spawn(crate::cli::receive::report_waiting(rx, args.json));
         let r = tokio::select! {
@@ -79,25 +78,20 @@ pub fn run(args: &LsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `YYYY-MM-DD HH:MM` in UTC, from Unix seconds (the civil-from-days
-/// algorithm of H. Hinnant; no calendar crate for one column).
+/// `YYYY-MM-DD HH:MM` in UTC, from Unix seconds; `?` outside the years
+/// `time` represents (a hostile file list may carry any i64).
 fn utc(t: Timestamp) -> String {
-    let days = t.secs.div_euclid(86_400);
-    let secs = t.secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
-        secs / 3600,
-        secs % 3600 / 60
-    )
+    match time::OffsetDateTime::from_unix_timestamp(t.secs) {
+        Ok(d) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}",
+            d.year(),
+            u8::from(d.month()),
+            d.day(),
+            d.hour(),
+            d.minute()
+        ),
+        Err(_) => "?".into(),
+    }
 }
 
 #[cfg(test)]
@@ -111,5 +105,6 @@ mod tests {
         assert_eq!(at(951_782_400), "2000-02-29 00:00");
         assert_eq!(at(1_798_761_599), "2026-12-31 23:59");
         assert_eq!(at(-1), "1969-12-31 23:59");
+        assert_eq!(at(i64::MAX), "?");
     }
 }
