@@ -8,17 +8,17 @@ use crate::cli::{CatArgs, Interrupted};
 /// Runs the command.
 pub fn run(args: &CatArgs) -> anyhow::Result<()> {
     let look = &args.look;
-    crate::cli::init_logging(look.verbose);
+    crate::cli::init_logging(look.one_shot.verbose);
     let text = match args.link.as_str() {
         "env" => crate::cli::link_text(None)?,
         l => crate::cli::link_text(Some(l))?,
     };
     let link = Link::parse_read_link(&text)?;
-    let sources = crate::cli::receive::sources(&link, &look.peer, &look.discovery)?;
+    let sources = crate::cli::receive::sources(&link, &look.peer, &look.one_shot.discovery)?;
     let rt = crate::cli::runtime()?;
     rt.block_on(async {
         let (client, opts) =
-            crate::cli::receive::node_and_options(&look.discovery, look.wait, look.timeout)?;
+            crate::cli::receive::node_and_options(&look.one_shot)?;
         let (tx, rx) = peerdrop::net::fetch::progress_channel();
         let ui = tokio::spawn(crate::cli::receive::report_waiting(rx, false));
         // Unbuffered: each verified chunk is written (and flushed) whole.

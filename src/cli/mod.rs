@@ -306,14 +306,8 @@ pub struct SendArgs {
 pub struct ReceiveArgs {
     #[command(flatten)]
     pub get: GetArgs,
-    /// Seconds to keep trying to reach a source before giving up (progress is kept).
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
-    pub wait: u64,
-    /// Seconds a source may take to answer one request before it is dropped.
-    #[arg(long, value_name = "SECS", default_value_t = 30)]
-    pub timeout: u64,
     #[command(flatten)]
-    pub discovery: Discovery,
+    pub one_shot: OneShot,
     /// Do not ask before writing. Without it, when stdin and stderr are a terminal, receive shows what
     /// the share holds (files, size, top-level entries, hidden and executable ones) and asks y/N;
     /// without a terminal it proceeds.
@@ -322,9 +316,6 @@ pub struct ReceiveArgs {
     /// Print JSON lines (offer, progress, done, error) on stdout.
     #[arg(long)]
     pub json: bool,
-    /// More log output on stderr (-v, -vv); RUST_LOG overrides.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    pub verbose: u8,
 }
 
 /// Where a one-shot command that only looks at a share finds it: `ls` and `cat`.
@@ -333,7 +324,15 @@ pub struct LookArgs {
     /// Another source, as a multiaddr ending in /p2p/PEER_ID (repeatable).
     #[arg(long, value_name = "MULTIADDR")]
     pub peer: Vec<libp2p::Multiaddr>,
-    /// Seconds to keep trying to reach a source before giving up.
+    #[command(flatten)]
+    pub one_shot: OneShot,
+}
+
+/// How a one-shot fetch (`receive`, `ls`, `cat`) runs its own node: how
+/// long it waits, how it finds peers, how much it logs.
+#[derive(Args, Debug)]
+pub struct OneShot {
+    /// Seconds to keep trying to reach a source before giving up (progress is kept).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub wait: u64,
     /// Seconds a source may take to answer one request before it is dropped.

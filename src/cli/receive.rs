@@ -12,13 +12,13 @@ use peerdrop::store::output::OutputOptions;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::cli::{output, Discovery, Interrupted, ReceiveArgs};
+use crate::cli::{output, Discovery, Interrupted, OneShot, ReceiveArgs};
 
 /// Runs the command.
 pub fn run(args: &ReceiveArgs) -> anyhow::Result<()> {
-    crate::cli::init_logging(args.verbose);
+    crate::cli::init_logging(args.one_shot.verbose);
     let link = Link::parse_read_link(&crate::cli::link_text(args.get.link.as_deref())?)?;
-    let sources = sources(&link, &args.get.peer, &args.discovery)?;
+    let sources = sources(&link, &args.get.peer, &args.one_shot.discovery)?;
     let rt = crate::cli::runtime()?;
     rt.block_on(run_async(args, link, sources))
 }
@@ -51,11 +51,13 @@ pub fn sources(
 }
 
 /// A node for one fetch, and the options every one-shot fetch shares.
-pub fn node_and_options(
-    discovery: &Discovery,
-    wait: u64,
-    timeout: u64,
-) -> anyhow::Result<(Client, FetchOptions)> {
+pub fn node_and_options(one_shot: &OneShot) -> anyhow::Result<(Client, FetchOptions)> {
+    let OneShot {
+        wait,
+        timeout,
+        discovery,
+        ..
+    } = one_shot;
     let client = node::spawn(NodeConfig {
         mdns: !discovery.no_mdns,
         bootstrap: discovery.bootstrap.clone(),
@@ -63,8 +65,8 @@ pub fn node_and_options(
     })?;
     let opts = FetchOptions {
         discover: !discovery.no_mdns || !discovery.bootstrap.is_empty(),
-        request_timeout: Duration::from_secs(timeout.max(1)),
-        wait: Duration::from_secs(wait),
+        request_timeout: Duration::from_secs((*timeout).max(1)),
+        wait: Duration::from_secs(*wait),
         ..FetchOptions::default()
     };
     Ok((client, opts))
@@ -101,7 +103,7 @@ pub async fn report_waiting(mut rx: mpsc::Receiver<Progress>, json: bool) {
 
 async fn run_async(args: &ReceiveArgs, link: Link, sources: Vec<PeerAddr>) -> anyhow::Result<()> {
     let start = Instant::now();
-    let (client, mut opts) = node_and_options(&args.discovery, args.wait, args.timeout)?;
+    let (client, mut opts) = node_and_options(&args.one_shot)?;
     opts.output = OutputOptions {
         force: args.get.force,
     };
