@@ -348,56 +348,36 @@ fn decode_hints(mut b: &[u8]) -> Result<Vec<Hint>, ParseError> {
     Ok(hints)
 }
 
-/// Canonical lowercase RFC 4648 base32 without padding.
+/// Canonical lowercase RFC 4648 base32 without padding, by `data-encoding`.
 pub mod base32 {
-    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    use std::sync::LazyLock;
+
+    use data_encoding::{Encoding, Specification};
+
+    /// Lowercase, no padding, trailing bits checked: each byte string has
+    /// exactly one encoding, and nothing else decodes (FORMAT.md §7.2).
+    static LOWER: LazyLock<Encoding> = LazyLock::new(|| {
+        let mut spec = Specification::new();
+        spec.symbols.push_str("abcdefghijklmnopqrstuvwxyz234567");
+        spec.check_trailing_bits = true;
+        spec.encoding()
+            .expect("a 32-symbol alphabet without padding is a valid specification")
+    });
 
     /// Characters needed for `n` bytes.
     pub fn encoded_len(n: usize) -> usize {
-        (n * 8).div_ceil(5)
+        LOWER.encode_len(n)
     }
 
     /// Encodes `data`.
     pub fn encode(data: &[u8]) -> String {
-        let mut out = String::with_capacity(encoded_len(data.len()));
-        let (mut acc, mut bits) = (0u32, 0u32);
-        for &b in data {
-            acc = (acc << 8) | b as u32;
-            bits += 8;
-            while bits >= 5 {
-                bits -= 5;
-                out.push(ALPHABET[((acc >> bits) & 31) as usize] as char);
-            }
-        }
-        if bits > 0 {
-            out.push(ALPHABET[((acc << (5 - bits)) & 31) as usize] as char);
-        }
-        out
+        LOWER.encode(data)
     }
 
     /// Decodes `s`; `None` unless it is exactly what [`encode`] produces
     /// for some input (lowercase only, no padding, zero trailing bits).
     pub fn decode(s: &str) -> Option<Vec<u8>> {
-        if matches!(s.len() % 8, 1 | 3 | 6) {
-            return None;
-        }
-        let mut out = Vec::with_capacity(s.len() * 5 / 8);
-        let (mut acc, mut bits) = (0u32, 0u32);
-        for c in s.bytes() {
-            let v = match c {
-                b'a'..=b'z' => c - b'a',
-                b'2'..=b'7' => c - b'2' + 26,
-                _ => return None,
-            };
-            acc = (acc << 5) | v as u32;
-            bits += 5;
-            if bits >= 8 {
-                bits -= 8;
-                out.push((acc >> bits) as u8);
-            }
-            acc &= (1 << bits) - 1;
-        }
-        (acc == 0).then_some(out)
+        LOWER.decode(s.as_bytes()).ok()
     }
 }
 
