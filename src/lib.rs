@@ -41,6 +41,7 @@ pub mod manifest;
 pub mod meta;
 pub mod net;
 pub mod open;
+pub mod password;
 pub mod pipeline;
 pub mod seal;
 pub mod select;

@@ -2,7 +2,11 @@
 //!
 //! ```text
 //! peerdrop:1/<manifest id>[/<hints>][#<key>]
+//! peerdrop:p1/<manifest id>[/<hints>]#<locked key>
 //! ```
+//!
+//! The second form is a *password link* (`crate::password`): the key is
+//! sealed under a password, so the link alone no longer reads the share.
 //!
 //! Each part is lowercase RFC 4648 base32 without padding. The key sits after
 //! `#`, as in Mega's links, so deleting everything from `#` on turns a *read
@@ -18,11 +22,14 @@ use std::str::FromStr;
 
 use crate::crypto::{KeyError, ShareKey, KEY_LEN};
 use crate::manifest::ManifestId;
+use crate::password::{LockedKey, Params, PasswordError, LOCKED_LEN};
 
 /// The scheme, with its colon.
 pub const SCHEME: &str = "peerdrop:";
 /// The only link version this build writes and reads.
 pub const VERSION: &str = "1";
+/// The version tag of password links (same layout, a locked key after `#`).
+pub const PASSWORD_VERSION: &str = "p1";
 /// Longest link accepted, in bytes.
 pub const MAX_LINK_LEN: usize = 4096;
 /// Most peer hints in one link.
@@ -57,6 +64,8 @@ pub struct Link {
     manifest: ManifestId,
     hints: Vec<Hint>,
     key: Option<ShareKey>,
+    /// Set only on a password link, whose `key` is then `None`.
+    locked: Option<LockedKey>,
 }
 
 /// What is wrong with a link.
@@ -76,7 +85,7 @@ pub enum ParseError {
     NotPeerdrop,
     /// A version this build does not know.
     #[error(
-        "link version {0} is not supported by this peerdrop (it reads version 1); upgrade peerdrop"
+        "link version {0} is not supported by this peerdrop (it reads versions 1 and p1); upgrade peerdrop"
     )]
     UnsupportedVersion(String),
     /// The structure is wrong.
@@ -101,6 +110,12 @@ pub enum ParseError {
     /// The key is all zeros.
     #[error("{0}")]
     Key(KeyError),
+    /// A read link was needed but this is a password link not yet unlocked.
+    #[error("this link is password-protected: give its password (asked on the terminal, or PEERDROP_PASSWORD, or --password-file)")]
+    Locked,
+    /// The locked key of a password link is unusable.
+    #[error("{0}")]
+    Password(PasswordError),
     /// A read link was needed but this is a pin link.
     #[error("this is a pin link (nothing after '#'): it lets a node host the encrypted data but not read it; ask the sender for the full link")]
     MissingKey,
@@ -118,7 +133,59 @@ impl Link {
             manifest,
             hints,
             key,
+            locked: None,
         })
+    }
+
+    /// The password link for this read link: the key sealed under
+    /// `password` with Argon2id `params` (a fresh salt each time).
+    pub fn lock(&self, password: &str, params: Params) -> Result<Link, ParseError> {
+        let key = self.require_key()?;
+        let locked =
+            LockedKey::lock(key, &self.manifest, password, params).map_err(ParseError::Password)?;
+        Ok(self.with_locked(locked))
+    }
+
+    /// This link with `locked` in place of its key (for test vectors, with
+    /// a locked key made by `LockedKey::lock_with_salt`).
+    pub fn with_locked(&self, locked: LockedKey) -> Link {
+        Link {
+            manifest: self.manifest,
+            hints: self.hints.clone(),
+            key: None,
+            locked: Some(locked),
+        }
+    }
+
+    /// The read link inside a password link; costs one Argon2id run.
+    /// A link that is not a password link is returned as it is.
+    pub fn unlock(&self, password: &str) -> Result<Link, ParseError> {
+        let Some(locked) = &self.locked else {
+            return Ok(self.duplicate());
+        };
+        let key = locked
+            .unlock(&self.manifest, password)
+            .map_err(ParseError::Password)?;
+        Ok(Link {
+            manifest: self.manifest,
+            hints: self.hints.clone(),
+            key: Some(key),
+            locked: None,
+        })
+    }
+
+    /// The locked key, for a password link.
+    pub fn locked(&self) -> Option<&LockedKey> {
+        self.locked.as_ref()
+    }
+
+    fn duplicate(&self) -> Link {
+        Link {
+            manifest: self.manifest,
+            hints: self.hints.clone(),
+            key: self.key.as_ref().map(ShareKey::duplicate),
+            locked: self.locked.clone(),
+        }
     }
 
     /// The manifest this link points at.
@@ -136,24 +203,35 @@ impl Link {
         self.key.as_ref()
     }
 
-    /// The key, or [`ParseError::MissingKey`] for a pin link.
+    /// The key, or [`ParseError::MissingKey`] for a pin link
+    /// ([`ParseError::Locked`] for a password link: [`Link::unlock`] first).
     pub fn require_key(&self) -> Result<&ShareKey, ParseError> {
-        self.key.as_ref().ok_or(ParseError::MissingKey)
+        match (&self.key, &self.locked) {
+            (Some(k), _) => Ok(k),
+            (None, Some(_)) => Err(ParseError::Locked),
+            (None, None) => Err(ParseError::MissingKey),
+        }
     }
 
-    /// The same link without the key.
+    /// The same link without the key (a password link's pin link is a
+    /// plain version-1 pin link: pinners never need the password).
     pub fn to_pin_link(&self) -> Link {
         Link {
             manifest: self.manifest,
             hints: self.hints.clone(),
             key: None,
+            locked: None,
         }
     }
 
     /// The link as text, *including the key* if it has one. This is the one
     /// place a key is turned into text: print it only when the user asked.
     pub fn to_uri_string(&self) -> String {
-        let mut s = format!("{SCHEME}{VERSION}/{}", base32::encode(&self.manifest.0));
+        let version = match self.locked {
+            Some(_) => PASSWORD_VERSION,
+            None => VERSION,
+        };
+        let mut s = format!("{SCHEME}{version}/{}", base32::encode(&self.manifest.0));
         if !self.hints.is_empty() {
             s.push('/');
             s.push_str(&base32::encode(&encode_hints(&self.hints)));
@@ -161,14 +239,20 @@ impl Link {
         if let Some(k) = &self.key {
             s.push('#');
             s.push_str(&base32::encode(k.expose_secret()));
+        } else if let Some(l) = &self.locked {
+            s.push('#');
+            s.push_str(&base32::encode(&l.to_bytes()));
         }
         s
     }
 
-    /// Parses a link that must carry a key.
+    /// Parses a link that must carry a key: a read link, or a password
+    /// link (which [`Link::unlock`] turns into one).
     pub fn parse_read_link(s: &str) -> Result<Link, ParseError> {
         let link: Link = s.parse()?;
-        link.require_key()?;
+        if link.locked.is_none() {
+            link.require_key()?;
+        }
         Ok(link)
     }
 }
@@ -179,6 +263,7 @@ impl fmt::Debug for Link {
             .field("manifest", &self.manifest)
             .field("hints", &self.hints.len())
             .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .field("locked", &self.locked.as_ref().map(LockedKey::params))
             .finish()
     }
 }
@@ -204,7 +289,8 @@ impl FromStr for Link {
         };
         let mut parts = body.split('/');
         let version = parts.next().unwrap_or_default();
-        if version != VERSION {
+        let password = version == PASSWORD_VERSION;
+        if version != VERSION && !password {
             let shown: String = version.chars().take(16).collect();
             return Err(ParseError::UnsupportedVersion(format!("{shown:?}")));
         }
@@ -215,7 +301,7 @@ impl FromStr for Link {
         if parts.next().is_some() {
             return Err(ParseError::Malformed("too many '/'-separated parts"));
         }
-        let manifest = ManifestId(decode_fixed(mid, "manifest id")?);
+        let manifest = ManifestId(decode_fixed::<32>(mid, "manifest id")?);
         let hints = match hints {
             None => Vec::new(),
             Some(h) => {
@@ -225,33 +311,50 @@ impl FromStr for Link {
                 decode_hints(&base32::decode(h).ok_or(ParseError::BadEncoding("hints"))?)?
             }
         };
+        if password {
+            let Some(k) = key else {
+                return Err(ParseError::Malformed(
+                    "a password link needs its locked key after '#'",
+                ));
+            };
+            let locked = LockedKey::from_bytes(&decode_fixed::<LOCKED_LEN>(k, "locked key")?)
+                .map_err(ParseError::Password)?;
+            return Ok(Link {
+                manifest,
+                hints,
+                key: None,
+                locked: Some(locked),
+            });
+        }
         let key = match key {
             None => None,
-            Some(k) => {
-                Some(ShareKey::from_bytes(decode_fixed(k, "key")?).map_err(ParseError::Key)?)
-            }
+            Some(k) => Some(
+                ShareKey::from_bytes(decode_fixed::<KEY_LEN>(k, "key")?)
+                    .map_err(ParseError::Key)?,
+            ),
         };
         Ok(Link {
             manifest,
             hints,
             key,
+            locked: None,
         })
     }
 }
 
-fn decode_fixed(s: &str, part: &'static str) -> Result<[u8; KEY_LEN], ParseError> {
+fn decode_fixed<const N: usize>(s: &str, part: &'static str) -> Result<[u8; N], ParseError> {
     if s.is_empty() {
-        return Err(ParseError::Malformed(if part == "key" {
-            "'#' is followed by nothing; remove the '#' for a pin link"
-        } else {
+        return Err(ParseError::Malformed(if part == "manifest id" {
             "the manifest id is empty"
+        } else {
+            "'#' is followed by nothing; remove the '#' for a pin link"
         }));
     }
-    if s.len() > base32::encoded_len(KEY_LEN) + 8 {
+    if s.len() > base32::encoded_len(N) + 8 {
         return Err(ParseError::BadLength {
             part,
             len: s.len() * 5 / 8,
-            expected: KEY_LEN,
+            expected: N,
         });
     }
     let bytes = base32::decode(s).ok_or(ParseError::BadEncoding(part))?;
@@ -261,7 +364,7 @@ fn decode_fixed(s: &str, part: &'static str) -> Result<[u8; KEY_LEN], ParseError
         .map_err(|_| ParseError::BadLength {
             part,
             len: bytes.len(),
-            expected: KEY_LEN,
+            expected: N,
         })
 }
 
@@ -395,6 +498,43 @@ mod tests {
             key.then(|| ShareKey::from_bytes([0x22; 32]).unwrap()),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn password_links_round_trip_unlock_and_pin_as_plain_links() {
+        let fast = Params {
+            memory_kib: crate::password::MIN_MEMORY_KIB,
+            passes: 1,
+            lanes: 1,
+        };
+        let read = sample(true);
+        let locked = read.lock("hunter2", fast).unwrap();
+        let text = locked.to_uri_string();
+        assert!(text.starts_with("peerdrop:p1/"), "{text}");
+        assert!(
+            !text.contains(&base32::encode(&[0x22; 32])),
+            "the key is in the link"
+        );
+        let parsed = Link::parse_read_link(&text).unwrap();
+        assert_eq!(parsed.require_key().unwrap_err(), ParseError::Locked);
+        assert_eq!(parsed.hints(), read.hints());
+        let opened = parsed.unlock("hunter2").unwrap();
+        assert_eq!(opened.to_uri_string(), read.to_uri_string());
+        assert!(matches!(
+            parsed.unlock("hunter3").unwrap_err(),
+            ParseError::Password(PasswordError::Wrong)
+        ));
+        assert_eq!(
+            parsed.to_pin_link().to_uri_string(),
+            read.to_pin_link().to_uri_string()
+        );
+        let no_key = text.split('#').next().unwrap();
+        assert!(matches!(
+            no_key.parse::<Link>(),
+            Err(ParseError::Malformed(_))
+        ));
+        let short = &text[..text.len() - 8];
+        assert!(short.parse::<Link>().is_err());
     }
 
     #[test]
