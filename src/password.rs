@@ -90,7 +90,7 @@ pub struct LockedKey {
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum PasswordError {
     /// The parameters are outside the bounds this version accepts.
-    #[error("the link's password parameters ({0:?}) are outside what peerdrop accepts (memory 8 MiB to 1 GiB, 1 to 16 passes, 1 to 4 lanes, at most 4 GiB of work): the link is damaged or hostile")]
+    #[error("the link's password parameters ({} KiB, {} passes, {} lanes) are outside what peerdrop accepts (memory 8 MiB to 1 GiB, 1 to 16 passes, 1 to 4 lanes, at most 4 GiB of work): the link is damaged or hostile", .0.memory_kib, .0.passes, .0.lanes)]
     BadParams(Params),
     /// The password did not open the key (or the link was altered).
     #[error("wrong password (or the link was altered): check the password and try again")]

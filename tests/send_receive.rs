@@ -43,14 +43,27 @@ fn send(paths: &[&Path], extra: &[&str]) -> (Proc, String, BufReader<ChildStdout
     out.read_line(&mut line).unwrap();
     let link = line.trim().to_owned();
     assert!(
-        link.starts_with("peerdrop:1/") || link.starts_with('{'),
+        link.starts_with("peerdrop:1/")
+            || link.starts_with("peerdrop:p1/")
+            || link.starts_with('{'),
         "send printed {line:?}"
     );
     (Proc(child), link, out)
 }
 
 fn receive(link: &str, dest: &Path, extra: &[&str]) -> Output {
-    let mut c = Command::new(BIN);
+    receive_with(link, dest, extra, None)
+}
+
+/// `receive` with PEERDROP_PASSWORD set to `password` (or unset), run
+/// without a controlling terminal (setsid), so nothing can be asked.
+fn receive_with(link: &str, dest: &Path, extra: &[&str], password: Option<&str>) -> Output {
+    let mut c = Command::new("setsid");
+    c.arg(BIN);
+    match password {
+        Some(pw) => c.env("PEERDROP_PASSWORD", pw),
+        None => c.env_remove("PEERDROP_PASSWORD"),
+    };
     c.arg("receive")
         .arg("--no-mdns")
         .arg("-o")
@@ -371,4 +384,53 @@ fn json_mode_on_both_sides() {
     out.read_line(&mut line).unwrap();
     let done: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(done["event"], "peer_done");
+}
+
+#[test]
+fn a_password_link_reads_only_with_its_password_and_a_wrong_one_fails_fast() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = one_file(&tmp, 1 << 20);
+    let pw = sub(&tmp, "pw.txt");
+    fs::write(&pw, "open sesame\n").unwrap();
+    let (_sender, link, _) = send(&[&f], &["--password-file", pw.to_str().unwrap()]);
+    assert!(link.starts_with("peerdrop:p1/"), "{link}");
+    let dest = sub(&tmp, "out");
+
+    // No password anywhere and no terminal to ask on.
+    let o = receive_with(&link, &dest, &[], None);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("PEERDROP_PASSWORD"), "{}", stderr(&o));
+
+    // A wrong one: refused before any network, in bounded time.
+    let t = Instant::now();
+    let o = receive_with(&link, &dest, &[], Some("open sesame "));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("wrong password"), "{}", stderr(&o));
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(!dest.join("payload.bin").exists());
+
+    let o = receive_with(&link, &dest, &[], Some("open sesame"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        fs::read(dest.join("payload.bin")).unwrap(),
+        fs::read(&f).unwrap()
+    );
+
+    // inspect names it and its cost, and its pin link is a plain one.
+    let o = run_bounded(
+        {
+            let mut c = Command::new(BIN);
+            c.args(["inspect", "--json", &link]);
+            c
+        },
+        Duration::from_secs(10),
+    );
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["kind"], "password");
+    assert_eq!(j["password"]["memory_kib"], 65536);
+    assert!(j["pin_link"].as_str().unwrap().starts_with("peerdrop:1/"));
 }

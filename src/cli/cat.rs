@@ -13,7 +13,7 @@ pub fn run(args: &CatArgs) -> anyhow::Result<()> {
         "env" => crate::cli::link_text(None)?,
         l => crate::cli::link_text(Some(l))?,
     };
-    let link = Link::parse_read_link(&text)?;
+    let link = look.password.open(Link::parse_read_link(&text)?)?;
     let sources = crate::cli::receive::sources(&link, &look.peer, &look.one_shot.discovery)?;
     let rt = crate::cli::runtime()?;
     rt.block_on(async {

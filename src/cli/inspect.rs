@@ -28,21 +28,38 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
     let link: Link = crate::cli::parse_link(args.link.as_deref())?;
     let hints: Vec<_> = link.hints().iter().map(describe_hint).collect();
     let pin = link.to_pin_link().to_uri_string();
+    let (version, kind) = match (link.key(), link.locked()) {
+        (Some(_), _) => ("1", "read"),
+        (None, Some(_)) => ("p1", "password"),
+        (None, None) => ("1", "pin"),
+    };
+    let params = link.locked().map(|l| l.params());
     if args.json {
         output::json_line(&json!({
             "version": 1,
+            "link_version": version,
             "manifest_id": link.manifest_id().to_string(),
             "has_key": link.key().is_some(),
-            "kind": if link.key().is_some() { "read" } else { "pin" },
+            "kind": kind,
+            "password": params.map(|p| json!({
+                "kdf": "argon2id", "memory_kib": p.memory_kib, "passes": p.passes, "lanes": p.lanes,
+            })),
             "hints": hints.iter().map(|(p, a)| json!({"peer": p, "addrs": a})).collect::<Vec<_>>(),
             "pin_link": pin,
         }));
         return Ok(());
     }
-    println!("version:     1");
+    println!("version:     {version}");
     println!("manifest id: {}", link.manifest_id());
     if link.key().is_some() {
         println!("key:         present (read link: decrypts the share; keep it secret)");
+    } else if let Some(p) = params {
+        println!(
+            "key:         locked by a password (Argon2id, {} MiB, {} passes, {} lane(s)): the link reads the share only with it",
+            p.memory_kib / 1024,
+            p.passes,
+            p.lanes
+        );
     } else {
         println!("key:         absent (pin link: can fetch and host the ciphertext, not read it)");
     }

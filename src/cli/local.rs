@@ -20,6 +20,7 @@ use crate::cli::{output, SealArgs, UnsealArgs};
 
 /// Runs `peerdrop seal`.
 pub fn run_seal(args: &SealArgs) -> anyhow::Result<()> {
+    let password = args.lock.password()?;
     let chunk_size = match args.chunk_size {
         None => None,
         Some(b) if b.is_power_of_two() => Some(
@@ -57,7 +58,11 @@ pub fn run_seal(args: &SealArgs) -> anyhow::Result<()> {
     dir.put_manifest(&sealed.id, &sealed.manifest_bytes)?;
     dir.sync().context("flushing the chunk folder")?;
     bar.finish_and_clear();
-    let link = Link::new(sealed.id, Vec::new(), Some(key))?.to_uri_string();
+    let link = crate::cli::password::lock(
+        Link::new(sealed.id, Vec::new(), Some(key))?,
+        password.as_ref(),
+    )?
+    .to_uri_string();
     let files = source.metadata().file_count();
     if args.json {
         output::json_line(&json!({"event": "link", "link": link}));
@@ -80,6 +85,7 @@ pub fn run_seal(args: &SealArgs) -> anyhow::Result<()> {
 /// Runs `peerdrop unseal`.
 pub fn run_unseal(args: &UnsealArgs) -> anyhow::Result<()> {
     let link = Link::parse_read_link(&crate::cli::link_text(args.link.as_deref())?)?;
+    let link = args.password.open(link)?;
     let start = Instant::now();
     let mut dir = ChunkDir::open(&args.from)?;
     let bytes = dir.get_manifest(link.manifest_id()).with_context(|| {

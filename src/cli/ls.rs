@@ -13,6 +13,7 @@ pub fn run(args: &LsArgs) -> anyhow::Result<()> {
     let look = &args.look;
     crate::cli::init_logging(look.one_shot.verbose);
     let link = Link::parse_read_link(&crate::cli::link_text(args.link.as_deref())?)?;
+    let link = look.password.open(link)?;
     let sources = crate::cli::receive::sources(&link, &look.peer, &look.one_shot.discovery)?;
     let rt = crate::cli::runtime()?;
     let listing = rt.block_on(async {

@@ -10,6 +10,7 @@ pub mod local;
 pub mod ls;
 pub mod offer;
 pub mod output;
+pub mod password;
 pub mod receive;
 pub mod remote;
 pub mod send;
@@ -130,6 +131,8 @@ pub struct ShareArgs {
     /// Make a link without peer hints (found on the LAN or in the DHT instead).
     #[arg(long)]
     pub no_hints: bool,
+    #[command(flatten)]
+    pub lock: password::PasswordLock,
     /// Print the answer as JSON.
     #[arg(long)]
     pub json: bool,
@@ -156,6 +159,8 @@ pub struct GetArgs {
     /// Leave out the entries matching this glob (repeatable; wins over --only).
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
+    #[command(flatten)]
+    pub password: password::PasswordSource,
 }
 
 /// `peerdrop fetch`.
@@ -283,8 +288,10 @@ pub struct SendArgs {
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub max_rate: Option<u64>,
     /// Also serve the share to browsers on the LAN over HTTP; prints a web link (docs/WEB.md).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["password", "password_file"])]
     pub web: bool,
+    #[command(flatten)]
+    pub lock: password::PasswordLock,
     /// Address for --web to listen on.
     #[arg(
         long,
@@ -326,6 +333,8 @@ pub struct LookArgs {
     pub peer: Vec<libp2p::Multiaddr>,
     #[command(flatten)]
     pub one_shot: OneShot,
+    #[command(flatten)]
+    pub password: password::PasswordSource,
 }
 
 /// How a one-shot fetch (`receive`, `ls`, `cat`) runs its own node: how
@@ -448,6 +457,8 @@ pub struct SealArgs {
     /// Plaintext chunk size in bytes, a power of two from 1 KiB to 64 MiB (default: 1 MiB, more for huge shares).
     #[arg(long, value_name = "BYTES")]
     pub chunk_size: Option<u64>,
+    #[command(flatten)]
+    pub lock: password::PasswordLock,
     /// Print JSON lines (link, done, error) on stdout instead of the bare link.
     #[arg(long)]
     pub json: bool,
@@ -461,6 +472,8 @@ pub struct UnsealArgs {
     /// Folder of encrypted chunks, as written by `peerdrop seal`.
     #[arg(long)]
     pub from: PathBuf,
+    #[command(flatten)]
+    pub password: password::PasswordSource,
     /// Destination folder.
     #[arg(long, short = 'o', default_value = ".")]
     pub out: PathBuf,

@@ -93,7 +93,20 @@ pub fn share(a: &ShareArgs) -> anyhow::Result<()> {
         paths,
         hints: !a.no_hints,
     };
-    let r = call(&a.dir.path()?, req, a.json, |_| {})?;
+    // Asked before the daemon seals; the password never reaches it: the
+    // link is locked here.
+    let password = a.lock.password()?;
+    let mut r = call(&a.dir.path()?, req, a.json && password.is_none(), |_| {})?;
+    if password.is_some() {
+        let link = Link::parse_read_link(&r.link)?;
+        r.link = crate::cli::password::lock(link, password.as_ref())?.to_uri_string();
+        if a.json {
+            let mut v = serde_json::to_value(&r)?;
+            v["version"] = control::VERSION.into();
+            v["ok"] = true.into();
+            raw_line(&v.to_string());
+        }
+    }
     if !a.json {
         for s in &r.skipped {
             eprintln!("peerdrop: skipped {s}");
@@ -123,8 +136,13 @@ fn follow_bar(json: bool) -> (indicatif::ProgressBar, impl FnMut(&Event)) {
 /// `peerdrop fetch`.
 pub fn fetch(a: &FetchArgs) -> anyhow::Result<()> {
     let text = crate::cli::link_text(a.get.link.as_deref())?;
-    // Checked here too, so a mistake is reported before the daemon is asked.
-    Link::parse_read_link(&text)?;
+    // Checked here too, so a mistake is reported before the daemon is asked;
+    // a password link is unlocked here and the daemon gets the read link.
+    let link = Link::parse_read_link(&text)?;
+    let text = match link.locked() {
+        Some(_) => a.get.password.open(link)?.to_uri_string(),
+        None => text,
+    };
     if !a.get.only.is_empty() || !a.get.exclude.is_empty() {
         anyhow::bail!(
             "the daemon cannot fetch part of a share yet; use `peerdrop receive --only/--exclude`"

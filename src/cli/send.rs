@@ -41,6 +41,8 @@ pub fn run(args: &SendArgs) -> anyhow::Result<()> {
 }
 
 async fn run_async(args: &SendArgs) -> anyhow::Result<()> {
+    // Asked before sealing, which can take long.
+    let password = args.lock.password()?;
     let key = ShareKey::generate()?;
     let paths = args.paths.clone();
     let json = args.json;
@@ -109,7 +111,8 @@ async fn run_async(args: &SendArgs) -> anyhow::Result<()> {
         key: DoneKey::new(&key),
         to: done_tx,
     };
-    let link = Link::new(id, hints, Some(key))?.to_uri_string();
+    let link = crate::cli::password::lock(Link::new(id, hints, Some(key))?, password.as_ref())?
+        .to_uri_string();
     let provider = Arc::new(LocalProvider::new(share, Some(report)));
     let drain = Drain::default();
     let web_link = match web_key {
