@@ -46,5 +46,7 @@ pub mod pipeline;
 pub mod seal;
 pub mod select;
 pub mod store;
+#[cfg(test)]
+mod test_alloc;
 pub mod web;
 pub mod wire;
