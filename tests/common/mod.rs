@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod nat;
 pub mod net;
 pub mod netns;
 

@@ -1,0 +1,223 @@
+//! The NAT world of the namespace tests and the hole-punch bench: a
+//! "public" segment (203.0.113.0/24) with three daemons, and two homes,
+//! each behind its own NAT router, with a daemon that knows one public
+//! daemon as its bootstrap peer. Namespaces and processes go with it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::daemon::*;
+use super::netns::{self, home, Nat, Netns};
+use super::{bytes, sub};
+
+pub fn skip() -> bool {
+    if !netns::available() || !netns::have_iptables() {
+        eprintln!(
+            "skipped: needs root, iproute2 and iptables to build NAT routers in network namespaces"
+        );
+        return true;
+    }
+    false
+}
+
+/// A daemon in namespace `ns` logging to `<dir>.log` (info, and the
+/// node's debug lines, which record each inbound data stream).
+pub fn start(dir: &Path, ns: &str, args: &[&str], config: &str) -> Daemon {
+    fs::create_dir_all(dir).unwrap();
+    fs::write(dir.join("peerdrop.toml"), config).unwrap();
+    let log = fs::File::create(dir.with_extension("log")).unwrap();
+    let child = Command::new("ip")
+        .args(["netns", "exec", ns, BIN, "daemon", "--no-mdns"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env_remove("PEERDROP_DATA_DIR")
+        .env(
+            "RUST_LOG",
+            "info,peerdrop::net::node=debug,peerdrop::net::node::event_loop=info",
+        )
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let d = Daemon {
+        child: Some(child),
+        dir: dir.to_owned(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cli(dir, &["status", "--json"]).status.code() != Some(0) {
+        assert!(Instant::now() < deadline, "daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d
+}
+
+/// Waits (up to `secs`) for `cond` on `d`'s status.
+pub fn wait_status(d: &Daemon, secs: u64, what: &str, cond: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let st = d.json(&["status"]);
+        if cond(&st) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} within {secs}s; status: {st}\nlog tail:\n{}",
+            log_tail(&d.dir)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub fn log_of(dir: &Path) -> String {
+    fs::read_to_string(dir.with_extension("log")).unwrap_or_default()
+}
+
+pub fn log_tail(dir: &Path) -> String {
+    let log = log_of(dir);
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// Inbound data streams the daemon in `dir` served, (direct, relayed).
+pub fn served_streams(dir: &Path) -> (usize, usize) {
+    let log = log_of(dir);
+    let streams = log.lines().filter(|l| l.contains("inbound data stream"));
+    let (mut direct, mut relayed) = (0, 0);
+    for l in streams {
+        if l.contains("relayed=true") {
+            relayed += 1;
+        } else if l.contains("relayed=false") {
+            direct += 1;
+        }
+    }
+    (direct, relayed)
+}
+
+pub fn circuits(st: &serde_json::Value) -> usize {
+    st["listen"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter(|a| a.as_str().is_some_and(|a| a.contains("/p2p-circuit")))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// The network and its daemons; namespaces and processes go with it.
+pub struct World {
+    // Field order is drop order: daemons before their namespaces.
+    pub a: Daemon,
+    pub b: Daemon,
+    pub public: Vec<Daemon>,
+    pub net: Netns,
+    pub tmp: tempfile::TempDir,
+}
+
+impl World {
+    /// Builds the topology (namespace names start with "rp" and `tag`),
+    /// starts three public daemons with `relay_config`, and a daemon in
+    /// each home, and waits until home A holds two circuit reservations.
+    pub fn build(tag: &str, nat: Nat, relay_config: &str) -> World {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut net = Netns::with_prefix("rp");
+        let public = net.bridge(&format!("{tag}pub"));
+        let mut pubs = Vec::new();
+        let mut pub_addrs: Vec<String> = Vec::new();
+        for i in 1..=3 {
+            let ns = net.host_on(
+                &public,
+                &format!("{tag}p{i}"),
+                "eth0",
+                &format!("203.0.113.{i}/24"),
+            );
+            let mut args = vec![
+                "--listen".to_owned(),
+                "/ip4/0.0.0.0/tcp/4001".to_owned(),
+                "--listen".to_owned(),
+                "/ip4/0.0.0.0/udp/4001/quic-v1".to_owned(),
+            ];
+            if let Some(first) = pub_addrs.first() {
+                args.push("--bootstrap".into());
+                args.push(first.clone());
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let d = start(&sub(&tmp, &format!("pub{i}")), &ns, &args, relay_config);
+            let id = d.json(&["status"])["peer_id"].as_str().unwrap().to_owned();
+            pub_addrs.push(format!("/ip4/203.0.113.{i}/tcp/4001/p2p/{id}"));
+            pubs.push(d);
+        }
+        let mut homes = Vec::new();
+        for (i, side) in ["a", "b"].iter().enumerate() {
+            let (_router, host) = home(
+                &mut net,
+                &public,
+                &format!("{tag}{side}"),
+                &format!("203.0.113.{}/24", 11 + i),
+                81 + i as u8,
+                nat,
+            );
+            // Each home knows one public daemon, not the same one.
+            let d = start(
+                &sub(&tmp, side),
+                &host,
+                &[
+                    "--listen",
+                    "/ip4/0.0.0.0/tcp/0",
+                    "--listen",
+                    "/ip4/0.0.0.0/udp/0/quic-v1",
+                    "--bootstrap",
+                    &pub_addrs[i],
+                ],
+                "",
+            );
+            homes.push(d);
+        }
+        let b = homes.pop().unwrap();
+        let a = homes.pop().unwrap();
+        // Links carry the circuit addresses reserved when they are made.
+        wait_status(&a, 90, "home A reserved two relay circuits", |st| {
+            circuits(st) >= 2
+        });
+        World {
+            a,
+            b,
+            public: pubs,
+            net,
+            tmp,
+        }
+    }
+
+    /// Shares `len` bytes in home A and fetches them in home B with the
+    /// link alone; returns the fetcher's status entry for the sharer.
+    pub fn transfer(&self, len: usize) -> serde_json::Value {
+        let f = sub(&self.tmp, "across-nat.bin");
+        fs::write(&f, bytes(9, len)).unwrap();
+        let link = self.a.share(&f);
+        let out: PathBuf = sub(&self.tmp, "out");
+        let o = fetch(&self.b.dir, &link, &out, &[]);
+        assert!(
+            o.status.success(),
+            "{}\nsharer log:\n{}\nfetcher log:\n{}",
+            err(&o),
+            log_tail(&self.a.dir),
+            log_tail(&self.b.dir)
+        );
+        assert!(
+            fs::read(out.join("across-nat.bin")).unwrap() == fs::read(&f).unwrap(),
+            "the fetched file differs"
+        );
+        let a_id = self.a.json(&["status"])["peer_id"].clone();
+        let st = self.b.json(&["status"]);
+        st["connected"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["peer"] == a_id)
+            .cloned()
+            .unwrap_or_else(|| panic!("the fetcher is not connected to the sharer: {st}"))
+    }
+}
