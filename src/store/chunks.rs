@@ -9,6 +9,8 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{Mode, OFlags};
+
 use crate::chunk::{hex, ChunkId};
 use crate::manifest::{ManifestId, MAX_MANIFEST_LEN};
 
@@ -96,8 +98,20 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 fn read_capped(path: &Path, max_len: usize) -> io::Result<Vec<u8>> {
-    let f = File::open(path)?;
-    let len = f.metadata()?.len();
+    // A chunk folder may come from anyone (`unseal --from`): a FIFO would
+    // block `open` forever and a symlink to `/dev/zero` would read without
+    // end, so nothing but a regular file is read, and never through a link.
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let f = match rustix::fs::open(path, flags, Mode::empty()) {
+        Ok(fd) => File::from(fd),
+        Err(rustix::io::Errno::LOOP) => return Err(not_regular(path, "a symbolic link")),
+        Err(e) => return Err(e.into()),
+    };
+    let meta = f.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(not_regular(path, "not a regular file"));
+    }
+    let len = meta.len();
     if len > max_len as u64 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -110,4 +124,60 @@ fn read_capped(path: &Path, max_len: usize) -> io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(len as usize);
     f.take(max_len as u64 + 1).read_to_end(&mut buf)?;
     Ok(buf)
+}
+
+fn not_regular(path: &Path, what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "{} is {what}; a chunk folder holds regular files only (remove it, or fetch the chunk again)",
+            path.display()
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// Reads `path` on another thread: a read that blocks fails the test
+    /// instead of hanging it.
+    fn read_within(path: PathBuf) -> io::Result<Vec<u8>> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(read_capped(&path, 1 << 20));
+        });
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("reading a chunk blocked")
+    }
+
+    #[test]
+    fn special_files_in_a_chunk_folder_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let e = read_within(fifo).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+
+        let link = dir.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        let e = read_within(link).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+
+        let e = read_within(PathBuf::from("/dev/zero")).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+
+        let file = dir.path().join("chunk");
+        fs::write(&file, b"sealed bytes").unwrap();
+        assert_eq!(read_within(file).unwrap(), b"sealed bytes");
+    }
 }
