@@ -18,7 +18,7 @@ pub fn run(args: &CatArgs) -> anyhow::Result<()> {
     let rt = crate::cli::runtime()?;
     rt.block_on(async {
         let (client, opts) =
-            crate::cli::receive::node_and_options(&look.one_shot)?;
+            crate::cli::receive::node_and_options(&look.one_shot).await?;
         let (tx, rx) = peerdrop::net::fetch::progress_channel();
         let ui = tokio::spawn(crate::cli::receive::report_waiting(rx, false));
         // Unbuffered: each verified chunk is written (and flushed) whole.

@@ -17,7 +17,7 @@ pub fn run(args: &LsArgs) -> anyhow::Result<()> {
     let sources = crate::cli::receive::sources(&link, &look.peer, &look.one_shot.discovery)?;
     let rt = crate::cli::runtime()?;
     let listing = rt.block_on(async {
-        let (client, opts) = crate::cli::receive::node_and_options(&look.one_shot)?;
+        let (client, opts) = crate::cli::receive::node_and_options(&look.one_shot).await?;
         let (tx, rx) = peerdrop::net::fetch::progress_channel();
         let ui = tokio::spawn(crate::cli::receive::report_waiting(rx, args.json));
         let r = tokio::select! {

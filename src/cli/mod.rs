@@ -12,6 +12,7 @@ pub mod offer;
 pub mod output;
 pub mod password;
 pub mod receive;
+pub mod relays;
 pub mod remote;
 pub mod send;
 pub mod web;

@@ -51,8 +51,10 @@ pub fn sources(
     Ok(sources)
 }
 
-/// A node for one fetch, and the options every one-shot fetch shares.
-pub fn node_and_options(one_shot: &OneShot) -> anyhow::Result<(Client, FetchOptions)> {
+/// A node for one fetch, and the options every one-shot fetch shares. It
+/// listens (ephemeral TCP and QUIC ports), so that a sender behind NAT that
+/// it reaches through a relay can hole-punch to it.
+pub async fn node_and_options(one_shot: &OneShot) -> anyhow::Result<(Client, FetchOptions)> {
     let OneShot {
         wait,
         timeout,
@@ -64,6 +66,7 @@ pub fn node_and_options(one_shot: &OneShot) -> anyhow::Result<(Client, FetchOpti
         bootstrap: discovery.bootstrap.clone(),
         ..NodeConfig::default()
     })?;
+    crate::cli::relays::listen_ephemeral(&client).await;
     let opts = FetchOptions {
         discover: !discovery.no_mdns || !discovery.bootstrap.is_empty(),
         request_timeout: Duration::from_secs((*timeout).max(1)),
@@ -102,9 +105,31 @@ pub async fn report_waiting(mut rx: mpsc::Receiver<Progress>, json: bool) {
     }
 }
 
+/// Says whether each connection the fetch ended with is direct or goes
+/// through a relay (a JSON `connections` event, or log lines with -v).
+async fn report_connections(client: &Client, json: bool) {
+    let Ok(st) = client.reach_status().await else {
+        return;
+    };
+    if json {
+        let peers: Vec<_> = st
+            .connections
+            .iter()
+            .map(|c| {
+                json!({"peer": c.peer.to_base58(), "direct": c.direct.len(), "relayed": c.relayed.len()})
+            })
+            .collect();
+        output::json_line(&json!({"event": "connections", "peers": peers}));
+    }
+    for c in &st.connections {
+        let kind = if c.is_direct() { "direct" } else { "relayed" };
+        tracing::info!(peer = %c.peer, kind, "connection at the end of the fetch");
+    }
+}
+
 async fn run_async(args: &ReceiveArgs, link: Link, sources: Vec<PeerAddr>) -> anyhow::Result<()> {
     let start = Instant::now();
-    let (client, mut opts) = node_and_options(&args.one_shot)?;
+    let (client, mut opts) = node_and_options(&args.one_shot).await?;
     opts.output = OutputOptions {
         force: args.get.force,
     };
@@ -161,6 +186,9 @@ async fn run_async(args: &ReceiveArgs, link: Link, sources: Vec<PeerAddr>) -> an
         _ = tokio::signal::ctrl_c() => Err(Interrupted.into()),
     };
     let _ = ui.await;
+    if result.is_ok() {
+        report_connections(&client, json).await;
+    }
     client.shutdown().await;
     let done = result?;
     let elapsed = start.elapsed();

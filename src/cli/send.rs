@@ -6,6 +6,7 @@ use anyhow::Context;
 use libp2p::Multiaddr;
 use peerdrop::crypto::{DoneKey, ShareKey};
 use peerdrop::link::Link;
+use peerdrop::net::addr::is_relayed;
 use peerdrop::net::node::{self, NodeConfig};
 use peerdrop::net::serve::{serve, DoneReport, Drain, LocalProvider, ServeConfig};
 use peerdrop::net::{hint_addrs, PeerAddr};
@@ -14,7 +15,7 @@ use peerdrop::store::share::LocalShare;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::cli::{output, SendArgs};
+use crate::cli::{output, relays, SendArgs};
 
 /// Done reports waiting to be printed; more are dropped (the serving side
 /// never waits on this loop).
@@ -68,16 +69,17 @@ async fn run_async(args: &SendArgs) -> anyhow::Result<()> {
     let total = share.manifest().content_len;
     let files = share.source().metadata().file_count();
 
+    // With a bootstrap peer, relays are picked among the peers it leads
+    // to, as a daemon does; relays named with --relay override the choice.
+    let auto_relay = !args.discovery.bootstrap.is_empty() && args.relay.is_empty();
     let client = node::spawn(NodeConfig {
         mdns: !args.discovery.no_mdns,
         bootstrap: args.discovery.bootstrap.clone(),
+        auto_relay,
         ..NodeConfig::default()
     })?;
     let listen: Vec<Multiaddr> = if args.listen.is_empty() {
-        ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"]
-            .iter()
-            .map(|a| a.parse().expect("valid default address"))
-            .collect()
+        relays::ephemeral_listen()
     } else {
         args.listen.clone()
     };
@@ -90,6 +92,13 @@ async fn run_async(args: &SendArgs) -> anyhow::Result<()> {
         client
             .listen(r.clone().with(libp2p::multiaddr::Protocol::P2pCircuit))
             .await?;
+    }
+    if auto_relay {
+        // Before the link and the provider record: both carry the circuit
+        // addresses known when they are made.
+        if relays::wait_for_relays(&client).await? == relays::Outcome::Public {
+            eprintln!("peerdrop: reachable from outside; no relay needed");
+        }
     }
     if !args.discovery.bootstrap.is_empty() {
         client.provide(id.locator().to_vec()).await;
@@ -137,6 +146,7 @@ async fn run_async(args: &SendArgs) -> anyhow::Result<()> {
             "event": "listening", "peer": client.peer_id().to_base58(),
             "addrs": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "files": files, "bytes": total,
+            "relays": addrs.iter().filter(|a| is_relayed(a)).count(),
         }));
         if let Some(w) = &web_link {
             output::json_line(&json!({"event": "web_link", "link": w}));

@@ -107,12 +107,95 @@ pub fn circuits(st: &serde_json::Value) -> usize {
         .unwrap_or(0)
 }
 
+/// The "public" segment: a bridge with three daemons on it
+/// (203.0.113.1-3, TCP and QUIC on port 4001), each configured with
+/// `relay_config`, the second and third bootstrapped from the first.
+pub struct Public {
+    /// The namespace holding the bridge, for homes to join.
+    pub bridge: String,
+    pub daemons: Vec<Daemon>,
+    /// Each daemon's TCP address, ending in /p2p/PEER.
+    pub addrs: Vec<String>,
+}
+
+impl Public {
+    /// Builds the segment (namespace names end with `tag`) and starts its
+    /// daemons, with data dirs `pub1..3` in `tmp`.
+    pub fn build(
+        net: &mut Netns,
+        tmp: &tempfile::TempDir,
+        tag: &str,
+        relay_config: &str,
+    ) -> Public {
+        let bridge = net.bridge(&format!("{tag}pub"));
+        let mut daemons = Vec::new();
+        let mut addrs: Vec<String> = Vec::new();
+        for i in 1..=3 {
+            let ns = net.host_on(
+                &bridge,
+                &format!("{tag}p{i}"),
+                "eth0",
+                &format!("203.0.113.{i}/24"),
+            );
+            let mut args = vec![
+                "--listen".to_owned(),
+                "/ip4/0.0.0.0/tcp/4001".to_owned(),
+                "--listen".to_owned(),
+                "/ip4/0.0.0.0/udp/4001/quic-v1".to_owned(),
+            ];
+            if let Some(first) = addrs.first() {
+                args.push("--bootstrap".into());
+                args.push(first.clone());
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let d = start(&sub(tmp, &format!("pub{i}")), &ns, &args, relay_config);
+            let id = d.json(&["status"])["peer_id"].as_str().unwrap().to_owned();
+            addrs.push(format!("/ip4/203.0.113.{i}/tcp/4001/p2p/{id}"));
+            daemons.push(d);
+        }
+        Public {
+            bridge,
+            daemons,
+            addrs,
+        }
+    }
+
+    /// Adds home `side` (0 for A, 1 for B) behind a router with `nat`;
+    /// returns the namespace of its host.
+    pub fn home(&self, net: &mut Netns, tag: &str, side: usize, nat: Nat) -> String {
+        let name = ["a", "b"][side];
+        let (_router, host) = home(
+            net,
+            &self.bridge,
+            &format!("{tag}{name}"),
+            &format!("203.0.113.{}/24", 11 + side),
+            81 + side as u8,
+            nat,
+        );
+        host
+    }
+
+    /// Waits until every public daemon found itself reachable (and so
+    /// serves the DHT and relays, unless configured otherwise).
+    pub fn wait_public(&self, secs: u64) {
+        for d in &self.daemons {
+            wait_status(d, secs, "a public daemon found itself reachable", |st| {
+                st["reachability"] == "public"
+            });
+        }
+    }
+}
+
 /// The network and its daemons; namespaces and processes go with it.
 pub struct World {
     // Field order is drop order: daemons before their namespaces.
     pub a: Daemon,
     pub b: Daemon,
     pub public: Vec<Daemon>,
+    /// The public daemons' TCP addresses, ending in /p2p/PEER.
+    pub public_addrs: Vec<String>,
+    /// The namespaces of the hosts in home A and home B.
+    pub hosts: Vec<String>,
     pub net: Netns,
     pub tmp: tempfile::TempDir,
 }
@@ -124,42 +207,11 @@ impl World {
     pub fn build(tag: &str, nat: Nat, relay_config: &str) -> World {
         let tmp = tempfile::tempdir().unwrap();
         let mut net = Netns::with_prefix("rp");
-        let public = net.bridge(&format!("{tag}pub"));
-        let mut pubs = Vec::new();
-        let mut pub_addrs: Vec<String> = Vec::new();
-        for i in 1..=3 {
-            let ns = net.host_on(
-                &public,
-                &format!("{tag}p{i}"),
-                "eth0",
-                &format!("203.0.113.{i}/24"),
-            );
-            let mut args = vec![
-                "--listen".to_owned(),
-                "/ip4/0.0.0.0/tcp/4001".to_owned(),
-                "--listen".to_owned(),
-                "/ip4/0.0.0.0/udp/4001/quic-v1".to_owned(),
-            ];
-            if let Some(first) = pub_addrs.first() {
-                args.push("--bootstrap".into());
-                args.push(first.clone());
-            }
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let d = start(&sub(&tmp, &format!("pub{i}")), &ns, &args, relay_config);
-            let id = d.json(&["status"])["peer_id"].as_str().unwrap().to_owned();
-            pub_addrs.push(format!("/ip4/203.0.113.{i}/tcp/4001/p2p/{id}"));
-            pubs.push(d);
-        }
+        let public = Public::build(&mut net, &tmp, tag, relay_config);
         let mut homes = Vec::new();
+        let mut hosts = Vec::new();
         for (i, side) in ["a", "b"].iter().enumerate() {
-            let (_router, host) = home(
-                &mut net,
-                &public,
-                &format!("{tag}{side}"),
-                &format!("203.0.113.{}/24", 11 + i),
-                81 + i as u8,
-                nat,
-            );
+            let host = public.home(&mut net, tag, i, nat);
             // Each home knows one public daemon, not the same one.
             let d = start(
                 &sub(&tmp, side),
@@ -170,11 +222,12 @@ impl World {
                     "--listen",
                     "/ip4/0.0.0.0/udp/0/quic-v1",
                     "--bootstrap",
-                    &pub_addrs[i],
+                    &public.addrs[i],
                 ],
                 "",
             );
             homes.push(d);
+            hosts.push(host);
         }
         let b = homes.pop().unwrap();
         let a = homes.pop().unwrap();
@@ -185,7 +238,9 @@ impl World {
         World {
             a,
             b,
-            public: pubs,
+            public: public.daemons,
+            public_addrs: public.addrs,
+            hosts,
             net,
             tmp,
         }
