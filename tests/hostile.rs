@@ -161,36 +161,6 @@ fn unsafe_paths_reject_the_whole_share_and_name_the_entry() {
     }
 }
 
-fn share_of(tree: &Tree) -> (String, Share) {
-    let tmp = tempfile::tempdir().unwrap();
-    write_tree(tmp.path(), tree);
-    let paths: Vec<_> = fs::read_dir(tmp.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    let source = peerdrop::store::source::Source::scan(&paths).unwrap();
-    let mut content = Vec::new();
-    std::io::Read::read_to_end(&mut source.reader(), &mut content).unwrap();
-    let key = ShareKey::generate().unwrap();
-    let share = seal_mem(&key, source.metadata(), &content, 10, 2);
-    let link = Link::new(share.id, Vec::new(), Some(key))
-        .unwrap()
-        .to_uri_string();
-    (link, share)
-}
-
-fn tree(items: &[(&str, Option<&[u8]>)]) -> Tree {
-    items
-        .iter()
-        .map(|(p, d)| {
-            (
-                p.to_string(),
-                (d.is_none(), false, d.unwrap_or_default().to_vec()),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn existing_files_are_kept_unless_forced_and_folders_never_replaced() {
     let (link, share) = share_of(&tree(&[("note.txt", Some(b"new"))]));

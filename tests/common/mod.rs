@@ -283,3 +283,36 @@ pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
 pub fn sub(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
 }
+
+/// Seals the tree `tree` (written to a temp folder and scanned as a
+/// sender would) in memory with 1 KiB chunks: its read link and chunks.
+pub fn share_of(tree: &Tree) -> (String, Share) {
+    let tmp = tempfile::tempdir().unwrap();
+    write_tree(tmp.path(), tree);
+    let paths: Vec<_> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let source = peerdrop::store::source::Source::scan(&paths).unwrap();
+    let mut content = Vec::new();
+    std::io::Read::read_to_end(&mut source.reader(), &mut content).unwrap();
+    let key = ShareKey::generate().unwrap();
+    let share = seal_mem(&key, source.metadata(), &content, 10, 2);
+    let link = Link::new(share.id, Vec::new(), Some(key))
+        .unwrap()
+        .to_uri_string();
+    (link, share)
+}
+
+/// A [`Tree`] of folders (`None`) and files (`Some(bytes)`).
+pub fn tree(items: &[(&str, Option<&[u8]>)]) -> Tree {
+    items
+        .iter()
+        .map(|(p, d)| {
+            (
+                p.to_string(),
+                (d.is_none(), false, d.unwrap_or_default().to_vec()),
+            )
+        })
+        .collect()
+}
