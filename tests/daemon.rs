@@ -810,6 +810,7 @@ fn a_thousand_queued_background_fetches_from_one_source_all_complete() {
             link: link.clone(),
             out: out.clone(),
             force: false,
+            merge: false,
             peers: Vec::new(),
             detach: true,
         };

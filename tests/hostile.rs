@@ -232,13 +232,18 @@ fn planted_symlinks_in_the_destination_are_never_followed() {
     assert_eq!(fs::read_dir(victim.path()).unwrap().count(), 1);
 }
 
+/// Only when asked (audit F-07; tests/output_safety.rs has the refusal).
 #[test]
-fn an_existing_folder_is_merged_into() {
+fn an_existing_folder_is_merged_into_with_merge() {
     let (link, share) = share_of(&tree(&[("photos", None), ("photos/new.jpg", Some(b"new"))]));
     let dest = tempfile::tempdir().unwrap();
     fs::create_dir(dest.path().join("photos")).unwrap();
     fs::write(dest.path().join("photos/old.jpg"), b"old").unwrap();
-    receive(&link, &share.manifest, &share.chunks, dest.path(), false).unwrap();
+    let merge = OutputOptions {
+        merge: true,
+        ..OutputOptions::default()
+    };
+    receive_with(&link, &share.manifest, &share.chunks, dest.path(), &merge).unwrap();
     assert_eq!(
         fs::read(dest.path().join("photos/old.jpg")).unwrap(),
         b"old"

@@ -323,12 +323,13 @@ fn receiving_again_checks_the_files_in_place_and_keeps_them() {
     assert_eq!(read_tree(&dest.join("album")), t);
     assert_eq!(names_in(&dest), ["album"]);
 
-    // Same size, other bytes: someone else's file.
+    // Same size, other bytes: someone else's file. The refusal is the
+    // one the plan gave: `album` exists and nothing merges into it.
     fs::write(dest.join("album/sub/b.txt"), b"wasp").unwrap();
     let out = receive(&link, &dest, &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("already exists; pass --force"),
+        stderr(&out).contains("album already exists; pass --merge"),
         "{}",
         stderr(&out)
     );

@@ -350,6 +350,7 @@ fn fetch_request(link: &str, out: &Path, detach: bool) -> FetchRequest {
         link: link.to_owned(),
         out: out.to_owned(),
         force: false,
+        merge: false,
         peers: Vec::new(),
         detach,
     }

@@ -105,7 +105,10 @@ pub fn run_unseal(args: &UnsealArgs) -> anyhow::Result<()> {
         &mut dir,
         &args.out,
         &UnsealOptions {
-            output: OutputOptions { force: args.force },
+            output: OutputOptions {
+                force: args.force,
+                merge: args.merge,
+            },
             threads: 0,
         },
         |n| {

@@ -153,6 +153,10 @@ pub struct GetArgs {
     /// Replace existing files (folders are never replaced).
     #[arg(long)]
     pub force: bool,
+    /// Write into folders of the share's top level that already exist in
+    /// the destination (without it, an existing top-level name is refused).
+    #[arg(long)]
+    pub merge: bool,
     /// Take only the entries matching this glob (repeatable; a folder takes what is inside it).
     /// `*` and `?` stay within a name, `**` spans folders; without `/` it matches names at any depth.
     #[arg(long, value_name = "GLOB")]
@@ -481,6 +485,10 @@ pub struct UnsealArgs {
     /// Replace existing files (folders are never replaced).
     #[arg(long)]
     pub force: bool,
+    /// Write into folders of the share's top level that already exist in
+    /// the destination (without it, an existing top-level name is refused).
+    #[arg(long)]
+    pub merge: bool,
     /// Print JSON lines (progress, done, error) on stdout.
     #[arg(long)]
     pub json: bool,

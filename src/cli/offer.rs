@@ -143,7 +143,7 @@ impl Offer {
         let existing = self.existing.join(", ");
         if !existing.is_empty() {
             s += &format!(
-                "  ! already in {}: {existing} (folders get the new files added; files stay unless --force)\n",
+                "  ! already in {}: {existing} (the receive stops there unless --merge for folders, --force for files)\n",
                 dest.display()
             );
         }

@@ -132,6 +132,7 @@ async fn run_async(args: &ReceiveArgs, link: Link, sources: Vec<PeerAddr>) -> an
     let (client, mut opts) = node_and_options(&args.one_shot).await?;
     opts.output = OutputOptions {
         force: args.get.force,
+        merge: args.get.merge,
     };
     opts.selection = Selection::new(&args.get.only, &args.get.exclude)?;
     opts.approve = crate::cli::offer::approver(&args.get.out, args.yes, args.json);

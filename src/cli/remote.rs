@@ -153,6 +153,7 @@ pub fn fetch(a: &FetchArgs) -> anyhow::Result<()> {
         link: text.trim().to_owned(),
         out: out.clone(),
         force: a.get.force,
+        merge: a.get.merge,
         peers: a.get.peer.iter().map(|p| p.to_string()).collect(),
         detach: a.detach,
     };

@@ -139,6 +139,7 @@ impl Daemon {
                 out: req.out,
                 sources,
                 force: req.force,
+                merge: req.merge,
                 status: JobStatus::Queued,
                 bytes: 0,
                 paths: Vec::new(),

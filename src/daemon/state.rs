@@ -181,6 +181,9 @@ pub struct FetchRecord {
     pub sources: Vec<String>,
     /// Replace existing files.
     pub force: bool,
+    /// Write into existing folders of the share's top level.
+    #[serde(default)]
+    pub merge: bool,
     /// Where it stands.
     pub status: JobStatus,
     /// Content bytes, once known.

@@ -6,8 +6,10 @@
 //! its first bytes arrive. Content is written at its offset as chunks
 //! verify, in any order. [`Output::finish`] sets modes and times, flushes the
 //! file system, then renames each top-level entry (or, for a folder that
-//! already exists, each entry inside it) into place with `RENAME_NOREPLACE`,
-//! so an existing file is never replaced unless the caller asked for it.
+//! already exists and the caller asked to merge into, each entry inside it)
+//! into place with `RENAME_NOREPLACE`, so an existing file is never replaced
+//! unless the caller asked for it. Without [`OutputOptions::merge`] every
+//! top-level name of the share must be free in the destination.
 //! A crash before the renames leaves only the staging folder; a crash during
 //! them leaves some complete, verified entries in place and the rest staged.
 //! Before the first rename a `placing` marker is made durable in the staging
@@ -46,6 +48,12 @@ pub enum OutputError {
     /// Something is already at a path the share needs.
     #[error("{} already exists; pass --force to replace files, or choose another destination", .0.display())]
     Exists(PathBuf),
+    /// A folder of the share's top level that already exists: a share is
+    /// written into an existing folder only when asked to (`--merge`), so
+    /// that receiving into a home folder cannot silently add files to
+    /// `.ssh` or `.config`.
+    #[error("{} already exists; pass --merge to add the share's files into it (existing files are kept unless --force), or choose another destination", .0.display())]
+    Conflict(PathBuf),
     /// Something that is never replaced: a folder where a file goes, or
     /// anything but a real folder where a folder goes.
     #[error("{} is in the way and will not be replaced, even with --force; move it away or choose another destination", .0.display())]
@@ -89,6 +97,9 @@ const PLACING: &str = "placing";
 pub struct OutputOptions {
     /// Replace existing files (never folders).
     pub force: bool,
+    /// Write into folders of the share's top level that already exist
+    /// (without it, any existing top-level name is refused).
+    pub merge: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +114,25 @@ enum Plan {
     Covered,
     /// Already moved into place by an interrupted run.
     Placed,
+}
+
+/// Why an entry's path was refused by the plan: the error to give if files
+/// found in place turn out not to be the share.
+#[derive(Clone, Debug)]
+enum Taken {
+    /// [`OutputError::Exists`].
+    Exists(PathBuf),
+    /// [`OutputError::Conflict`].
+    Conflict(PathBuf),
+}
+
+impl From<Taken> for OutputError {
+    fn from(t: Taken) -> OutputError {
+        match t {
+            Taken::Exists(p) => OutputError::Exists(p),
+            Taken::Conflict(p) => OutputError::Conflict(p),
+        }
+    }
 }
 
 /// A share being written into a destination folder.
@@ -131,9 +161,9 @@ pub struct Output {
     /// Whether that run had verified everything and begun the renames.
     placing: bool,
     /// Set when the share looks already placed by a finished run (the
-    /// first entry found in place): `tree` is then the destination itself,
-    /// read to be checked, never written.
-    present: Option<PathBuf>,
+    /// refusal the plan gave, kept for when the check fails): `tree` is
+    /// then the destination itself, read to be checked, never written.
+    present: Option<Taken>,
 }
 
 /// Name of the staging folder for a share.
@@ -157,10 +187,16 @@ impl Output {
         let placing = fs::symlink_metadata(staging.join(PLACING)).is_ok_and(|m| m.is_file());
         let tree = staging.join("tree");
         let plan = match plan(dest, &metadata, opts, placing.then_some((&tree, &staging))) {
-            Err(OutputError::Exists(path))
-                if fs::symlink_metadata(&staging).is_err() && looks_placed(dest, &metadata) =>
-            {
-                return Ok(Output::already_placed(dest, staging, metadata, path));
+            // The one refusal that is not an error: this very share, already
+            // in place (checked by resealing before it counts). Not a merge:
+            // nothing is written.
+            Err(e) if fs::symlink_metadata(&staging).is_err() && looks_placed(dest, &metadata) => {
+                let taken = match e {
+                    OutputError::Exists(p) => Taken::Exists(p),
+                    OutputError::Conflict(p) => Taken::Conflict(p),
+                    e => return Err(e),
+                };
+                return Ok(Output::already_placed(dest, staging, metadata, taken));
             }
             plan => plan?,
         };
@@ -264,7 +300,7 @@ impl Output {
 
     /// A share whose every entry is already where it goes (`taken` is the
     /// first that was found there): its files are read, to be checked.
-    fn already_placed(dest: &Path, staging: PathBuf, metadata: Metadata, taken: PathBuf) -> Output {
+    fn already_placed(dest: &Path, staging: PathBuf, metadata: Metadata, taken: Taken) -> Output {
         let mut files = Vec::new();
         let mut offset = 0;
         for (i, e) in metadata.entries().iter().enumerate() {
@@ -301,7 +337,10 @@ impl Output {
     /// The error for files in the way, when [`Output::present`] files turn
     /// out not to be the share.
     pub fn taken(&self) -> OutputError {
-        OutputError::Exists(self.present.clone().unwrap_or_else(|| self.dest.clone()))
+        self.present
+            .clone()
+            .unwrap_or_else(|| Taken::Exists(self.dest.clone()))
+            .into()
     }
 
     /// Whether a previous run's staging folder was reused: its content is
@@ -566,6 +605,14 @@ fn plan(
                 Plan::Move
             }
             Err(err) => return Err(at(&to)(err).into()),
+            Ok(m)
+                if m.is_dir()
+                    && e.kind == EntryKind::Dir
+                    && !opts.merge
+                    && e.path.parent().is_none() =>
+            {
+                return Err(OutputError::Conflict(to))
+            }
             Ok(m) if m.is_dir() && e.kind == EntryKind::Dir => Plan::Merge,
             Ok(m) if m.is_dir() => return Err(OutputError::Blocked(to)),
             Ok(_) if e.kind == EntryKind::Dir => return Err(OutputError::Blocked(to)),

@@ -173,6 +173,21 @@ pub fn receive_typed(
     dest: &Path,
     force: bool,
 ) -> Result<Unsealed, ReceiveError> {
+    let output = OutputOptions {
+        force,
+        ..OutputOptions::default()
+    };
+    receive_with(link, manifest, chunks, dest, &output)
+}
+
+/// [`receive`] with any output options, and the typed error.
+pub fn receive_with(
+    link: &str,
+    manifest: &[u8],
+    chunks: &ChunkMap,
+    dest: &Path,
+    output: &OutputOptions,
+) -> Result<Unsealed, ReceiveError> {
     let link = Link::parse_read_link(link).map_err(ReceiveError::Link)?;
     let m =
         Manifest::decode_verified(link.manifest_id(), manifest).map_err(ReceiveError::Manifest)?;
@@ -190,7 +205,7 @@ pub fn receive_typed(
         &mut source,
         dest,
         &UnsealOptions {
-            output: OutputOptions { force },
+            output: output.clone(),
             threads: 2,
         },
         |_| {},

@@ -155,6 +155,9 @@ pub struct FetchRequest {
     /// Replace existing files.
     #[serde(default)]
     pub force: bool,
+    /// Write into existing folders of the share's top level.
+    #[serde(default)]
+    pub merge: bool,
     /// Extra sources: multiaddrs ending in /p2p/PEER.
     #[serde(default)]
     pub peers: Vec<String>,

@@ -7,6 +7,7 @@ use crate::daemon::Daemon;
 use crate::link::Link;
 use crate::manifest::ManifestId;
 use crate::net::fetch::{fetch, Fetched, ProgressTx};
+use crate::store::output::OutputOptions;
 
 impl Daemon {
     /// Runs fetch `id` (its record is in the state) and records how it
@@ -38,7 +39,10 @@ impl Daemon {
         };
         let link = Link::new(rec.id, Vec::new(), Some(key)).expect("no hints");
         let sources = Daemon::parse_sources(&rec.sources);
-        let opts = self.fetch_options(rec.force);
+        let opts = self.fetch_options(OutputOptions {
+            force: rec.force,
+            merge: rec.merge,
+        });
         let r = fetch(&self.client, &link, sources, &rec.out, &opts, ptx).await;
         let status = match &r {
             Ok(done) => {

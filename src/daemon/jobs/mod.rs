@@ -112,11 +112,11 @@ fn progress_bridge(
 }
 
 impl Daemon {
-    pub(in crate::daemon) fn fetch_options(&self, force: bool) -> FetchOptions {
+    pub(in crate::daemon) fn fetch_options(&self, output: OutputOptions) -> FetchOptions {
         FetchOptions {
             request_timeout: Duration::from_secs(self.config.request_timeout_secs.max(1)),
             wait: Duration::from_secs(self.config.fetch_wait_secs),
-            output: OutputOptions { force },
+            output,
             discover: true,
             ..FetchOptions::default()
         }

@@ -14,6 +14,7 @@ use crate::daemon::state::JobStatus;
 use crate::daemon::{Daemon, JobProgress};
 use crate::manifest::{Manifest, ManifestId};
 use crate::net::fetch::{fetch_ciphertext, ProgressTx};
+use crate::store::output::OutputOptions;
 
 /// Bytes kept free beyond what a pin needs.
 const SPARE_BYTES: u64 = 16 << 20;
@@ -43,7 +44,7 @@ impl Daemon {
             };
         };
         let sources = Daemon::parse_sources(&rec.sources);
-        let opts = self.fetch_options(false);
+        let opts = self.fetch_options(OutputOptions::default());
         let r = tokio::select! {
             r = fetch_ciphertext(&self.client, id, sources, &self.chunks, &opts, ptx) => {
                 r.map_err(|e| e.to_string())
