@@ -272,7 +272,17 @@ fn two_writers_of_one_share_into_one_folder_are_refused() {
     assert!(matches!(second, Err(OutputError::Busy(_))));
     drop(first);
     // The staging folder of the first run is reused once it is released.
-    let mut again = Output::create(dest.path(), &id, meta, &OutputOptions::default()).unwrap();
+    // Released means every copy of the lock's descriptor closed: a child
+    // another test thread forks meanwhile holds one until its exec.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut again = loop {
+        match Output::create(dest.path(), &id, meta.clone(), &OutputOptions::default()) {
+            Err(OutputError::Busy(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            r => break r.unwrap(),
+        }
+    };
     again.write_content(0, b"x").unwrap();
     again.finish().unwrap();
     assert_eq!(fs::read(dest.path().join("f")).unwrap(), b"x");
