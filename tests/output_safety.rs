@@ -11,7 +11,15 @@ use std::path::Path;
 
 use common::daemon::{err, fetch, Daemon, BIN};
 use common::*;
-use peerdrop::store::output::OutputOptions;
+use peerdrop::chunk::ChunkSize;
+use peerdrop::crypto::ShareKey;
+use peerdrop::manifest::ManifestId;
+use peerdrop::meta::Metadata;
+use peerdrop::seal::{seal, Resealer, SealOptions};
+use peerdrop::select::Subset;
+use peerdrop::store::output::{staging_name, Output, OutputError, OutputOptions};
+use peerdrop::store::resume;
+use peerdrop::store::source::Source;
 
 fn merging() -> OutputOptions {
     OutputOptions {
@@ -156,4 +164,218 @@ fn receive_fetch_and_unseal_refuse_an_existing_folder_without_merge() {
         assert_eq!(fs::read(out.join("album/mine.txt")).unwrap(), b"mine");
         assert_eq!(final_names_in(&out), ["album"], "{name}");
     }
+}
+
+/// A share sealed in memory, with what the receiving side needs to drive an
+/// [`Output`] by hand (as a fetch does).
+struct Sealed {
+    id: ManifestId,
+    metadata: Metadata,
+    content: Vec<u8>,
+    resealer: Resealer,
+}
+
+fn sealed(t: &Tree) -> Sealed {
+    let tmp = tempfile::tempdir().unwrap();
+    write_tree(tmp.path(), t);
+    let paths: Vec<_> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let source = Source::scan(&paths).unwrap();
+    let mut content = Vec::new();
+    std::io::Read::read_to_end(&mut source.reader(), &mut content).unwrap();
+    let key = ShareKey::generate().unwrap();
+    let opts = SealOptions {
+        chunk_size: ChunkSize::from_log2(10),
+        threads: 1,
+    };
+    let s = seal(&key, source.metadata(), &content[..], &opts, |_| Ok(())).unwrap();
+    Sealed {
+        id: s.id,
+        metadata: source.metadata().clone(),
+        resealer: Resealer::new(&key, s.manifest).unwrap(),
+        content,
+    }
+}
+
+fn album() -> Tree {
+    tree(&[
+        ("album", None),
+        ("album/a.txt", Some(b"aaa")),
+        ("album/sub", None),
+        ("album/sub/b.txt", Some(b"bb")),
+    ])
+}
+
+/// Runs `f` on another thread, failing the test if it takes over 60 s (a
+/// FIFO opened without `O_NONBLOCK` would hang it forever).
+fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the output hung")
+}
+
+/// Resumes `s` into `dest` as a fetch does: staged content verified by
+/// resealing, the rest written, then placed.
+fn resume_and_place(dest: &Path, s: &Sealed, opts: &OutputOptions) -> Result<(), OutputError> {
+    let out = Output::create(dest, &s.id, s.metadata.clone(), opts)?;
+    assert!(out.resumed());
+    let mut out = out;
+    let subset = Subset::everything(&s.metadata);
+    let good = resume::staged_content(&out, &s.resealer, &subset)?;
+    let size = s.resealer.manifest().chunk_size.bytes();
+    for i in subset.chunks(size) {
+        if !good.contains(&i) {
+            let start = (i * size) as usize;
+            let end = (start + size as usize).min(s.content.len());
+            out.write_content(start as u64, &s.content[start..end])?;
+        }
+    }
+    out.finish().map(|_| ())
+}
+
+/// F-06: what an interrupted run left in its staging folder is a hint only.
+/// A staged file longer than its declared size (its first bytes right, so
+/// its chunks verify) is cut to that size, and an entry the share does not
+/// list (planted next to staged files) never reaches the final tree.
+#[test]
+#[ignore = "audit F-06: fails on main (the unverified tail and planted entries are placed); fixed when staged files are cut to size and resume prunes what it did not verify"]
+fn leftovers_in_the_staging_folder_never_reach_a_final_path() {
+    let s = sealed(&album());
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path();
+    let mut out =
+        Output::create(dest, &s.id, s.metadata.clone(), &OutputOptions::default()).unwrap();
+    out.write_content(0, &s.content).unwrap();
+    drop(out); // interrupted before placing
+    let tree = dest.join(staging_name(&s.id)).join("tree");
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(tree.join("album/a.txt"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, b" and an unverified tail").unwrap();
+    fs::write(tree.join("album/run.sh"), b"#!/bin/sh\n").unwrap();
+    fs::create_dir(tree.join("album/sub/extra")).unwrap();
+    fs::write(tree.join("album/sub/extra/x"), b"x").unwrap();
+
+    let (dest2, s) = (dest.to_owned(), s);
+    bounded(move || resume_and_place(&dest2, &s, &OutputOptions::default())).unwrap();
+    assert_eq!(read_tree(&dest.join("album")), album_on_disk());
+    assert_eq!(names_in(dest), ["album"]);
+}
+
+fn album_on_disk() -> Tree {
+    let mut t = album();
+    t = t
+        .into_iter()
+        .filter_map(|(p, v)| p.strip_prefix("album/").map(|p| (p.to_owned(), v)))
+        .collect();
+    t
+}
+
+/// F-06: a staged entry that is a FIFO, a symlink or a folder where the
+/// share has a file neither hangs the run nor is written through: it is
+/// replaced by the verified file.
+#[test]
+#[ignore = "audit F-06: hangs on main (a staged FIFO blocks the open; bounded here at 60 s)"]
+fn special_files_in_the_staging_folder_are_replaced_not_followed() {
+    let s = sealed(&album());
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("dest");
+    let outside = tmp.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("victim"), b"victim").unwrap();
+    let out = Output::create(&dest, &s.id, s.metadata.clone(), &OutputOptions::default()).unwrap();
+    drop(out);
+    let tree = dest.join(staging_name(&s.id)).join("tree");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        tree.join("album/a.txt"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+        0,
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(outside.join("victim"), tree.join("album/sub/b.txt")).unwrap();
+
+    let (dest2, s) = (dest.clone(), s);
+    bounded(move || resume_and_place(&dest2, &s, &OutputOptions::default())).unwrap();
+    assert_eq!(read_tree(&dest.join("album")), album_on_disk());
+    assert_eq!(fs::read(outside.join("victim")).unwrap(), b"victim");
+}
+
+/// F-08: a folder the share is merged into, swapped for a link to a folder
+/// outside the destination between the plan and the renames: nothing lands
+/// outside, and the run fails naming the folder.
+#[test]
+#[ignore = "audit F-08: fails on main (the rename follows the swapped link); fixed by output through directory handles (src/store/handle.rs)"]
+fn a_merged_folder_swapped_for_a_link_before_placing_redirects_nothing() {
+    let s = sealed(&tree(&[
+        ("photos", None),
+        ("photos/new.jpg", Some(b"jpeg")),
+    ]));
+    let tmp = tempfile::tempdir().unwrap();
+    let (dest, outside) = (tmp.path().join("dest"), tmp.path().join("outside"));
+    fs::create_dir_all(dest.join("photos")).unwrap();
+    fs::create_dir(&outside).unwrap();
+    let mut out = Output::create(&dest, &s.id, s.metadata.clone(), &merging()).unwrap();
+    out.write_content(0, &s.content).unwrap();
+    // The local attacker's swap, at the last moment.
+    fs::rename(dest.join("photos"), tmp.path().join("moved")).unwrap();
+    std::os::unix::fs::symlink(&outside, dest.join("photos")).unwrap();
+    let e = out.finish().unwrap_err().to_string();
+    assert!(e.contains("photos") && e.contains("no longer"), "{e}");
+    assert_eq!(names_in(&outside), Vec::<String>::new());
+    assert_eq!(names_in(&tmp.path().join("moved")), Vec::<String>::new());
+}
+
+/// F-08: a staged subfolder swapped for a link mid-transfer: the next write
+/// into it fails, naming it, and nothing is written outside.
+#[test]
+#[ignore = "audit F-08: fails on main (the write follows the swapped link)"]
+fn a_staged_folder_swapped_for_a_link_mid_transfer_redirects_no_write() {
+    let s = sealed(&album());
+    let tmp = tempfile::tempdir().unwrap();
+    let (dest, outside) = (tmp.path().join("dest"), tmp.path().join("outside"));
+    fs::create_dir(&outside).unwrap();
+    let mut out =
+        Output::create(&dest, &s.id, s.metadata.clone(), &OutputOptions::default()).unwrap();
+    out.write_content(0, &s.content[..3]).unwrap(); // album/a.txt
+    let staged = dest.join(staging_name(&s.id)).join("tree/album/sub");
+    fs::rename(&staged, tmp.path().join("moved")).unwrap();
+    std::os::unix::fs::symlink(&outside, &staged).unwrap();
+    let e = out
+        .write_content(3, &s.content[3..])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("album/sub") && e.contains("no longer"), "{e}");
+    assert_eq!(names_in(&outside), Vec::<String>::new());
+    drop(out);
+    assert_eq!(final_names_in(&dest), Vec::<String>::new());
+}
+
+/// F-08: the destination itself swapped for a link once the run has begun:
+/// everything goes into the folder that was opened, none of it outside.
+#[test]
+#[ignore = "audit F-08: fails on main (paths are resolved afresh from the destination path)"]
+fn the_destination_swapped_for_a_link_keeps_writing_where_it_began() {
+    let s = sealed(&album());
+    let tmp = tempfile::tempdir().unwrap();
+    let (dest, outside) = (tmp.path().join("dest"), tmp.path().join("outside"));
+    fs::create_dir(&outside).unwrap();
+    let mut out =
+        Output::create(&dest, &s.id, s.metadata.clone(), &OutputOptions::default()).unwrap();
+    out.write_content(0, &s.content[..3]).unwrap();
+    let moved = tmp.path().join("moved");
+    fs::rename(&dest, &moved).unwrap();
+    std::os::unix::fs::symlink(&outside, &dest).unwrap();
+    out.write_content(3, &s.content[3..]).unwrap();
+    out.finish().unwrap();
+    assert_eq!(names_in(&outside), Vec::<String>::new());
+    assert_eq!(read_tree(&moved.join("album")), album_on_disk());
+    assert_eq!(names_in(&moved), ["album"]);
 }

@@ -5,12 +5,15 @@
 //! - [`output`] writes a share into a destination folder crash-safely:
 //!   everything is staged under a temporary name inside the destination and
 //!   renamed into place only once complete and verified;
+//! - [`handle`] reaches paths below a held folder one name at a time,
+//!   never through a link (the plumbing for output by handle, audit F-08);
 //! - [`chunks`] keeps sealed chunks and manifests in a folder, by id;
 //! - [`resume`] finds what an interrupted run left that still verifies
 //!   (staged output, stored chunks), so it is not fetched again;
 //! - [`unseal`] drives a whole share from a chunk source to an output.
 
 pub mod chunks;
+pub mod handle;
 pub mod output;
 pub mod resume;
 pub mod share;
