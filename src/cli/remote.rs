@@ -319,6 +319,7 @@ pub fn status(a: &JsonArgs) -> anyhow::Result<()> {
         }
     }
     println!("peer cache: {} peer(s) to bootstrap from", r.cached_peers);
+    println!("LAN peers: {} (found by mDNS)", r.lan_peers);
     println!("re-seeding: {}", if r.reseed { "on" } else { "off" });
     println!("uploaded:  {}", output::human_bytes(r.uploaded_bytes));
     println!("peers:     {}", r.connected.len());

@@ -531,6 +531,7 @@ impl Daemon {
                 })
                 .collect(),
             cached_peers: self.peers.len() as u64,
+            lan_peers: reach.lan_peers as u64,
         }
     }
 }

@@ -23,6 +23,15 @@ pub fn relay_of(addr: &Multiaddr) -> Option<PeerId> {
     None
 }
 
+/// The IP address `addr` starts with, if it names one.
+pub fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
+    match addr.iter().next()? {
+        Protocol::Ip4(ip) => Some(ip.into()),
+        Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    }
+}
+
 /// Whether `addr` can only be useful on this machine or this LAN
 /// (loopback, private, link-local, shared address space), so a peer
 /// elsewhere cannot dial it.

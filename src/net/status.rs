@@ -99,6 +99,8 @@ pub struct ReachStatus {
     pub punches: PunchStats,
     /// Inbound data streams, by connection kind.
     pub data_streams: StreamCounts,
+    /// Peers in the node's bounded table of LAN (mDNS) peers.
+    pub lan_peers: usize,
 }
 
 impl ReachStatus {

@@ -570,6 +570,10 @@ pub struct StatusReply {
     /// next start.
     #[serde(default)]
     pub cached_peers: u64,
+    /// Peers this node found on the LAN by mDNS (a bounded table: at most
+    /// 256; docs/PROTOCOL.md, section 7).
+    #[serde(default)]
+    pub lan_peers: u64,
 }
 
 /// Whether other peers can dial this node.

@@ -89,10 +89,8 @@ pub struct RetryPolicy {
     pub max_connect_backoff: Duration,
     /// How long one DHT lookup for the share's providers may take.
     pub dht_timeout: Duration,
-    /// Most peers kept from a discovery round that asked the DHT (LAN peers
-    /// and DHT providers together): LAN announcements are unauthenticated
-    /// hints. A round that asks only the LAN is not cut here (the node's LAN
-    /// table is bounded on its own).
+    /// Most peers tried from one discovery round (LAN peers and DHT
+    /// providers taken in turn): both are unauthenticated hints.
     pub max_discovered: usize,
     /// How long telling one source `Done` may take (best effort).
     pub done_timeout: Duration,

@@ -3,6 +3,7 @@
 //! to them until the deadline.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
@@ -11,8 +12,12 @@ use tokio::sync::watch;
 use super::session::Fault;
 use super::{FetchError, FetchOptions, Progress, ProgressTx};
 use crate::manifest::ManifestId;
+use crate::net::addr::ip_of;
 use crate::net::node::Client;
 use crate::net::{is_quic, PeerAddr};
+
+/// Most IP addresses whose strikes one fetch remembers.
+const MAX_BLAMED_IPS: usize = 1024;
 
 /// While no source answers, a fetch says so at least this often (a user
 /// must not watch a silent terminal; a script reading `--json` must see
@@ -60,6 +65,12 @@ pub(super) struct Sources {
     holders: HashSet<PeerId>,
     /// Lost sessions per source since it last delivered a chunk.
     strikes: HashMap<PeerId, u32>,
+    /// The IP addresses discovered sources were announced at (peer ids are
+    /// free to make, so blame also sticks to the address; audit F-05).
+    discovered_ips: HashMap<PeerId, Vec<IpAddr>>,
+    /// Strikes per IP address of discovered sources; a source dropped
+    /// counts `max_strikes`.
+    ip_strikes: HashMap<IpAddr, u32>,
     /// `Busy` answers in a row per source.
     busy: HashMap<PeerId, u32>,
     /// Whether a source refused because its files changed.
@@ -86,6 +97,8 @@ impl Sources {
             not_found: HashSet::new(),
             holders: HashSet::new(),
             strikes: HashMap::new(),
+            discovered_ips: HashMap::new(),
+            ip_strikes: HashMap::new(),
             busy: HashMap::new(),
             stale: false,
             deadline: Instant::now() + opts.wait,
@@ -169,6 +182,7 @@ impl Sources {
     /// Counts a lost session against `peer`; at `max_strikes` it is dropped.
     /// Between strikes it is reconnected, after a pause that grows.
     async fn strike(&mut self, peer: PeerId, reason: String) {
+        self.blame_ips(peer, 1);
         let n = self.strikes.entry(peer).or_default();
         *n += 1;
         let n = *n;
@@ -180,9 +194,30 @@ impl Sources {
         }
     }
 
+    /// Adds `n` strikes to each IP address the discovered `peer` was
+    /// announced at.
+    fn blame_ips(&mut self, peer: PeerId, n: u32) {
+        for ip in self.discovered_ips.get(&peer).into_iter().flatten() {
+            if self.ip_strikes.len() < MAX_BLAMED_IPS || self.ip_strikes.contains_key(ip) {
+                *self.ip_strikes.entry(*ip).or_default() += n;
+            }
+        }
+    }
+
+    /// Whether a discovered source was announced at an IP address that
+    /// already earned twice `max_strikes`: its other peer ids are not tried.
+    fn ip_barred(&self, s: &PeerAddr) -> bool {
+        let limit = 2 * self.opts.retry.max_strikes;
+        s.addrs
+            .iter()
+            .filter_map(ip_of)
+            .any(|ip| self.ip_strikes.get(&ip).is_some_and(|n| *n >= limit))
+    }
+
     /// Stops using `peer` for this fetch and closes its connections.
     async fn drop_peer(&mut self, peer: PeerId, reason: String) {
         tracing::info!(%peer, %reason, "dropping source");
+        self.blame_ips(peer, self.opts.retry.max_strikes);
         self.banned.insert(peer);
         self.client.disconnect(peer).await;
         self.report(Progress::PeerDropped { peer, reason });
@@ -202,12 +237,14 @@ impl Sources {
     }
 
     /// Sources found beyond the given ones: LAN peers, and with `dht`, DHT
-    /// providers.
+    /// providers; at most `max_discovered`, LAN peers and providers taken
+    /// in turn so that a flood of either cannot crowd out the other
+    /// (announcements and provider records are unauthenticated hints).
     async fn discover(&mut self, dht: bool) -> Vec<PeerAddr> {
         if !self.opts.discover {
             return Vec::new();
         }
-        let mut found: Vec<PeerAddr> = self
+        let lan: Vec<PeerAddr> = self
             .client
             .discovered()
             .await
@@ -215,25 +252,34 @@ impl Sources {
             .into_iter()
             .map(|(peer, addrs)| PeerAddr { peer, addrs })
             .collect();
-        let locator = self.share.locator().to_vec();
-        if !dht {
-            return found;
+        let mut providers = Vec::new();
+        if dht {
+            let locator = self.share.locator().to_vec();
+            let lookup =
+                tokio::time::timeout(self.opts.retry.dht_timeout, self.client.providers(locator));
+            if let Ok(Ok(found)) = lookup.await {
+                tracing::debug!(found = found.len(), "DHT lookup for providers");
+                providers = found;
+            }
         }
-        let lookup =
-            tokio::time::timeout(self.opts.retry.dht_timeout, self.client.providers(locator));
-        if let Ok(Ok(providers)) = lookup.await {
-            tracing::debug!(found = providers.len(), "DHT lookup for providers");
-            for peer in providers {
-                if !found.iter().any(|f| f.peer == peer) {
-                    found.push(PeerAddr {
-                        peer,
-                        addrs: Vec::new(),
-                    });
+        let max = self.opts.retry.max_discovered;
+        let mut lan = lan.into_iter();
+        let mut providers = providers.into_iter().map(|peer| PeerAddr {
+            peer,
+            addrs: Vec::new(),
+        });
+        let mut found: Vec<PeerAddr> = Vec::new();
+        while found.len() < max {
+            let (l, p) = (lan.next(), providers.next());
+            if l.is_none() && p.is_none() {
+                break;
+            }
+            for s in l.into_iter().chain(p) {
+                if found.len() < max && !found.iter().any(|f| f.peer == s.peer) {
+                    found.push(s);
                 }
             }
         }
-        // LAN announcements are unauthenticated hints: bound how many are tried.
-        found.truncate(self.opts.retry.max_discovered);
         found
     }
 
@@ -297,7 +343,12 @@ impl Sources {
                 if self.usable(&d.peer)
                     && !candidates.iter().any(|c| c.peer == d.peer)
                     && d.peer != self.client.peer_id()
+                    && !self.ip_barred(&d)
                 {
+                    if self.discovered_ips.len() < MAX_BLAMED_IPS {
+                        let ips = d.addrs.iter().filter_map(ip_of).collect();
+                        self.discovered_ips.entry(d.peer).or_insert(ips);
+                    }
                     candidates.push(d);
                 }
             }

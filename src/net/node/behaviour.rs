@@ -30,6 +30,18 @@ pub(super) struct Behaviour {
     pub(super) autonat_server: Toggle<autonat::v2::server::Behaviour>,
 }
 
+/// A fresh mDNS behaviour for node `me`; also used to replace one whose
+/// list of announcements grew too long (see `lan.rs`).
+pub(super) fn mdns_behaviour(me: libp2p::PeerId) -> std::io::Result<mdns::tokio::Behaviour> {
+    // Re-query every minute (default: 5), so a machine that joins the LAN
+    // later is found soon.
+    let c = mdns::Config {
+        query_interval: Duration::from_secs(60),
+        ..Default::default()
+    };
+    mdns::tokio::Behaviour::new(c, me)
+}
+
 /// Builds the swarm for `config`, with `inbound` taking the data streams.
 pub(super) fn build(
     config: &NodeConfig,
@@ -59,13 +71,7 @@ pub(super) fn build(
             |key, relay_client| -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
                 let me = key.public().to_peer_id();
                 let mdns = if config.mdns {
-                    // Re-query every minute (default: 5), so a machine that
-                    // joins the LAN later is found soon.
-                    let c = mdns::Config {
-                        query_interval: Duration::from_secs(60),
-                        ..Default::default()
-                    };
-                    Some(mdns::tokio::Behaviour::new(c, me)?)
+                    Some(mdns_behaviour(me)?)
                 } else {
                     None
                 };

@@ -6,13 +6,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
+use libp2p::swarm::behaviour::NewListenAddr;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
+use libp2p::swarm::{ConnectionId, DialError, FromSwarm, NetworkBehaviour, SwarmEvent};
 use libp2p::{autonat, dcutr, identify, kad, mdns, relay, Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot};
 
 use super::behaviour::{Behaviour, BehaviourEvent};
+use super::lan::{LanPeers, MAX_BEHAVIOUR_RECORDS};
 use super::reach::Reach;
 use super::{Command, NetError, NodeConfig, Role, StreamCounters, KAD};
 use crate::net::addr::{is_relayed, relay_of};
@@ -23,6 +26,22 @@ use crate::net::status::{ReachStatus, Reachability};
 const TICK: Duration = Duration::from_millis(250);
 /// Least time between two DHT bootstraps started by new DHT servers.
 const REBOOTSTRAP: Duration = Duration::from_secs(5);
+/// A DHT lookup for providers answers this long after its first provider
+/// (or when the query ends): a Sybil that answers first must not hide the
+/// real providers (audit F-05).
+const PROVIDER_GRACE: Duration = Duration::from_secs(2);
+/// Most providers one lookup collects.
+const MAX_PROVIDERS: usize = 64;
+
+/// A DHT lookup for a share's providers in progress.
+struct ProviderLookup {
+    /// Who to tell.
+    reply: oneshot::Sender<Vec<PeerId>>,
+    /// The providers found so far, first found first.
+    found: Vec<PeerId>,
+    /// When the first provider was found.
+    first_at: Option<Instant>,
+}
 
 /// A dial waiting for its connection: the peer, the addresses not yet
 /// tried, and who to tell.
@@ -63,9 +82,11 @@ pub(super) struct EventLoop {
     /// for its outcome.
     dial_waiters: HashMap<PeerId, Vec<oneshot::Sender<Result<(), NetError>>>>,
     /// Peers on the LAN, from mDNS (hints only: Noise authenticates them).
-    discovered: HashMap<PeerId, Vec<Multiaddr>>,
-    /// DHT provider lookups in progress: who to tell, and what was found.
-    pending_providers: HashMap<kad::QueryId, (oneshot::Sender<Vec<PeerId>>, Vec<PeerId>)>,
+    discovered: LanPeers,
+    /// The node's listen addresses, to tell a replaced mDNS behaviour.
+    listen_addrs: Vec<(ListenerId, Multiaddr)>,
+    /// DHT provider lookups in progress.
+    pending_providers: HashMap<kad::QueryId, ProviderLookup>,
     /// Set while shutting down: the reply to send once all connections closed.
     shutdown: Option<oneshot::Sender<()>>,
 }
@@ -95,7 +116,8 @@ impl EventLoop {
             pending_listen: HashMap::new(),
             pending_dial: HashMap::new(),
             dial_waiters: HashMap::new(),
-            discovered: HashMap::new(),
+            discovered: LanPeers::default(),
+            listen_addrs: Vec::new(),
             pending_providers: HashMap::new(),
             shutdown: None,
         }
@@ -190,12 +212,7 @@ impl EventLoop {
                 self.dial_next(peer, rounds, reply, String::from("no address to try"));
             }
             Command::Discovered(reply) => {
-                let _ = reply.send(
-                    self.discovered
-                        .iter()
-                        .map(|(p, a)| (*p, a.clone()))
-                        .collect(),
-                );
+                let _ = reply.send(self.discovered.list());
             }
             Command::Provide(key) => {
                 match self
@@ -214,7 +231,14 @@ impl EventLoop {
                     .behaviour_mut()
                     .kad
                     .get_providers(kad::RecordKey::new(&key));
-                self.pending_providers.insert(id, (reply, Vec::new()));
+                self.pending_providers.insert(
+                    id,
+                    ProviderLookup {
+                        reply,
+                        found: Vec::new(),
+                        first_at: None,
+                    },
+                );
             }
             Command::Connected(reply) => {
                 let _ = reply.send(self.reach.one_addr_each());
@@ -304,6 +328,7 @@ impl EventLoop {
     fn housekeeping(&mut self) {
         let now = Instant::now();
         self.reach.expire(now);
+        self.answer_provider_lookups(now);
         let actions = match &mut self.reach.autorelay {
             Some(ar) => ar.poll(now),
             None => return,
@@ -418,6 +443,57 @@ impl EventLoop {
             connections: self.reach.connections(),
             punches: self.reach.punches,
             data_streams: self.streams.snapshot(),
+            lan_peers: self.discovered.len(),
+        }
+    }
+
+    /// Answers the provider lookups whose grace after their first provider
+    /// is over; the DHT queries themselves are stopped.
+    fn answer_provider_lookups(&mut self, now: Instant) {
+        let due: Vec<kad::QueryId> = self
+            .pending_providers
+            .iter()
+            .filter(|(_, l)| l.first_at.is_some_and(|t| now >= t + PROVIDER_GRACE))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(l) = self.pending_providers.remove(&id) {
+                let _ = l.reply.send(l.found);
+            }
+            if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                q.finish();
+            }
+        }
+    }
+
+    /// libp2p's mDNS behaviour keeps every (peer, address) announced until
+    /// its TTL runs out, with no bound (audit F-05); when that list grows
+    /// past [`MAX_BEHAVIOUR_RECORDS`] the behaviour is replaced by a fresh
+    /// one, told the node's listen addresses. The node's own bounded table
+    /// keeps the peers seen first.
+    fn check_mdns_flood(&mut self) {
+        let me = *self.swarm.local_peer_id();
+        let Some(mdns) = self.swarm.behaviour_mut().mdns.as_mut() else {
+            return;
+        };
+        if mdns.discovered_nodes().len() <= MAX_BEHAVIOUR_RECORDS {
+            return;
+        }
+        tracing::warn!(
+            records = mdns.discovered_nodes().len(),
+            "flood of LAN announcements: restarting mDNS"
+        );
+        match super::behaviour::mdns_behaviour(me) {
+            Ok(mut fresh) => {
+                for (listener_id, addr) in &self.listen_addrs {
+                    fresh.on_swarm_event(FromSwarm::NewListenAddr(NewListenAddr {
+                        listener_id: *listener_id,
+                        addr,
+                    }));
+                }
+                *mdns = fresh;
+            }
+            Err(e) => tracing::warn!("cannot restart mDNS: {e}"),
         }
     }
 
@@ -429,6 +505,7 @@ impl EventLoop {
                 address,
             } => {
                 tracing::info!(%address, "listening");
+                self.listen_addrs.push((listener_id, address.clone()));
                 // A relay must announce where it can be reached, or it turns
                 // reservations down; a relay server is assumed reachable on
                 // its non-loopback listen addresses.
@@ -454,11 +531,19 @@ impl EventLoop {
                     }));
                 }
             }
+            SwarmEvent::ExpiredListenAddr {
+                listener_id,
+                address,
+            } => {
+                self.listen_addrs
+                    .retain(|(l, a)| !(*l == listener_id && *a == address));
+            }
             SwarmEvent::ListenerClosed {
                 listener_id,
                 reason,
                 ..
             } => {
+                self.listen_addrs.retain(|(l, _)| *l != listener_id);
                 if let Some(relay) = self.reach.relay_listeners.remove(&listener_id) {
                     tracing::info!(%relay, ?reason, "relay reservation ended");
                     if let Some(ar) = &mut self.reach.autorelay {
@@ -524,28 +609,17 @@ impl EventLoop {
             })) => self.identified(peer_id, info),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {
-                    tracing::debug!(%peer, %addr, "found on the LAN");
-                    let addrs = self.discovered.entry(peer).or_default();
-                    // Bounded: spoofed announcements cannot grow this forever.
-                    if addrs.len() < 16 && !addrs.contains(&addr) {
-                        addrs.push(addr);
+                    if self.discovered.add(peer, addr.clone()) {
+                        tracing::debug!(%peer, %addr, "found on the LAN");
+                    } else {
+                        tracing::trace!(%peer, %addr, "LAN announcement over a bound; ignored");
                     }
                 }
-                if self.discovered.len() > 1024 {
-                    let extra: Vec<PeerId> = self.discovered.keys().skip(1024).copied().collect();
-                    for p in extra {
-                        self.discovered.remove(&p);
-                    }
-                }
+                self.check_mdns_flood();
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Expired(gone))) => {
                 for (peer, addr) in gone {
-                    if let Some(a) = self.discovered.get_mut(&peer) {
-                        a.retain(|x| *x != addr);
-                        if a.is_empty() {
-                            self.discovered.remove(&peer);
-                        }
-                    }
+                    self.discovered.expire(&peer, &addr);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
@@ -566,18 +640,20 @@ impl EventLoop {
                                     .condition(PeerCondition::DisconnectedAndNotDialing)
                                     .build(),
                             );
-                            if let Some((_, found)) = self.pending_providers.get_mut(&id) {
-                                if !found.contains(&p) {
-                                    found.push(p);
+                            if let Some(l) = self.pending_providers.get_mut(&id) {
+                                if !l.found.contains(&p) && l.found.len() < MAX_PROVIDERS {
+                                    l.found.push(p);
+                                    l.first_at.get_or_insert_with(Instant::now);
                                 }
                             }
                         }
-                        // The first answer is enough to start fetching; the
-                        // query goes on and more providers are dialled.
+                        // Not finished at the first answer: the lookup goes
+                        // on for PROVIDER_GRACE (housekeeping answers), so
+                        // providers found by other paths are heard too.
                         if self
                             .pending_providers
                             .get(&id)
-                            .is_some_and(|(_, f)| !f.is_empty())
+                            .is_some_and(|l| l.found.len() >= MAX_PROVIDERS)
                         {
                             finished = true;
                         }
@@ -591,8 +667,11 @@ impl EventLoop {
                     }
                 }
                 if finished {
-                    if let Some((reply, found)) = self.pending_providers.remove(&id) {
-                        let _ = reply.send(found);
+                    if let Some(l) = self.pending_providers.remove(&id) {
+                        let _ = l.reply.send(l.found);
+                    }
+                    if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                        q.finish();
                     }
                 }
             }

@@ -6,6 +6,7 @@
 
 mod behaviour;
 mod event_loop;
+mod lan;
 mod reach;
 mod relay_gate;
 
