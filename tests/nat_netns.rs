@@ -9,6 +9,8 @@
 //! - cone NATs: the connection is hole-punched, and the sharer served every
 //!   data stream over a direct connection (read from its log, where each
 //!   inbound data stream is recorded with the kind of its connection);
+//! - symmetric NATs (ports randomised): punching cannot work, the transfer
+//!   completes through a relay, and the fetcher's status says relayed;
 //!
 //! Runs as root with iptables (as in CI); reported as skipped otherwise.
 
@@ -42,5 +44,30 @@ fn cone_nats_are_hole_punched_and_the_transfer_runs_direct() {
     assert_eq!(
         relayed, 0,
         "the sharer served {relayed} data stream(s) through a relay"
+    );
+}
+
+#[test]
+fn symmetric_nats_complete_relayed_and_status_says_so() {
+    if skip() {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let w = World::build("s", Nat::Symmetric, "");
+    let conn = w.transfer(2 << 20);
+    assert_eq!(
+        conn["relayed"],
+        true,
+        "a direct connection through two port-randomising NATs: {conn}\nfetcher log:\n{}",
+        log_tail(&w.b.dir)
+    );
+    let (direct, relayed) = served_streams(&w.a.dir);
+    assert!(
+        relayed > 0,
+        "the sharer served no data stream through a relay"
+    );
+    assert_eq!(
+        direct, 0,
+        "the sharer served {direct} data stream(s) directly"
     );
 }

@@ -1,12 +1,38 @@
 //! What a multiaddr says about reachability: relayed or direct, through
 //! which relay, and whether it can be useful to a peer elsewhere.
 
+use libp2p::core::ConnectedPoint;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 
 /// Whether `addr` goes through a relay (`/p2p-circuit`).
 pub fn is_relayed(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| p == Protocol::P2pCircuit)
+}
+
+/// The remote address of a connection this node accepted on `local`, where
+/// the transport gave `send_back`. A circuit accepted through a relay has
+/// only `/p2p/SRC` as its remote address (libp2p-relay), which reads as
+/// direct: the circuit is taken from the local address instead, giving
+/// `<relay>/p2p-circuit/p2p/SRC`, the way SRC is reached through that relay.
+pub fn inbound_remote(local: &Multiaddr, send_back: &Multiaddr) -> Multiaddr {
+    if is_relayed(local) && !is_relayed(send_back) {
+        local.iter().chain(send_back.iter()).collect()
+    } else {
+        send_back.clone()
+    }
+}
+
+/// The remote address of a connection, relayed (`/p2p-circuit`) whenever
+/// the connection goes through a relay, whichever side opened it.
+pub fn remote_addr(endpoint: &ConnectedPoint) -> Multiaddr {
+    match endpoint {
+        ConnectedPoint::Dialer { address, .. } => address.clone(),
+        ConnectedPoint::Listener {
+            local_addr,
+            send_back_addr,
+        } => inbound_remote(local_addr, send_back_addr),
+    }
 }
 
 /// The relay a circuit address goes through: the `/p2p` before
@@ -71,6 +97,30 @@ pub fn relay_dial_order(mut addrs: Vec<Multiaddr>) -> Vec<Multiaddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_accepted_circuit_reads_as_relayed() {
+        let (relay, src) = (PeerId::random(), PeerId::random());
+        let local: Multiaddr = format!("/ip4/203.0.113.1/tcp/4001/p2p/{relay}/p2p-circuit")
+            .parse()
+            .unwrap();
+        let send_back: Multiaddr = format!("/p2p/{src}").parse().unwrap();
+        let accepted = ConnectedPoint::Listener {
+            local_addr: local.clone(),
+            send_back_addr: send_back.clone(),
+        };
+        let remote = remote_addr(&accepted);
+        assert!(is_relayed(&remote));
+        assert_eq!(relay_of(&remote), Some(relay));
+        assert_eq!(remote, format!("{local}/p2p/{src}").parse().unwrap());
+        // A direct connection keeps the address the transport gave.
+        let tcp: Multiaddr = "/ip4/198.51.100.7/tcp/5000".parse().unwrap();
+        let direct = ConnectedPoint::Listener {
+            local_addr: "/ip4/203.0.113.1/tcp/4001".parse().unwrap(),
+            send_back_addr: tcp.clone(),
+        };
+        assert_eq!(remote_addr(&direct), tcp);
+    }
 
     #[test]
     fn classifies_addresses() {

@@ -96,10 +96,11 @@ impl NetworkBehaviour for Behaviour {
         &mut self,
         connection: ConnectionId,
         peer: PeerId,
-        _local: &Multiaddr,
+        local: &Multiaddr,
         remote: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.handler(connection, peer, remote))
+        let remote = crate::net::addr::inbound_remote(local, remote);
+        Ok(self.handler(connection, peer, &remote))
     }
 
     fn handle_established_outbound_connection(
@@ -125,7 +126,7 @@ impl NetworkBehaviour for Behaviour {
                 self.addrs
                     .lock()
                     .expect("never poisoned")
-                    .insert(c.connection_id, c.new.get_remote_address().clone());
+                    .insert(c.connection_id, crate::net::addr::remote_addr(c.new));
             }
             _ => {}
         }

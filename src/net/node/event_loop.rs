@@ -18,7 +18,7 @@ use super::behaviour::{Behaviour, BehaviourEvent};
 use super::lan::{LanPeers, MAX_BEHAVIOUR_RECORDS};
 use super::reach::Reach;
 use super::{Command, NetError, NodeConfig, Role, StreamCounters, KAD};
-use crate::net::addr::{is_relayed, relay_of};
+use crate::net::addr::{is_relayed, relay_of, remote_addr};
 use crate::net::autorelay::{Action, AutoRelay, AutoRelayConfig};
 use crate::net::status::{ReachStatus, Reachability};
 
@@ -564,7 +564,8 @@ impl EventLoop {
                 endpoint,
                 ..
             } => {
-                let addr = endpoint.get_remote_address();
+                // An accepted circuit counts as relayed, not direct.
+                let addr = &remote_addr(&endpoint);
                 tracing::debug!(peer = %peer_id, %addr, "connected");
                 for relayed in self.reach.connected(peer_id, connection_id, addr) {
                     tracing::info!(peer = %peer_id, %addr, "direct connection; closing the relayed one");
