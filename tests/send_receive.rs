@@ -235,6 +235,29 @@ fn a_changed_source_file_is_never_served() {
     assert!(!dest.join("payload.bin").exists());
 }
 
+/// One source saying its files changed does not decide the error while
+/// another source the user gave was never reached (audit F-19: any peer can
+/// answer `Stale`).
+#[test]
+fn one_stale_source_does_not_decide_the_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = one_file(&tmp, 1 << 20);
+    let (_sender, link, _) = send(&[&f], &[]);
+    let mut data = fs::read(&f).unwrap();
+    data[10] ^= 0xff;
+    fs::write(&f, &data).unwrap();
+    // Nothing listens on the discard port of loopback.
+    let dead = format!("/ip4/127.0.0.1/tcp/9/p2p/{}", libp2p::PeerId::random());
+    let dest = sub(&tmp, "out");
+    let out = receive(&link, &dest, &["--wait", "5", "--peer", &dead]);
+    let e = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(e.contains("no source could provide the share"), "{e}");
+    assert!(e.contains("1 source(s) said their files changed"), "{e}");
+    assert!(!e.contains("the sender's files changed"), "{e}");
+    assert!(!dest.join("payload.bin").exists());
+}
+
 #[test]
 fn a_wrong_key_and_a_malformed_link_fail_clearly() {
     let tmp = tempfile::tempdir().unwrap();

@@ -73,8 +73,9 @@ pub(super) struct Sources {
     ip_strikes: HashMap<IpAddr, u32>,
     /// `Busy` answers in a row per source.
     busy: HashMap<PeerId, u32>,
-    /// Whether a source refused because its files changed.
-    stale: bool,
+    /// Sources that refused because their files changed. One such answer
+    /// does not decide the error (audit F-19): any peer can say it.
+    stale: HashSet<PeerId>,
     /// When to stop trying to reach a source.
     deadline: Instant,
 }
@@ -100,7 +101,7 @@ impl Sources {
             discovered_ips: HashMap::new(),
             ip_strikes: HashMap::new(),
             busy: HashMap::new(),
-            stale: false,
+            stale: HashSet::new(),
             deadline: Instant::now() + opts.wait,
         }
     }
@@ -174,7 +175,7 @@ impl Sources {
     /// `peer` refused because its files changed: dropped, and remembered so
     /// that the fetch, if it fails, says why.
     pub(super) async fn refused_stale(&mut self, peer: PeerId) {
-        self.stale = true;
+        self.stale.insert(peer);
         self.drop_peer(peer, "its files changed since the link was made".into())
             .await;
     }
@@ -223,14 +224,25 @@ impl Sources {
         self.report(Progress::PeerDropped { peer, reason });
     }
 
-    /// Why the fetch fails when no source is left to try: the definite
-    /// answers first (stale, then not holding the share, unless untried
-    /// `candidates_left`), otherwise `Unreachable` with `why`.
+    /// Why the fetch fails when no source is left to try: `Stale` only
+    /// when every source the caller gave refused because its files changed
+    /// (or, with none given, every answer was that); then not holding the
+    /// share (unless untried `candidates_left`); otherwise `Unreachable`
+    /// with `why`, which names the sources that said their files changed.
     fn verdict(&self, candidates_left: bool, why: String) -> FetchError {
-        if self.stale {
+        let given_all_stale =
+            !self.given.is_empty() && self.given.iter().all(|g| self.stale.contains(&g.peer));
+        let only_stale =
+            self.given.is_empty() && !self.stale.is_empty() && self.not_found.is_empty();
+        if given_all_stale || only_stale {
             FetchError::Stale
         } else if !self.not_found.is_empty() && !candidates_left {
             FetchError::NotFound
+        } else if !self.stale.is_empty() {
+            FetchError::Unreachable(format!(
+                "{why}; {} source(s) said their files changed since the link was made",
+                self.stale.len()
+            ))
         } else {
             FetchError::Unreachable(why)
         }
@@ -355,7 +367,7 @@ impl Sources {
             // Nothing left to try, and the known sources gave definite
             // answers (stale, or not holding it): say so now rather than
             // wait for discovery to turn up another copy.
-            let definite = self.stale || !self.not_found.is_empty();
+            let definite = !self.stale.is_empty() || !self.not_found.is_empty();
             if candidates.is_empty() && (!self.opts.discover || definite) {
                 return Err(if self.given.is_empty() {
                     FetchError::Unreachable("the link has no peer hints; pass --peer".into())
