@@ -243,7 +243,6 @@ fn resume_and_place(dest: &Path, s: &Sealed, opts: &OutputOptions) -> Result<(),
 /// its chunks verify) is cut to that size, and an entry the share does not
 /// list (planted next to staged files) never reaches the final tree.
 #[test]
-#[ignore = "audit F-06: fails on main (the unverified tail and planted entries are placed); fixed when staged files are cut to size and resume prunes what it did not verify"]
 fn leftovers_in_the_staging_folder_never_reach_a_final_path() {
     let s = sealed(&album());
     let tmp = tempfile::tempdir().unwrap();
@@ -281,7 +280,6 @@ fn album_on_disk() -> Tree {
 /// share has a file neither hangs the run nor is written through: it is
 /// replaced by the verified file.
 #[test]
-#[ignore = "audit F-06: hangs on main (a staged FIFO blocks the open; bounded here at 60 s)"]
 fn special_files_in_the_staging_folder_are_replaced_not_followed() {
     let s = sealed(&album());
     let tmp = tempfile::tempdir().unwrap();
@@ -336,7 +334,6 @@ fn a_merged_folder_swapped_for_a_link_before_placing_redirects_nothing() {
 /// F-08: a staged subfolder swapped for a link mid-transfer: the next write
 /// into it fails, naming it, and nothing is written outside.
 #[test]
-#[ignore = "audit F-08: fails on main (the write follows the swapped link)"]
 fn a_staged_folder_swapped_for_a_link_mid_transfer_redirects_no_write() {
     let s = sealed(&album());
     let tmp = tempfile::tempdir().unwrap();
@@ -378,4 +375,34 @@ fn the_destination_swapped_for_a_link_keeps_writing_where_it_began() {
     assert_eq!(names_in(&outside), Vec::<String>::new());
     assert_eq!(read_tree(&moved.join("album")), album_on_disk());
     assert_eq!(names_in(&moved), ["album"]);
+}
+
+/// F-06, the sender's side: a staging folder inside a shared folder is
+/// left out (and reported), and one named as a path to share is refused,
+/// so an honest sender never makes a share its receivers refuse.
+#[test]
+fn a_sender_leaves_staging_folders_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = sub(&tmp, "docs");
+    write_tree(
+        &root,
+        &tree(&[
+            ("a.txt", Some(b"a")),
+            (".peerdrop-0123456789abcdef.partial/tree/b.txt", Some(b"b")),
+        ]),
+    );
+    let source = Source::scan(std::slice::from_ref(&root)).unwrap();
+    let names: Vec<&str> = source
+        .metadata()
+        .entries()
+        .iter()
+        .map(|e| e.path.as_str())
+        .collect();
+    assert_eq!(names, ["docs", "docs/a.txt"]);
+    assert_eq!(source.skipped().len(), 1);
+    assert!(source.skipped()[0].reason.contains("unfinished"));
+    let e = Source::scan(&[root.join(".peerdrop-0123456789abcdef.partial")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("staging folder"), "{e}");
 }

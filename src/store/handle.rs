@@ -6,7 +6,7 @@
 //! makes the operation fail with `ELOOP`/`ENOTDIR` instead of redirecting it
 //! outside.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -51,10 +51,10 @@ impl Dir {
     }
 
     /// Opens the folder `name` inside this one, never through a link.
-    pub fn open_dir(&self, name: &str) -> io::Result<Dir> {
+    pub fn open_dir(&self, name: impl AsRef<OsStr>) -> io::Result<Dir> {
         let fd = rfs::openat(
             &self.fd,
-            name,
+            name.as_ref(),
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
@@ -74,8 +74,8 @@ impl Dir {
     }
 
     /// `lstat` of `name` inside this folder; `None` if nothing is there.
-    pub fn stat(&self, name: &str) -> io::Result<Option<Stat>> {
-        match rfs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+    pub fn stat(&self, name: impl AsRef<OsStr>) -> io::Result<Option<Stat>> {
+        match rfs::statat(&self.fd, name.as_ref(), AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => Ok(Some(st)),
             Err(rustix::io::Errno::NOENT) => Ok(None),
             Err(e) => Err(e.into()),
@@ -90,10 +90,10 @@ impl Dir {
     /// Opens the regular file `name` with `flags` (plus `O_NOFOLLOW`, and
     /// `O_NONBLOCK` so a FIFO planted there cannot hang the open); anything
     /// but a regular file is refused with `InvalidData`.
-    pub fn open_file(&self, name: &str, flags: OFlags, mode: u32) -> io::Result<File> {
+    pub fn open_file(&self, name: impl AsRef<OsStr>, flags: OFlags, mode: u32) -> io::Result<File> {
         let fd = rfs::openat(
             &self.fd,
-            name,
+            name.as_ref(),
             flags | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
             Mode::from_raw_mode(mode),
         )?;
@@ -136,14 +136,20 @@ impl Dir {
     }
 
     /// Removes the file (or link, or other non-folder) `name`.
-    pub fn remove_file(&self, name: &str) -> io::Result<()> {
-        Ok(rfs::unlinkat(&self.fd, name, AtFlags::empty())?)
+    pub fn remove_file(&self, name: impl AsRef<OsStr>) -> io::Result<()> {
+        Ok(rfs::unlinkat(&self.fd, name.as_ref(), AtFlags::empty())?)
+    }
+
+    /// Removes the empty folder `name`.
+    pub fn remove_dir(&self, name: impl AsRef<OsStr>) -> io::Result<()> {
+        Ok(rfs::unlinkat(&self.fd, name.as_ref(), AtFlags::REMOVEDIR)?)
     }
 
     /// Removes `name` and, if it is a folder, everything in it, by handle
     /// all the way down (a link inside is removed, never followed).
     /// Iterative: the depth of what is removed costs no stack.
-    pub fn remove_all(&self, name: &str) -> io::Result<()> {
+    pub fn remove_all(&self, name: impl AsRef<OsStr>) -> io::Result<()> {
+        let name = name.as_ref();
         match self.stat(name)? {
             None => return Ok(()),
             Some(st) if kind(&st) != FileType::Directory => return self.remove_file(name),
@@ -153,7 +159,7 @@ impl Dir {
         // removed once it is found empty.
         let mut stack: Vec<(Dir, OsString)> = vec![(self.try_clone()?, name.into())];
         while let Some((parent, dir_name)) = stack.pop() {
-            let name = dir_name.to_str().ok_or_else(not_utf8)?;
+            let name = dir_name.as_os_str();
             let dir = parent.open_dir(name)?;
             let mut sub = Vec::new();
             for (child, ty) in dir.entries()? {
@@ -222,10 +228,6 @@ impl AsFd for Dir {
     }
 }
 
-fn not_utf8() -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, "a name is not UTF-8")
-}
-
 /// `utimensat` times that leave the access time alone.
 pub fn mtime_only(secs: i64, nanos: u32) -> Timestamps {
     Timestamps {
@@ -291,6 +293,13 @@ impl Walker {
         Ok((self.dir(dir)?, name))
     }
 
+    /// The part of `rel` up to the folder that [`Walker::dir`] (or
+    /// [`Walker::parent`]) last failed to open: what to name in the error.
+    pub fn failed_at(&self, rel: &str) -> String {
+        let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
+        parts[..parts.len().min(self.chain.len() + 1)].join("/")
+    }
+
     /// Forgets the open chain (after something in it was moved away).
     pub fn reset(&mut self) {
         self.chain.clear();
@@ -316,6 +325,7 @@ mod tests {
         assert!(is_swapped(&e), "{e}");
         let e = w.parent("a/link/x").unwrap_err();
         assert!(is_swapped(&e), "{e}");
+        assert_eq!(w.failed_at("a/link/x"), "a/link");
         // A file where a folder is expected.
         fs::write(root.join("a/f"), b"").unwrap();
         assert!(is_swapped(&w.dir("a/f").unwrap_err()));

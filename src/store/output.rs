@@ -23,17 +23,22 @@
 //! seals again to its id, the share is there and nothing is written; if
 //! not, the files are someone else's and are left alone.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rustix::fs::{FileType, FlockOperation, OFlags};
 
 use crate::chunk::hex;
 use crate::manifest::ManifestId;
-use crate::meta::{EntryKind, Metadata, Timestamp};
+use crate::meta::{Entry, EntryKind, Metadata, Timestamp};
+use crate::store::handle::{self, Dir, Walker};
 use crate::store::{at, PathIoError};
 
 /// Bytes of free space kept beyond the share's size before writing starts.
@@ -83,6 +88,11 @@ pub enum OutputError {
         /// The staging folder to remove.
         staging: PathBuf,
     },
+    /// A folder being written into is no longer the folder that was opened
+    /// or checked: something replaced it (a link, perhaps) while the share
+    /// was being written.
+    #[error("{} is no longer a folder peerdrop can write into (it was replaced, perhaps by a link, while the share was being written); nothing was written there. Check who else can write to the destination, then run the same command again", .0.display())]
+    Swapped(PathBuf),
     /// The file system failed.
     #[error(transparent)]
     Io(#[from] PathIoError),
@@ -138,10 +148,18 @@ impl From<Taken> for OutputError {
 /// A share being written into a destination folder.
 pub struct Output {
     dest: PathBuf,
+    /// The destination, held from the start: whatever happens to the path
+    /// `dest` meanwhile, the staging folder is this folder's.
+    dest_dir: Dir,
     /// The staging folder (holds the lock and `tree/`).
     staging: PathBuf,
+    /// The staging folder, held; `None` when nothing is staged (present).
+    staging_dir: Option<Dir>,
     /// `staging/tree`: where entries are written.
     tree: PathBuf,
+    /// Reaches entries below `tree` one name at a time, never through a
+    /// link (shared with the threads that read staged content back).
+    walker: Mutex<Walker>,
     metadata: Metadata,
     /// Content offset and entry index of each file, in content order.
     files: Vec<(u64, usize)>,
@@ -171,6 +189,58 @@ pub fn staging_name(id: &ManifestId) -> String {
     format!(".peerdrop-{}.partial", &hex(&id.0)[..16])
 }
 
+/// Whether `name` is shaped like a staging folder's name (in any case:
+/// some file systems fold it), whatever its id part. A share can hold no
+/// such name (`meta` refuses the whole `.peerdrop-` prefix); a sender
+/// leaves these folders out of what it scans.
+pub fn is_staging_name(name: &str) -> bool {
+    let n = name.to_lowercase();
+    n.starts_with(".peerdrop-") && n.ends_with(".partial")
+}
+
+/// The walker's lock; it holds only handles, so a panic elsewhere leaves it
+/// usable.
+fn lock(w: &Mutex<Walker>) -> MutexGuard<'_, Walker> {
+    w.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The folder holding `rel` below the walker's root (`base` on disk, for
+/// errors) and `rel`'s last name. A folder on the way that is not a real
+/// folder any more is [`OutputError::Swapped`], naming it.
+fn parent_of<'w, 'r>(
+    w: &'w mut Walker,
+    base: &Path,
+    rel: &'r str,
+) -> Result<(&'w Dir, &'r str), OutputError> {
+    if let Err(e) = w.parent(rel) {
+        return Err(walk_failed(w, base, rel, e));
+    }
+    // Opened just above: the walker's chain answers without a system call.
+    w.parent(rel).map_err(|e| at(&base.join(rel))(e).into())
+}
+
+/// The error for a folder on the way to `rel` that could not be opened.
+fn walk_failed(w: &Walker, base: &Path, rel: &str, e: io::Error) -> OutputError {
+    let dir = base.join(w.failed_at(rel));
+    if handle::is_swapped(&e) {
+        OutputError::Swapped(dir)
+    } else {
+        at(&dir)(e).into()
+    }
+}
+
+/// Opens a folder the run made or reuses: anything but a real folder there
+/// is `Blocked`.
+fn open_dir_at(parent: &Dir, name: &str, path: &Path) -> Result<Dir, OutputError> {
+    parent.open_dir(name).map_err(|e| {
+        if handle::is_swapped(&e) {
+            OutputError::Blocked(path.to_owned())
+        } else {
+            at(path)(e).into()
+        }
+    })
+}
+
 impl Output {
     /// Checks the destination and prepares the staging folder. Fails before
     /// writing anything if a path is taken or space is short.
@@ -181,32 +251,40 @@ impl Output {
         opts: &OutputOptions,
     ) -> Result<Output, OutputError> {
         fs::create_dir_all(dest).map_err(at(dest))?;
-        let staging = dest.join(staging_name(id));
+        let dest_dir = Dir::open(dest).map_err(at(dest))?;
+        let name = staging_name(id);
+        let staging = dest.join(&name);
         // Read before taking the lock: if another run is placing right now,
         // the lock below refuses us anyway.
-        let placing = fs::symlink_metadata(staging.join(PLACING)).is_ok_and(|m| m.is_file());
+        let earlier = dest_dir.open_dir(&name).ok();
+        let placing = earlier
+            .as_ref()
+            .and_then(|s| s.stat(PLACING).ok().flatten())
+            .is_some_and(|st| handle::kind(&st) == FileType::RegularFile);
         let tree = staging.join("tree");
         let plan = match plan(dest, &metadata, opts, placing.then_some((&tree, &staging))) {
             // The one refusal that is not an error: this very share, already
             // in place (checked by resealing before it counts). Not a merge:
             // nothing is written.
-            Err(e) if fs::symlink_metadata(&staging).is_err() && looks_placed(dest, &metadata) => {
+            Err(e)
+                if dest_dir.stat(&name).ok().flatten().is_none()
+                    && looks_placed(dest, &metadata) =>
+            {
                 let taken = match e {
                     OutputError::Exists(p) => Taken::Exists(p),
                     OutputError::Conflict(p) => Taken::Conflict(p),
                     e => return Err(e),
                 };
-                return Ok(Output::already_placed(dest, staging, metadata, taken));
+                return Output::already_placed(dest, dest_dir, staging, metadata, taken);
             }
             plan => plan?,
         };
-        let available = free_space(dest).map_err(at(dest))?;
+        let available = dest_dir.free_space().map_err(at(dest))?;
         // Only a previous run leaves staged bytes; looking each file up when
         // there is no staging folder costs a failed lookup per file.
-        let present = match fs::symlink_metadata(&staging) {
-            Ok(_) => staged_bytes(&staging, &metadata),
-            Err(_) => 0,
-        };
+        let present = earlier
+            .and_then(|s| s.open_dir("tree").ok())
+            .map_or(0, |t| staged_bytes(&t, &metadata));
         let needed = metadata
             .content_len()
             .saturating_sub(present)
@@ -220,7 +298,7 @@ impl Output {
             });
         }
         let mut resumed = false;
-        match fs::DirBuilder::new().mode(0o700).create(&staging) {
+        match dest_dir.mkdir(&name, 0o700) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => resumed = true,
             Err(e) => return Err(at(&staging)(e).into()),
@@ -228,49 +306,47 @@ impl Output {
         // A previous run's staging folder is reused only if it is a real
         // folder, ours, and closed to others: otherwise someone could have
         // planted links in it to redirect our writes.
-        let m = fs::symlink_metadata(&staging).map_err(at(&staging))?;
-        if !m.is_dir() {
-            return Err(OutputError::Blocked(staging));
-        }
-        // SAFETY: geteuid has no preconditions.
-        if m.uid() != unsafe { libc::geteuid() } || m.mode() & 0o077 != 0 {
+        let staging_dir = open_dir_at(&dest_dir, &name, &staging)?;
+        let st = staging_dir.stat_self().map_err(at(&staging))?;
+        if st.st_uid != rustix::process::geteuid().as_raw() || st.st_mode & 0o077 != 0 {
             return Err(OutputError::Untrusted(staging));
         }
         let lock_path = staging.join("lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&lock_path)
+        let lock = staging_dir
+            .open_file("lock", OFlags::WRONLY | OFlags::CREATE, 0o600)
             .map_err(at(&lock_path))?;
-        // SAFETY: flock on a file descriptor we own.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
             return Err(OutputError::Busy(dest.to_owned()));
         }
-        match fs::DirBuilder::new().create(&tree) {
+        match staging_dir.mkdir("tree", 0o777) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(at(&tree)(e).into()),
             _ => {}
         }
-        if !fs::symlink_metadata(&tree).map_err(at(&tree))?.is_dir() {
-            return Err(OutputError::Blocked(tree));
+        let tree_dir = open_dir_at(&staging_dir, "tree", &tree)?;
+        if resumed && !placing {
+            prune(&tree_dir, &tree, &metadata)?;
         }
+        let mut walker = Walker::new(&tree_dir).map_err(at(&tree))?;
         let mut files = Vec::new();
         let mut offset = 0;
         for (i, e) in metadata.entries().iter().enumerate() {
-            let path = tree.join(e.path.as_str());
             match e.kind {
                 // Staged folders already moved into place stay gone.
                 EntryKind::Dir if placing => {}
-                EntryKind::Dir => match fs::DirBuilder::new().create(&path) {
-                    Ok(()) => {}
-                    Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
-                        if !fs::symlink_metadata(&path).map_err(at(&path))?.is_dir() {
-                            return Err(OutputError::Blocked(path));
+                EntryKind::Dir => {
+                    let (dir, name) = parent_of(&mut walker, &tree, e.path.as_str())?;
+                    let path = tree.join(e.path.as_str());
+                    match dir.mkdir(name, 0o777) {
+                        Ok(()) => {}
+                        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                            let st = dir.stat(name).map_err(at(&path))?;
+                            if !st.is_some_and(|st| handle::kind(&st) == FileType::Directory) {
+                                return Err(OutputError::Blocked(path));
+                            }
                         }
+                        Err(err) => return Err(at(&path)(err).into()),
                     }
-                    Err(err) => return Err(at(&path)(err).into()),
-                },
+                }
                 EntryKind::File => {
                     // Files are created when first written (or, if empty,
                     // at the end): one open per file matters with 20,000
@@ -283,8 +359,11 @@ impl Output {
         let metadata_len = metadata.entries().len();
         Ok(Output {
             dest: dest.to_owned(),
+            dest_dir,
             staging,
+            staging_dir: Some(staging_dir),
             tree,
+            walker: Mutex::new(walker),
             metadata,
             files,
             plan,
@@ -300,7 +379,13 @@ impl Output {
 
     /// A share whose every entry is already where it goes (`taken` is the
     /// first that was found there): its files are read, to be checked.
-    fn already_placed(dest: &Path, staging: PathBuf, metadata: Metadata, taken: Taken) -> Output {
+    fn already_placed(
+        dest: &Path,
+        dest_dir: Dir,
+        staging: PathBuf,
+        metadata: Metadata,
+        taken: Taken,
+    ) -> Result<Output, OutputError> {
         let mut files = Vec::new();
         let mut offset = 0;
         for (i, e) in metadata.entries().iter().enumerate() {
@@ -310,10 +395,14 @@ impl Output {
             }
         }
         let n = metadata.entries().len();
-        Output {
+        let walker = Walker::new(&dest_dir).map_err(at(dest))?;
+        Ok(Output {
             dest: dest.to_owned(),
+            dest_dir,
             staging,
+            staging_dir: None,
             tree: dest.to_owned(),
+            walker: Mutex::new(walker),
             metadata,
             files,
             plan: vec![Plan::Placed; n],
@@ -324,7 +413,7 @@ impl Output {
             resumed: true,
             placing: false,
             present: Some(taken),
-        }
+        })
     }
 
     /// Whether the share's entries were all found at their final paths with
@@ -377,11 +466,11 @@ impl Output {
             let entry = &self.metadata.entries()[idx];
             let n = ((start + entry.size - offset) as usize).min(buf.len());
             let path = self.tree.join(entry.path.as_str());
-            let f = File::options()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&path)
-                .map_err(at(&path))?;
+            let f = {
+                let mut w = lock(&self.walker);
+                let (dir, name) = parent_of(&mut w, &self.tree, entry.path.as_str())?;
+                dir.open_file(name, OFlags::RDONLY, 0).map_err(at(&path))?
+            };
             f.read_exact_at(&mut buf[..n], offset - start)
                 .map_err(at(&path))?;
             offset += n as u64;
@@ -413,7 +502,9 @@ impl Output {
             let n = ((start + entry.size - offset) as usize).min(data.len());
             let path = self.tree.join(entry.path.as_str());
             if self.open.as_ref().map(|(i, _)| *i) != Some(idx) {
-                self.open = Some((idx, create_staged(&path, entry.executable)?));
+                let w = self.walker.get_mut().unwrap_or_else(|p| p.into_inner());
+                let (dir, name) = parent_of(w, &self.tree, entry.path.as_str())?;
+                self.open = Some((idx, create_staged(dir, name, &path, entry)?));
                 self.unflushed = 0;
             }
             let (_, f) = self.open.as_ref().expect("opened above");
@@ -476,7 +567,7 @@ impl Output {
                 let _ = d.sync_all();
             }
         }
-        remove_staging(&self.staging)?;
+        self.remove_staging()?;
         Ok(top_level(&self.dest, entries))
     }
 
@@ -484,6 +575,7 @@ impl Output {
     /// `placing` marker durable: from here on a crash resumes by renaming.
     fn seal_staging(&self) -> Result<(), OutputError> {
         let entries = self.metadata.entries();
+        let mut w = lock(&self.walker);
         // Deepest first, so setting a folder's time comes after its children.
         for (e, _) in entries
             .iter()
@@ -492,24 +584,44 @@ impl Output {
             .filter(|(_, timed)| !**timed)
         {
             let path = self.tree.join(e.path.as_str());
+            let (dir, name) = parent_of(&mut w, &self.tree, e.path.as_str())?;
             if e.kind == EntryKind::File && e.size == 0 {
-                create_staged(&path, e.executable)?;
+                create_staged(dir, name, &path, e)?;
             }
-            set_mtime(&path, e.mtime).map_err(at(&path))?;
+            dir.set_mtime(name, e.mtime.secs, e.mtime.nanos)
+                .map_err(at(&path))?;
         }
-        sync_fs(&self.staging).map_err(at(&self.staging))?;
+        let staging = self.staging_dir()?;
+        staging.sync_fs().map_err(at(&self.staging))?;
         let marker = self.staging.join(PLACING);
-        File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&marker)
+        staging
+            .open_file(PLACING, OFlags::WRONLY | OFlags::CREATE, 0o600)
             .and_then(|f| f.sync_all())
             .map_err(at(&marker))?;
-        File::open(&self.staging)
-            .and_then(|d| d.sync_all())
-            .map_err(at(&self.staging))?;
+        staging.sync().map_err(at(&self.staging))?;
+        Ok(())
+    }
+
+    /// The held staging folder (there is one unless the share was found
+    /// already in place, which never stages).
+    fn staging_dir(&self) -> Result<&Dir, OutputError> {
+        self.staging_dir.as_ref().ok_or_else(|| self.taken())
+    }
+
+    /// Removes a placed share's staging folder, the `placing` marker last: a
+    /// crash in the middle leaves the marker, and the next run only finishes
+    /// the removal instead of finding its own files in the way.
+    fn remove_staging(&self) -> Result<(), OutputError> {
+        let staging = self.staging_dir()?;
+        let gone = |r: io::Result<()>, name: &str| match r {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(at(&self.staging.join(name))(e)),
+            _ => Ok(()),
+        };
+        gone(staging.remove_all("tree"), "tree")?;
+        gone(staging.remove_file("lock"), "lock")?;
+        gone(staging.remove_file(PLACING), PLACING)?;
+        let name = self.staging.file_name().expect("a staging folder's name");
+        self.dest_dir.remove_dir(name).map_err(at(&self.staging))?;
         Ok(())
     }
 }
@@ -535,24 +647,6 @@ fn looks_placed(dest: &Path, metadata: &Metadata) -> bool {
             EntryKind::File => m.is_file() && m.len() == e.size,
         })
     })
-}
-
-/// Removes a placed share's staging folder, the `placing` marker last: a
-/// crash in the middle leaves the marker, and the next run only finishes
-/// the removal instead of finding its own files in the way.
-fn remove_staging(staging: &Path) -> Result<(), OutputError> {
-    let gone = |r: io::Result<()>, path: &Path| match r {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(at(path)(e)),
-        _ => Ok(()),
-    };
-    let tree = staging.join("tree");
-    gone(fs::remove_dir_all(&tree), &tree)?;
-    let lock = staging.join("lock");
-    gone(fs::remove_file(&lock), &lock)?;
-    let marker = staging.join(PLACING);
-    gone(fs::remove_file(&marker), &marker)?;
-    fs::remove_dir(staging).map_err(at(staging))?;
-    Ok(())
 }
 
 /// What to do with each entry; fails on the first path that is taken.
@@ -625,75 +719,112 @@ fn plan(
 }
 
 /// Bytes a previous run's staging files really occupy (they are sparse, so
-/// their blocks, not their lengths), which are overwritten in place and so do
-/// not count against the free-space check.
-fn staged_bytes(staging: &Path, metadata: &Metadata) -> u64 {
-    let tree = staging.join("tree");
-    metadata
+/// their blocks, not their lengths, and never more than the share says),
+/// which are overwritten in place and so do not count against the
+/// free-space check.
+fn staged_bytes(tree: &Dir, metadata: &Metadata) -> u64 {
+    let Ok(mut w) = Walker::new(tree) else {
+        return 0;
+    };
+    let mut bytes = 0u64;
+    for e in metadata
         .entries()
         .iter()
         .filter(|e| e.kind == EntryKind::File)
-        .filter_map(|e| fs::symlink_metadata(tree.join(e.path.as_str())).ok())
-        .filter(|m| m.is_file())
-        .map(|m| (m.blocks() * 512).min(m.len()))
-        .sum()
-}
-
-/// Opens (creating if needed) a staged file for writing, never through a link.
-fn create_staged(path: &Path, executable: bool) -> Result<File, OutputError> {
-    File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(if executable { 0o777 } else { 0o666 })
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| at(path)(e).into())
-}
-
-/// Sets a path's modification time without opening it or following a link.
-fn set_mtime(path: &Path, t: Timestamp) -> io::Result<()> {
-    let times = mtime_only(t);
-    let c = cstr(path)?;
-    // SAFETY: a valid NUL-terminated path and a two-element timespec array.
-    if unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    } == 0
     {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+        let Ok((dir, name)) = w.parent(e.path.as_str()) else {
+            continue;
+        };
+        if let Ok(Some(st)) = dir.stat(name) {
+            if handle::kind(&st) == FileType::RegularFile {
+                let blocks = (st.st_blocks as u64).saturating_mul(512);
+                bytes += blocks.min(st.st_size as u64).min(e.size);
+            }
+        }
     }
+    bytes
+}
+
+/// Makes a previous run's `tree/` hold only what the share lists there, as
+/// it lists it, before anything in it is read: an entry the share does not
+/// list (planted, or left by another share), or of another kind (a link, a
+/// FIFO, a folder where a file goes), is removed, and a file longer than
+/// its declared size is cut to it (verification reads only the declared
+/// bytes, so a tail would otherwise reach the final path unverified).
+fn prune(tree: &Dir, tree_path: &Path, metadata: &Metadata) -> Result<(), OutputError> {
+    let listed: HashMap<&str, &Entry> = metadata
+        .entries()
+        .iter()
+        .map(|e| (e.path.as_str(), e))
+        .collect();
+    let folders = metadata
+        .entries()
+        .iter()
+        .filter(|e| e.kind == EntryKind::Dir)
+        .map(|e| e.path.as_str());
+    let mut w = Walker::new(tree).map_err(at(tree_path))?;
+    for rel in std::iter::once("").chain(folders) {
+        match w.dir(rel) {
+            Ok(_) => {}
+            // Not staged: nothing in it to remove.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(walk_failed(&w, tree_path, rel, e)),
+        }
+        let dir = w.dir(rel).map_err(at(&tree_path.join(rel)))?;
+        let here = tree_path.join(rel);
+        for (name, ty) in dir.entries().map_err(at(&here))? {
+            let entry = name.to_str().and_then(|n| match rel {
+                "" => listed.get(n),
+                _ => listed.get(format!("{rel}/{n}").as_str()),
+            });
+            let keep = match (entry, ty) {
+                (Some(e), FileType::Directory) => e.kind == EntryKind::Dir,
+                (Some(e), FileType::RegularFile) if e.kind == EntryKind::File => {
+                    cut(dir, &name, e.size, &here.join(&name))?;
+                    true
+                }
+                _ => false,
+            };
+            if !keep {
+                dir.remove_all(&name).map_err(at(&here.join(&name)))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Cuts the staged file `name` to `size` bytes if it is longer.
+fn cut(dir: &Dir, name: &OsStr, size: u64, path: &Path) -> Result<(), OutputError> {
+    if let Some(st) = dir.stat(name).map_err(at(path))? {
+        if st.st_size as u64 > size {
+            dir.open_file(name, OFlags::WRONLY, 0)
+                .and_then(|f| f.set_len(size))
+                .map_err(at(path))?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens (creating if needed) the staged file `name` of `entry` in `dir`
+/// for writing: a regular file only, never through a link, never blocking
+/// on a FIFO; one found longer than the entry is cut to its size.
+fn create_staged(dir: &Dir, name: &str, path: &Path, entry: &Entry) -> Result<File, OutputError> {
+    let mode = if entry.executable { 0o777 } else { 0o666 };
+    let f = dir
+        .open_file(name, OFlags::WRONLY | OFlags::CREATE, mode)
+        .map_err(at(path))?;
+    if f.metadata().map_err(at(path))?.len() > entry.size {
+        f.set_len(entry.size).map_err(at(path))?;
+    }
+    Ok(f)
 }
 
 /// Sets an open file's modification time.
 fn set_mtime_fd(f: &File, t: Timestamp) -> io::Result<()> {
-    let times = mtime_only(t);
-    // SAFETY: an open descriptor and a two-element timespec array.
-    if unsafe { libc::futimens(f.as_raw_fd(), times.as_ptr()) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// `utimensat` times that leave the access time alone.
-fn mtime_only(t: Timestamp) -> [libc::timespec; 2] {
-    [
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        libc::timespec {
-            tv_sec: t.secs as libc::time_t,
-            tv_nsec: t.nanos as libc::c_long,
-        },
-    ]
+    Ok(rustix::fs::futimens(
+        f,
+        &handle::mtime_only(t.secs, t.nanos),
+    )?)
 }
 
 fn cstr(p: &Path) -> io::Result<std::ffi::CString> {
@@ -733,17 +864,6 @@ pub fn sync_fs(path: &Path) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
-}
-
-/// Free bytes available to this user on the file system holding `path`.
-pub fn free_space(path: &Path) -> io::Result<u64> {
-    let c = cstr(path)?;
-    // SAFETY: statvfs writes into the zeroed struct we pass.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((s.f_bavail as u64).saturating_mul(s.f_frsize as u64))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::meta::{Entry, EntryKind, Metadata, MetadataError, PathError, RelPath, Timestamp};
+use crate::store::output::is_staging_name;
 use crate::store::{at, PathIoError};
 
 /// Something under a shared folder that is left out of the share.
@@ -55,6 +56,9 @@ pub enum SourceError {
     /// Two top-level paths with the same name.
     #[error("two of the paths to share are both named {0:?}; share their parent folder instead")]
     Duplicate(String),
+    /// A top-level path that is an unfinished download's staging folder.
+    #[error("cannot share {}: it is the staging folder of an unfinished peerdrop download (receivers refuse such names); share the files once they are received", .0.display())]
+    Staging(PathBuf),
     /// A top-level path that is neither a file nor a folder.
     #[error("cannot share {}: only regular files and folders can be shared", .0.display())]
     Unsupported(PathBuf),
@@ -122,6 +126,9 @@ impl Source {
             let name = name
                 .to_str()
                 .ok_or_else(|| SourceError::NotUtf8(p.clone()))?;
+            if is_staging_name(name) {
+                return Err(SourceError::Staging(p.clone()));
+            }
             if !top.insert(name.to_owned()) {
                 return Err(SourceError::Duplicate(name.to_owned()));
             }
@@ -316,6 +323,10 @@ fn walk(
                 Some("symbolic links are not shared")
             } else if !meta.is_file() && !meta.is_dir() {
                 Some("only regular files and folders are shared")
+            } else if item.file_name().to_str().is_some_and(is_staging_name) {
+                // Receivers refuse the name (it could mix into a download
+                // of theirs), and its content is unverified anyway.
+                Some("an unfinished peerdrop download is not shared")
             } else {
                 None
             };
