@@ -87,6 +87,45 @@ fn seal_then_unseal_round_trip() {
     assert_eq!(read_tree(&root), read_tree(&dest.join("album")));
 }
 
+/// A read link on argv is visible in `ps` while a long command runs (audit
+/// F-13): the command says so; on stdin or in PEERDROP_LINK it does not.
+#[test]
+fn a_key_on_the_command_line_is_warned_about() {
+    let (tmp, root) = fixture();
+    let store = tmp.path().join("store");
+    let link = seal(&[&root], &store);
+    let unseal = |dest: &str| {
+        let mut c = peerdrop();
+        c.args(["unseal", "--from"])
+            .arg(&store)
+            .arg("-o")
+            .arg(tmp.path().join(dest));
+        c
+    };
+    let out = unseal("argv").arg(&link).output().unwrap();
+    assert!(out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("warning: the link's key is on the command line"),
+        "{e}"
+    );
+    assert!(
+        !e.contains(link.split('#').nth(1).unwrap()),
+        "the key was echoed: {e}"
+    );
+    for out in [
+        unseal("stdin")
+            .write_stdin(format!("{link}\n"))
+            .output()
+            .unwrap(),
+        unseal("env").env("PEERDROP_LINK", &link).output().unwrap(),
+    ] {
+        assert!(out.status.success());
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(!e.contains("warning"), "{e}");
+    }
+}
+
 #[test]
 fn failures_exit_1_with_one_line_that_says_what_to_do() {
     let (tmp, root) = fixture();
@@ -111,7 +150,8 @@ fn failures_exit_1_with_one_line_that_says_what_to_do() {
             .arg(&store)
             .arg("-o")
             .arg(&dest)
-            .arg(&bad)
+            // Not on argv, which adds a warning line (see above).
+            .env("PEERDROP_LINK", &bad)
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(1), "{bad}");

@@ -11,7 +11,7 @@ pub fn run(args: &CatArgs) -> anyhow::Result<()> {
     crate::cli::init_logging(look.one_shot.verbose);
     let text = match args.link.as_str() {
         "env" => crate::cli::link_text(None)?,
-        l => crate::cli::link_text(Some(l))?,
+        l => crate::cli::link_text_long(Some(l))?,
     };
     let link = look.password.open(Link::parse_read_link(&text)?)?;
     let sources = crate::cli::receive::sources(&link, &look.peer, &look.one_shot.discovery)?;

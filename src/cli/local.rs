@@ -84,7 +84,7 @@ pub fn run_seal(args: &SealArgs) -> anyhow::Result<()> {
 
 /// Runs `peerdrop unseal`.
 pub fn run_unseal(args: &UnsealArgs) -> anyhow::Result<()> {
-    let link = Link::parse_read_link(&crate::cli::link_text(args.link.as_deref())?)?;
+    let link = Link::parse_read_link(&crate::cli::link_text_long(args.link.as_deref())?)?;
     let link = args.password.open(link)?;
     let start = Instant::now();
     let mut dir = ChunkDir::open(&args.from)?;

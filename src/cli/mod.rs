@@ -518,6 +518,26 @@ pub fn link_text(arg: Option<&str>) -> anyhow::Result<String> {
     String::from_utf8(buf).context("the link on stdin is not UTF-8 text")
 }
 
+/// [`link_text`] for a command that may run for long (receive, fetch, pin,
+/// cat, unseal): a read link given as an argument is readable by every
+/// local user in `ps` and `/proc/PID/cmdline` while it runs (audit F-13),
+/// so that is said on stderr, with what to do instead.
+pub fn link_text_long(arg: Option<&str>) -> anyhow::Result<String> {
+    let text = link_text(arg)?;
+    let on_argv = arg.is_some_and(|a| a != "-" && a != "env");
+    if on_argv
+        && text
+            .split_once('#')
+            .is_some_and(|(_, key)| !key.trim().is_empty())
+    {
+        eprintln!(
+            "warning: the link's key is on the command line, where other users of this machine \
+             can read it (ps) while this runs; pass the link on stdin or in PEERDROP_LINK instead"
+        );
+    }
+    Ok(text)
+}
+
 /// Parses a link, read or pin.
 pub fn parse_link(arg: Option<&str>) -> anyhow::Result<Link> {
     Ok(link_text(arg)?.parse::<Link>()?)

@@ -17,7 +17,7 @@ use crate::cli::{output, Discovery, Interrupted, OneShot, ReceiveArgs};
 /// Runs the command.
 pub fn run(args: &ReceiveArgs) -> anyhow::Result<()> {
     crate::cli::init_logging(args.one_shot.verbose);
-    let link = Link::parse_read_link(&crate::cli::link_text(args.get.link.as_deref())?)?;
+    let link = Link::parse_read_link(&crate::cli::link_text_long(args.get.link.as_deref())?)?;
     let link = args.get.password.open(link)?;
     let sources = sources(&link, &args.get.peer, &args.one_shot.discovery)?;
     let rt = crate::cli::runtime()?;

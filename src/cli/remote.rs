@@ -135,7 +135,7 @@ fn follow_bar(json: bool) -> (indicatif::ProgressBar, impl FnMut(&Event)) {
 
 /// `peerdrop fetch`.
 pub fn fetch(a: &FetchArgs) -> anyhow::Result<()> {
-    let text = crate::cli::link_text(a.get.link.as_deref())?;
+    let text = crate::cli::link_text_long(a.get.link.as_deref())?;
     // Checked here too, so a mistake is reported before the daemon is asked;
     // a password link is unlocked here and the daemon gets the read link.
     let link = Link::parse_read_link(&text)?;
@@ -181,7 +181,7 @@ pub fn fetch(a: &FetchArgs) -> anyhow::Result<()> {
 
 /// `peerdrop pin`.
 pub fn pin(a: &PinArgs) -> anyhow::Result<()> {
-    let link: Link = crate::cli::link_text(a.link.as_deref())?.parse()?;
+    let link: Link = crate::cli::link_text_long(a.link.as_deref())?.parse()?;
     // The key never reaches the daemon: only the pin link is sent.
     let req = PinRequest {
         link: link.to_pin_link().to_uri_string(),
