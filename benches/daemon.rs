@@ -273,7 +273,14 @@ fn run_rates() -> BoxResult<bool> {
         .tempdir()?;
     eprintln!("temp dir {}", tmp.path().display());
     let mut ctx = Ctx::private(tmp.path())?;
-    rates::run(&mut ctx, tmp.path())
+    let r = rates::run(&mut ctx, tmp.path());
+    if ctx.daemon_log.is_some() {
+        // The temp dir goes; its logs were asked for.
+        let kept = tmp.path().with_extension("logs");
+        fs::rename(&ctx.logs, &kept)?;
+        eprintln!("daemon logs kept in {}", kept.display());
+    }
+    r
 }
 
 fn path_str(p: &Path) -> BoxResult<&str> {
@@ -378,6 +385,9 @@ fn loopback_config() -> BoxResult<(String, Vec<String>)> {
         }
         match value {
             toml::Value::Boolean(_) => text.push_str(&format!("{key} = false\n")),
+            // A role taken once the node finds itself public (DHT server,
+            // relay server): `false` keeps it off.
+            toml::Value::String(s) if s == "auto" => text.push_str(&format!("{key} = false\n")),
             toml::Value::Array(_) => text.push_str(&format!("{key} = []\n")),
             // A number switches nothing on (a limit, a size): left as is.
             toml::Value::Integer(_) | toml::Value::Float(_) => continue,
@@ -501,6 +511,9 @@ struct Ctx {
     /// Extra flags for `daemon` and `receive` that keep them off the LAN.
     daemon_flags: Vec<&'static str>,
     receive_flags: Vec<&'static str>,
+    /// `PEERDROP_BENCH_DAEMON_LOG`: the daemons' `RUST_LOG`, to see where
+    /// their time goes (the logs are then kept, see [`run_rates`]).
+    daemon_log: Option<String>,
 }
 
 impl Ctx {
@@ -516,6 +529,7 @@ impl Ctx {
             seq: AtomicUsize::new(0),
             daemon_flags: Vec::new(),
             receive_flags: Vec::new(),
+            daemon_log: std::env::var("PEERDROP_BENCH_DAEMON_LOG").ok(),
         };
         fs::create_dir(&ctx.logs)?;
         Ok(ctx)
@@ -580,6 +594,9 @@ impl Daemon {
             .arg(dir)
             .args(["--listen", LISTEN])
             .stdout(Stdio::null());
+        if let Some(filter) = &ctx.daemon_log {
+            cmd.env("RUST_LOG", filter);
+        }
         let start = Instant::now();
         let mut proc = Proc::spawn(name, cmd, ctx.log(&format!("{name}.log")))?;
         let probe_log = ctx.log(&format!("{name}-status"));

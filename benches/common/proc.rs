@@ -49,11 +49,14 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Spawns `cmd` with stdin closed and stderr to `log`.
+    /// Spawns `cmd` with stdin closed and stderr to `log`, and without the
+    /// bench's own `RUST_LOG` unless `cmd` sets one.
     pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> BoxResult<Proc> {
         cmd.stdin(Stdio::null())
-            .stderr(Stdio::from(File::create(&log)?))
-            .env_remove("RUST_LOG");
+            .stderr(Stdio::from(File::create(&log)?));
+        if !cmd.get_envs().any(|(k, v)| k == "RUST_LOG" && v.is_some()) {
+            cmd.env_remove("RUST_LOG");
+        }
         let child = cmd
             .spawn()
             .map_err(|e| format!("starting {:?} ({name}): {e}", cmd.get_program()))?;

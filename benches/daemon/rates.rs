@@ -19,7 +19,8 @@
 //!
 //! Every fetched file is compared with its input at the end. Knobs:
 //! `PEERDROP_BENCH_SHARES` (default 10,000), `PEERDROP_BENCH_CLIENTS`
-//! (default 8).
+//! (default 8), `PEERDROP_BENCH_DAEMON_LOG` (the daemons' `RUST_LOG`; their
+//! logs are then kept beside the temp dir).
 
 use std::fs;
 use std::path::{Path, PathBuf};
