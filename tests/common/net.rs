@@ -23,12 +23,22 @@ pub struct Server {
 
 /// Starts a node listening on `listen` that serves `provider`.
 pub async fn start_server(listen: &str, provider: Arc<dyn Provider>) -> Server {
+    start_server_with(listen, provider, ServeConfig::default()).await
+}
+
+/// [`start_server`] with the serving limits of `config` (its identity is
+/// the new node's).
+pub async fn start_server_with(
+    listen: &str,
+    provider: Arc<dyn Provider>,
+    config: ServeConfig,
+) -> Server {
     let client = node::spawn(NodeConfig::default()).unwrap();
     let mut addr: Multiaddr = client.listen(listen.parse().unwrap()).await.unwrap();
     addr.pop(); // the /p2p part; the hint carries the peer id itself
     let config = ServeConfig {
         identity: Some(client.peer_id()),
-        ..ServeConfig::default()
+        ..config
     };
     tokio::spawn(serve(client.incoming().unwrap(), provider, config));
     Server {

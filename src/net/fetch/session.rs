@@ -1,6 +1,8 @@
 //! One peer's session: a stream with up to `depth` chunk requests in
 //! flight, answers read in order, each verified on the blocking pool while
-//! the next one arrives.
+//! the next one arrives. What to ask for, and whether a copy that arrives
+//! is still wanted, the [`Queue`] decides; a session with nothing to ask
+//! for waits for the queue to change, asking `Have` again now and then.
 //!
 //! Blame is decided here and nowhere else: bytes that do not match their id
 //! or their length, and answers that break the protocol, are the peer's
@@ -10,13 +12,13 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::AsyncWriteExt;
 use libp2p::{PeerId, Stream as Socket};
 use tokio::task::JoinHandle;
 
-use super::scheduler::Queue;
+use super::scheduler::{Queue, Take};
 use super::verify::Verify;
 use super::FetchError;
 use crate::chunk::{ChunkId, Stream};
@@ -29,6 +31,16 @@ use crate::wire::{Have, Request, Response};
 /// Where verified chunks go, on the blocking pool.
 pub(super) type Sink<T> = dyn Fn(u64, T) -> Result<(), FetchError> + Send + Sync;
 type Verification<T> = JoinHandle<Result<T, OpenError>>;
+
+/// While a session has nothing to ask for, how often it looks at the queue
+/// again even if nothing changed (rates change with time alone).
+const WAIT_TICK: Duration = Duration::from_millis(200);
+
+/// While a session has nothing to ask for, how often it asks `Have` again:
+/// what the peer holds may have grown, and a stream with no request for a
+/// minute is closed by its provider. At most one `Have` per this interval
+/// per session, so `max_peers` of them per interval per fetch.
+pub(super) const HAVE_EVERY: Duration = Duration::from_secs(5);
 
 /// What went wrong with a peer, and so what happens to it.
 pub(super) enum Fault {
@@ -61,7 +73,8 @@ impl Fault {
 
 /// Why a session ended.
 pub(super) enum SessionEnd {
-    /// Nothing left to take.
+    /// Nothing left to take: every chunk is in, or nothing this peer holds
+    /// is left and nothing is in flight elsewhere.
     Finished,
     /// The peer or the path failed.
     Fault(Fault),
@@ -101,11 +114,25 @@ pub(super) struct Job<V: Verify> {
     pub(super) stream: Stream,
     pub(super) check: Arc<V>,
     pub(super) queue: Arc<Mutex<Queue>>,
+    /// Bumped whenever the queue changes in a way that may give a waiting
+    /// session work (a chunk given back or delivered, a source joining or
+    /// leaving).
+    pub(super) changes: tokio::sync::watch::Sender<u64>,
     pub(super) sink: Arc<Sink<V::Out>>,
     /// Chunk requests in flight or being verified, at most.
     pub(super) depth: usize,
     /// Deadline for each answer, and for opening the stream.
     pub(super) timeout: Duration,
+}
+
+impl<V: Verify> Job<V> {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().expect("never poisoned")
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
 }
 
 /// One peer's session over a [`Job`].
@@ -136,6 +163,8 @@ impl<V: Verify> Session<V> {
     /// many chunks it delivered; indices it took but did not deliver go back
     /// to the queue.
     pub(super) async fn run(mut self) -> (PeerId, SessionEnd, u64) {
+        self.job.queue().join(self.peer, Instant::now());
+        self.job.changed();
         let mut end = match self.exchange().await {
             Ok(end) | Err(end) => end,
         };
@@ -146,8 +175,9 @@ impl<V: Verify> Session<V> {
                 end = fatal;
             }
         }
-        let mut q = self.job.queue.lock().expect("never poisoned");
-        q.give_back(self.taken);
+        let taken = std::mem::take(&mut self.taken);
+        self.job.queue().leave(self.peer, taken);
+        self.job.changed();
         (self.peer, end, self.delivered)
     }
 
@@ -166,27 +196,32 @@ impl<V: Verify> Session<V> {
             Ok(Err(e)) => return Err(Fault::Lost(e.to_string()).into()),
             Err(_) => return Err(self.stalled().into()),
         };
-        let have = self.have(&mut s).await?;
+        let mut have = self.have(&mut s).await?;
+        let mut have_asked = Instant::now();
         let m = job.check.manifest();
         // A Have bitmap is in manifest order: metadata chunks, then content.
         let offset = match job.stream {
             Stream::Metadata => 0,
             Stream::Content => m.metadata_chunks.len(),
         };
-        // Requested, in order, not yet answered.
-        let mut asked: VecDeque<u64> = VecDeque::new();
+        // Requested, in order, not yet answered, with when.
+        let mut asked: VecDeque<(u64, Instant)> = VecDeque::new();
         let depth = job.depth.max(1);
+        let mut changes = job.changes.subscribe();
         loop {
+            changes.borrow_and_update();
             // Top up the pipeline.
             let mut wrote = false;
+            let mut done = false;
             while asked.len() + self.verifying.len() < depth {
-                let Some(i) = job
-                    .queue
-                    .lock()
-                    .expect("never poisoned")
-                    .take(&have, offset)
-                else {
-                    break;
+                let now = Instant::now();
+                let i = match job.queue().take(self.peer, &have, offset, now) {
+                    Take::Chunk(i) => i,
+                    Take::Wait => break,
+                    Take::Done => {
+                        done = true;
+                        break;
+                    }
                 };
                 self.taken.push_back(i);
                 let id: ChunkId = m.chunks(job.stream)[i as usize];
@@ -195,8 +230,14 @@ impl<V: Verify> Session<V> {
                     chunk: id,
                 };
                 write_msg(&mut s, &req).await.map_err(Fault::from_io)?;
-                asked.push_back(i);
+                asked.push_back((i, now));
                 wrote = true;
+            }
+            if done {
+                // Everything is in, or nothing this peer holds is left:
+                // what is still asked of it is not needed (what is being
+                // verified is settled by `run`).
+                return Ok(SessionEnd::Finished);
             }
             if wrote {
                 s.flush().await.map_err(Fault::from_io)?;
@@ -210,9 +251,16 @@ impl<V: Verify> Session<V> {
                 let (i, h) = self.verifying.pop_front().expect("front exists");
                 self.settle(i, h).await?;
             }
-            let Some(&i) = asked.front() else {
-                if self.verifying.is_empty() {
-                    return Ok(SessionEnd::Finished);
+            let Some(&(i, at)) = asked.front() else {
+                if !self.verifying.is_empty() {
+                    continue;
+                }
+                // Nothing in flight and nothing to ask for yet.
+                if have_asked.elapsed() >= HAVE_EVERY {
+                    have = self.have(&mut s).await?;
+                    have_asked = Instant::now();
+                } else {
+                    let _ = tokio::time::timeout(WAIT_TICK, changes.changed()).await;
                 }
                 continue;
             };
@@ -224,6 +272,15 @@ impl<V: Verify> Session<V> {
                 Answer::Violation(r) => return Err(Fault::Misbehaved(r).into()),
             };
             asked.pop_front();
+            let wanted = job
+                .queue()
+                .arrived(self.peer, i, bytes.len(), at, Instant::now());
+            if !wanted {
+                // Another source delivered it first (the endgame): this
+                // copy is not used, not even checked.
+                self.taken.retain(|&x| x != i);
+                continue;
+            }
             let (check, stream) = (job.check.clone(), job.stream);
             let verification = tokio::task::spawn_blocking(move || check.verify(stream, i, bytes));
             self.verifying.push_back((i, verification));
@@ -285,14 +342,20 @@ impl<V: Verify> Session<V> {
     async fn settle(&mut self, i: u64, h: Verification<V::Out>) -> Result<(), SessionEnd> {
         match h.await.expect("verification does not panic") {
             Ok(out) => {
+                let first = self.job.queue().claim(self.peer, i);
+                self.taken.retain(|&x| x != i);
+                if !first {
+                    // Another source's copy was handed over meanwhile.
+                    return Ok(());
+                }
                 let sink = self.job.sink.clone();
                 tokio::task::spawn_blocking(move || sink(i, out))
                     .await
                     .expect("the sink does not panic")
                     .map_err(SessionEnd::Fatal)?;
-                self.taken.retain(|&x| x != i);
                 self.delivered += 1;
-                self.job.queue.lock().expect("never poisoned").delivered();
+                self.job.queue().delivered(self.peer);
+                self.job.changed();
                 Ok(())
             }
             Err(e) if e.blames_source() => Err(Fault::Misbehaved(e.to_string()).into()),

@@ -78,6 +78,8 @@ pub(super) struct Sources {
     stale: HashSet<PeerId>,
     /// When to stop trying to reach a source.
     deadline: Instant,
+    /// Each source's measured rate, carried from one queue to the next.
+    pub(super) rates: super::scheduler::Rates,
 }
 
 impl Sources {
@@ -103,6 +105,7 @@ impl Sources {
             busy: HashMap::new(),
             stale: HashSet::new(),
             deadline: Instant::now() + opts.wait,
+            rates: Default::default(),
         }
     }
 
@@ -119,27 +122,39 @@ impl Sources {
     }
 
     /// The consequence of a failed exchange: a strike if it was lost, a drop
-    /// if the peer misbehaved.
+    /// if the peer misbehaved; then the pause before the next try.
     pub(super) async fn blame(&mut self, peer: PeerId, fault: Fault) {
+        if let Some(pause) = self.judge(peer, fault).await {
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// As [`Sources::blame`], but returns the pause before `peer` may be
+    /// asked again instead of waiting it out (`None`: it was dropped), so
+    /// that other sources' sessions go on meanwhile.
+    pub(super) async fn judge(&mut self, peer: PeerId, fault: Fault) -> Option<Duration> {
         match fault {
             Fault::Lost(reason) => self.strike(peer, reason).await,
-            Fault::Misbehaved(reason) => self.drop_peer(peer, reason).await,
+            Fault::Misbehaved(reason) => {
+                self.drop_peer(peer, reason).await;
+                None
+            }
             Fault::Busy(pause) => self.busy(peer, pause).await,
         }
     }
 
     /// `peer` answered `Busy`: pause as it asks (within the policy's
     /// bounds); only a source that keeps saying so counts a strike.
-    async fn busy(&mut self, peer: PeerId, pause: Duration) {
+    async fn busy(&mut self, peer: PeerId, pause: Duration) -> Option<Duration> {
         let n = self.busy.entry(peer).or_default();
         *n += 1;
         tracing::debug!(%peer, busy = *n, ?pause, "source is busy");
         if *n >= self.opts.retry.max_busy {
             *n = 0;
-            self.strike(peer, "it kept answering busy".into()).await;
+            self.strike(peer, "it kept answering busy".into()).await
         } else {
             let r = &self.opts.retry;
-            tokio::time::sleep(pause.clamp(r.min_busy_pause, r.max_busy_pause)).await;
+            Some(pause.clamp(r.min_busy_pause, r.max_busy_pause))
         }
     }
 
@@ -162,6 +177,11 @@ impl Sources {
         self.holders.contains(peer) || self.given.iter().any(|g| g.peer == *peer)
     }
 
+    /// The sources the caller gave (link hints, `--peer`).
+    pub(super) fn given_peers(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.given.iter().map(|g| g.peer)
+    }
+
     /// A discovered `peer` proved it holds the share.
     pub(super) fn proved_holder(&mut self, peer: PeerId) {
         self.holders.insert(peer);
@@ -181,8 +201,9 @@ impl Sources {
     }
 
     /// Counts a lost session against `peer`; at `max_strikes` it is dropped.
-    /// Between strikes it is reconnected, after a pause that grows.
-    async fn strike(&mut self, peer: PeerId, reason: String) {
+    /// Between strikes it is reconnected, after the pause returned, which
+    /// grows.
+    async fn strike(&mut self, peer: PeerId, reason: String) -> Option<Duration> {
         self.blame_ips(peer, 1);
         let n = self.strikes.entry(peer).or_default();
         *n += 1;
@@ -190,8 +211,9 @@ impl Sources {
         tracing::debug!(%peer, %reason, strikes = n, "lost a source");
         if n >= self.opts.retry.max_strikes {
             self.drop_peer(peer, reason).await;
+            None
         } else {
-            tokio::time::sleep(self.opts.retry.pause(n)).await;
+            Some(self.opts.retry.pause(n))
         }
     }
 
