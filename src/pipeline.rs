@@ -19,6 +19,24 @@ pub fn default_threads() -> usize {
         .min(8)
 }
 
+/// Most bytes of items a pipeline over a share's chunks keeps in flight
+/// (audit F-10): the sharer picks the chunk size, up to 64 MiB, so the
+/// window of [`ordered`] is bounded in bytes through [`threads_within`].
+pub const MEMORY: u64 = 256 << 20;
+
+/// `threads`, cut so that the items [`ordered`] keeps in flight
+/// (`threads × 2 + 2` of `item_bytes` each) fit in `budget`; 1 (everything
+/// on the caller's thread, one item at a time) when two workers would not.
+pub fn threads_within(threads: usize, item_bytes: u64, budget: u64) -> usize {
+    let fit = budget / item_bytes.max(1);
+    let most = usize::try_from(fit.saturating_sub(2) / 2).unwrap_or(usize::MAX);
+    if most < 2 {
+        1
+    } else {
+        threads.min(most)
+    }
+}
+
 /// Runs `produce` until it yields `None`, applies `work` to every item on
 /// `threads` workers, and passes each result to `consume` in production order.
 /// The first error (from any of the three) stops everything and is returned.
@@ -125,6 +143,24 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn threads_are_cut_so_the_window_fits_in_bytes() {
+        for shift in 10..=26 {
+            let chunk = 1u64 << shift;
+            let t = threads_within(8, chunk, MEMORY);
+            let in_flight = if t <= 1 {
+                chunk
+            } else {
+                (t as u64 * 2 + 2) * chunk
+            };
+            assert!(in_flight <= MEMORY, "{chunk}: {t} threads hold {in_flight}");
+        }
+        assert_eq!(threads_within(8, 1 << 20, MEMORY), 8);
+        assert_eq!(threads_within(8, 64 << 20, MEMORY), 1);
+        assert_eq!(threads_within(8, u64::MAX, MEMORY), 1);
+        assert_eq!(threads_within(3, 0, MEMORY), 3);
+    }
 
     #[test]
     fn keeps_order_and_stops_on_error() {

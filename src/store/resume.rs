@@ -22,7 +22,7 @@ use crate::store::output::{Output, OutputError};
 /// match, in order. For an output found already in place
 /// ([`Output::present`]), anything short of every chunk is
 /// [`OutputError::Exists`]. Runs on [`crate::pipeline::default_threads`]
-/// threads.
+/// threads, fewer for big chunks ([`crate::pipeline::threads_within`]).
 pub fn staged_content(
     output: &Output,
     resealer: &Resealer,
@@ -40,7 +40,11 @@ pub fn staged_content(
     let mut wanted = wanted.into_iter();
     let mut good = Vec::new();
     crate::pipeline::ordered(
-        crate::pipeline::default_threads(),
+        crate::pipeline::threads_within(
+            crate::pipeline::default_threads(),
+            size,
+            crate::pipeline::MEMORY,
+        ),
         || {
             let Some(i) = wanted.next() else {
                 return Ok(None);

@@ -104,6 +104,7 @@ pub fn unseal(
         0 => pipeline::default_threads(),
         n => n,
     };
+    let threads = pipeline::threads_within(threads, chunk_size, pipeline::MEMORY);
     let mut next = 0u64;
     let mut written = 0u64;
     if out.placing() {

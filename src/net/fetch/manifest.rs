@@ -26,6 +26,9 @@ pub(super) async fn get_manifest(
         for (k, &peer) in all.iter().enumerate() {
             match try_manifest(src, peer).await {
                 Ok(Some(m)) => {
+                    // The sharer chose the chunk size (up to 64 MiB): from
+                    // here on, chunks in flight are bounded in bytes.
+                    src.opts = src.opts.within_memory(m.chunk_size.bytes());
                     peers.push(peer);
                     peers.extend_from_slice(&all[k + 1..]);
                     return Ok((m, peers));

@@ -169,6 +169,41 @@ impl std::fmt::Debug for Approver {
     }
 }
 
+/// Most bytes of chunks one fetch has asked for and not yet handed on,
+/// across all its sessions (audit F-10). A count of chunks is no bound: the
+/// sharer picks the chunk size, up to 64 MiB, so 8 sessions of 8 requests
+/// could hold 4 GiB.
+pub const FETCH_MEMORY: u64 = 128 << 20;
+
+/// Most bytes of verified chunks waiting for the writer.
+const WRITER_MEMORY: u64 = 32 << 20;
+
+impl FetchOptions {
+    /// These options with `depth`, then `max_peers`, cut so that
+    /// `depth × max_peers` chunks of `chunk_size` bytes fit in
+    /// [`FETCH_MEMORY`] (never below one request on one peer). Depth goes
+    /// first: a big chunk is a long request already, and more peers help
+    /// more than a deeper pipeline. With 1 MiB chunks the defaults (8 × 8)
+    /// are unchanged; with 4 MiB, 8 peers × 4; with 64 MiB, 2 peers × 1.
+    pub fn within_memory(&self, chunk_size: u64) -> FetchOptions {
+        let fit = usize::try_from(FETCH_MEMORY / chunk_size.max(1))
+            .unwrap_or(usize::MAX)
+            .max(1);
+        let mut o = self.clone();
+        o.depth = o.depth.clamp(1, (fit / o.max_peers.max(1)).max(1));
+        o.max_peers = o.max_peers.clamp(1, (fit / o.depth).max(1));
+        o
+    }
+}
+
+/// Room in the writer's queue for chunks of `chunk_size` bytes: at most
+/// [`WRITER_QUEUE`] chunks and [`WRITER_MEMORY`] bytes, at least one.
+fn writer_queue(chunk_size: u64) -> usize {
+    usize::try_from(WRITER_MEMORY / chunk_size.max(1))
+        .unwrap_or(usize::MAX)
+        .clamp(1, WRITER_QUEUE)
+}
+
 impl Default for FetchOptions {
     fn default() -> Self {
         FetchOptions {
@@ -369,7 +404,7 @@ pub async fn fetch(
         .collect();
 
     // One writer thread owns the output; sessions hand it verified chunks.
-    let (tx, mut rx) = mpsc::channel::<(u64, Plaintext)>(WRITER_QUEUE);
+    let (tx, mut rx) = mpsc::channel::<(u64, Plaintext)>(writer_queue(chunk_size));
     let progress = f.progress.clone();
     let whole = subset.is_everything();
     let writer: JoinHandle<Result<Output, OutputError>> = tokio::task::spawn_blocking(move || {
@@ -541,5 +576,30 @@ mod tests {
             ..p
         };
         assert_eq!(huge.pause(u32::MAX), Duration::MAX);
+    }
+
+    #[test]
+    fn chunks_in_flight_are_bounded_in_bytes_for_every_chunk_size() {
+        let o = FetchOptions::default();
+        let mut last = (0, 0);
+        for shift in 10..=26 {
+            let chunk = 1u64 << shift;
+            let w = o.within_memory(chunk);
+            assert!(w.depth >= 1 && w.max_peers >= 1);
+            assert!(w.depth <= o.depth && w.max_peers <= o.max_peers);
+            let held = (w.depth * w.max_peers) as u64 * chunk;
+            assert!(
+                held <= FETCH_MEMORY.max(chunk),
+                "{chunk}: {held} bytes in flight"
+            );
+            assert!(writer_queue(chunk) as u64 * chunk <= WRITER_MEMORY.max(chunk));
+            last = (w.depth, w.max_peers);
+        }
+        assert_eq!(last, (1, 2), "64 MiB chunks");
+        let one_mib = o.within_memory(1 << 20);
+        assert_eq!((one_mib.depth, one_mib.max_peers), (8, 8));
+        // A chunk larger than the whole budget still gets one request.
+        let huge = o.within_memory(u64::MAX);
+        assert_eq!((huge.depth, huge.max_peers), (1, 1));
     }
 }
