@@ -310,7 +310,6 @@ fn special_files_in_the_staging_folder_are_replaced_not_followed() {
 /// outside the destination between the plan and the renames: nothing lands
 /// outside, and the run fails naming the folder.
 #[test]
-#[ignore = "audit F-08: fails on main (the rename follows the swapped link); fixed by output through directory handles (src/store/handle.rs)"]
 fn a_merged_folder_swapped_for_a_link_before_placing_redirects_nothing() {
     let s = sealed(&tree(&[
         ("photos", None),
@@ -358,7 +357,6 @@ fn a_staged_folder_swapped_for_a_link_mid_transfer_redirects_no_write() {
 /// F-08: the destination itself swapped for a link once the run has begun:
 /// everything goes into the folder that was opened, none of it outside.
 #[test]
-#[ignore = "audit F-08: fails on main (paths are resolved afresh from the destination path)"]
 fn the_destination_swapped_for_a_link_keeps_writing_where_it_began() {
     let s = sealed(&album());
     let tmp = tempfile::tempdir().unwrap();

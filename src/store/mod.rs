@@ -6,7 +6,7 @@
 //!   everything is staged under a temporary name inside the destination and
 //!   renamed into place only once complete and verified;
 //! - [`handle`] reaches paths below a held folder one name at a time,
-//!   never through a link (the plumbing for output by handle, audit F-08);
+//!   never through a link (all output goes through it);
 //! - [`chunks`] keeps sealed chunks and manifests in a folder, by id;
 //! - [`resume`] finds what an interrupted run left that still verifies
 //!   (staged output, stored chunks), so it is not fetched again;

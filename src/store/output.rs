@@ -12,6 +12,12 @@
 //! top-level name of the share must be free in the destination.
 //! A crash before the renames leaves only the staging folder; a crash during
 //! them leaves some complete, verified entries in place and the rest staged.
+//! Every operation goes through handles ([`crate::store::handle`]): the
+//! destination is opened once, and every path below it (in the plan, the
+//! staging folder, the renames) is reached one name at a time with
+//! `O_NOFOLLOW`, so a folder swapped for a link while a transfer runs makes
+//! the run fail naming it ([`OutputError::Swapped`]) instead of redirecting
+//! a write or a rename outside the destination.
 //! Before the first rename a `placing` marker is made durable in the staging
 //! folder: a later run that finds it knows every staged byte was verified and
 //! flushed, counts an entry gone from staging but present at its final path
@@ -28,7 +34,6 @@ use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -262,13 +267,21 @@ impl Output {
             .and_then(|s| s.stat(PLACING).ok().flatten())
             .is_some_and(|st| handle::kind(&st) == FileType::RegularFile);
         let tree = staging.join("tree");
-        let plan = match plan(dest, &metadata, opts, placing.then_some((&tree, &staging))) {
+        let earlier_tree = earlier.as_ref().and_then(|s| s.open_dir("tree").ok());
+        let places = Places {
+            dest_dir: &dest_dir,
+            dest,
+            tree: &tree,
+            staging: &staging,
+        };
+        let placing_tree = placing.then_some(earlier_tree.as_ref());
+        let plan = match plan(&places, &metadata, opts, placing_tree) {
             // The one refusal that is not an error: this very share, already
             // in place (checked by resealing before it counts). Not a merge:
             // nothing is written.
             Err(e)
                 if dest_dir.stat(&name).ok().flatten().is_none()
-                    && looks_placed(dest, &metadata) =>
+                    && looks_placed(&dest_dir, &metadata) =>
             {
                 let taken = match e {
                     OutputError::Exists(p) => Taken::Exists(p),
@@ -282,9 +295,7 @@ impl Output {
         let available = dest_dir.free_space().map_err(at(dest))?;
         // Only a previous run leaves staged bytes; looking each file up when
         // there is no staging folder costs a failed lookup per file.
-        let present = earlier
-            .and_then(|s| s.open_dir("tree").ok())
-            .map_or(0, |t| staged_bytes(&t, &metadata));
+        let present = earlier_tree.map_or(0, |t| staged_bytes(&t, &metadata));
         let needed = metadata
             .content_len()
             .saturating_sub(present)
@@ -547,24 +558,52 @@ impl Output {
         if !self.placing {
             self.seal_staging()?;
         }
+        // Fresh walks from the held folders: a folder swapped since it was
+        // checked is an error here, never followed.
+        let mut from = Walker::new(lock(&self.walker).root()).map_err(at(&self.tree))?;
+        let mut to = Walker::new(&self.dest_dir).map_err(at(&self.dest))?;
         let mut touched = HashSet::new();
-        touched.insert(self.dest.clone());
+        touched.insert("");
         for (e, plan) in entries.iter().zip(&self.plan) {
-            let from = self.tree.join(e.path.as_str());
-            let to = self.dest.join(e.path.as_str());
-            match plan {
-                Plan::Move => rename_noreplace(&from, &to).map_err(|err| match err.kind() {
-                    io::ErrorKind::AlreadyExists => OutputError::Exists(to.clone()),
-                    _ => at(&to)(err).into(),
-                })?,
-                Plan::Replace => fs::rename(&from, &to).map_err(at(&to))?,
-                Plan::Merge | Plan::Covered | Plan::Placed => continue,
+            if !matches!(plan, Plan::Move | Plan::Replace) {
+                continue;
             }
-            touched.insert(to.parent().expect("inside dest").to_owned());
+            let rel = e.path.as_str();
+            let staged = self.tree.join(rel);
+            let (from_dir, name) = parent_of(&mut from, &self.tree, rel)?;
+            // What is renamed is what was staged: a link (or anything else)
+            // put in its place is never moved into the destination.
+            let want = match e.kind {
+                EntryKind::Dir => FileType::Directory,
+                EntryKind::File => FileType::RegularFile,
+            };
+            if !from_dir
+                .stat(name)
+                .map_err(at(&staged))?
+                .is_some_and(|st| handle::kind(&st) == want)
+            {
+                return Err(OutputError::Swapped(staged));
+            }
+            let (to_dir, _) = parent_of(&mut to, &self.dest, rel)?;
+            let path = self.dest.join(rel);
+            match plan {
+                Plan::Move => {
+                    from_dir
+                        .rename_noreplace(name, to_dir, name)
+                        .map_err(|err| match err.kind() {
+                            io::ErrorKind::AlreadyExists => OutputError::Exists(path.clone()),
+                            _ => at(&path)(err).into(),
+                        })?
+                }
+                _ => from_dir.rename(name, to_dir, name).map_err(at(&path))?,
+            }
+            touched.insert(e.path.parent().unwrap_or(""));
         }
-        for dir in &touched {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
+        for rel in touched {
+            // Best effort: the renames are done, and durable on the next
+            // flush of the file system anyway.
+            if let Ok(d) = to.dir(rel) {
+                let _ = d.sync();
             }
         }
         self.remove_staging()?;
@@ -640,26 +679,52 @@ fn top_level(dest: &Path, entries: &[crate::meta::Entry]) -> Vec<PathBuf> {
 /// Whether every entry is at its final path with the kind and size the
 /// share gives it (links never count): a finished run's output, or a
 /// stranger's files, which checking the content tells apart.
-fn looks_placed(dest: &Path, metadata: &Metadata) -> bool {
+fn looks_placed(dest: &Dir, metadata: &Metadata) -> bool {
+    let Ok(mut w) = Walker::new(dest) else {
+        return false;
+    };
     metadata.entries().iter().all(|e| {
-        fs::symlink_metadata(dest.join(e.path.as_str())).is_ok_and(|m| match e.kind {
-            EntryKind::Dir => m.is_dir(),
-            EntryKind::File => m.is_file() && m.len() == e.size,
-        })
+        let Ok((dir, name)) = w.parent(e.path.as_str()) else {
+            return false;
+        };
+        dir.stat(name)
+            .ok()
+            .flatten()
+            .is_some_and(|st| match e.kind {
+                EntryKind::Dir => handle::kind(&st) == FileType::Directory,
+                EntryKind::File => {
+                    handle::kind(&st) == FileType::RegularFile && st.st_size as u64 == e.size
+                }
+            })
     })
 }
 
+/// Where a plan looks: the held destination, and the paths to name.
+struct Places<'a> {
+    dest_dir: &'a Dir,
+    dest: &'a Path,
+    tree: &'a Path,
+    staging: &'a Path,
+}
+
 /// What to do with each entry; fails on the first path that is taken.
-/// `placing` is `(tree, staging)` when an interrupted run had begun the
-/// renames: an entry gone from `tree` was moved into place by it.
+/// Every path is looked at below the held destination, one name at a time.
+/// `placing` is `Some(tree)` when an interrupted run had begun the
+/// renames (`None` inside if its `tree/` is gone): an entry gone from
+/// `tree` was moved into place by it.
 fn plan(
-    dest: &Path,
+    at_: &Places<'_>,
     metadata: &Metadata,
     opts: &OutputOptions,
-    placing: Option<(&PathBuf, &PathBuf)>,
+    placing: Option<Option<&Dir>>,
 ) -> Result<Vec<Plan>, OutputError> {
     let mut plan = Vec::with_capacity(metadata.entries().len());
     let mut moved_dirs: Vec<&str> = Vec::new();
+    let mut dest = Walker::new(at_.dest_dir).map_err(at(at_.dest))?;
+    let mut tree = match placing.flatten() {
+        Some(t) => Some(Walker::new(t).map_err(at(at_.tree))?),
+        None => None,
+    };
     for e in metadata.entries() {
         let covered = e.path.parent().is_some_and(|p| {
             moved_dirs
@@ -670,48 +735,50 @@ fn plan(
             plan.push(Plan::Covered);
             continue;
         }
-        let to = dest.join(e.path.as_str());
-        if let Some((tree, staging)) = placing {
-            let staged = tree.join(e.path.as_str());
-            match fs::symlink_metadata(&staged) {
-                Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                    if fs::symlink_metadata(&to).is_err() {
-                        return Err(OutputError::Inconsistent {
-                            path: to,
-                            staging: staging.clone(),
-                        });
-                    }
-                    if e.kind == EntryKind::Dir {
-                        moved_dirs.push(e.path.as_str());
-                    }
-                    plan.push(Plan::Placed);
-                    continue;
+        let rel = e.path.as_str();
+        let to = at_.dest.join(rel);
+        let (dir, name) = parent_of(&mut dest, at_.dest, rel)?;
+        let there = dir.stat(name).map_err(at(&to))?;
+        if placing.is_some() {
+            let staged = match tree.as_mut().map(|w| w.parent(rel)) {
+                Some(Ok((d, n))) => d.stat(n).map_err(at(&at_.tree.join(rel)))?,
+                _ => None,
+            };
+            if staged.is_none() {
+                if there.is_none() {
+                    return Err(OutputError::Inconsistent {
+                        path: to,
+                        staging: at_.staging.to_owned(),
+                    });
                 }
-                Err(err) => return Err(at(&staged)(err).into()),
-                Ok(_) => {}
+                if e.kind == EntryKind::Dir {
+                    moved_dirs.push(rel);
+                }
+                plan.push(Plan::Placed);
+                continue;
             }
         }
-        let p = match fs::symlink_metadata(&to) {
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+        let is_dir = |st: &handle::Stat| handle::kind(st) == FileType::Directory;
+        let p = match there {
+            None => {
                 if e.kind == EntryKind::Dir {
-                    moved_dirs.push(e.path.as_str());
+                    moved_dirs.push(rel);
                 }
                 Plan::Move
             }
-            Err(err) => return Err(at(&to)(err).into()),
-            Ok(m)
-                if m.is_dir()
+            Some(st)
+                if is_dir(&st)
                     && e.kind == EntryKind::Dir
                     && !opts.merge
                     && e.path.parent().is_none() =>
             {
                 return Err(OutputError::Conflict(to))
             }
-            Ok(m) if m.is_dir() && e.kind == EntryKind::Dir => Plan::Merge,
-            Ok(m) if m.is_dir() => return Err(OutputError::Blocked(to)),
-            Ok(_) if e.kind == EntryKind::Dir => return Err(OutputError::Blocked(to)),
-            Ok(_) if !opts.force => return Err(OutputError::Exists(to)),
-            Ok(_) => Plan::Replace,
+            Some(st) if is_dir(&st) && e.kind == EntryKind::Dir => Plan::Merge,
+            Some(st) if is_dir(&st) => return Err(OutputError::Blocked(to)),
+            Some(_) if e.kind == EntryKind::Dir => return Err(OutputError::Blocked(to)),
+            Some(_) if !opts.force => return Err(OutputError::Exists(to)),
+            Some(_) => Plan::Replace,
         };
         plan.push(p);
     }
@@ -827,33 +894,6 @@ fn set_mtime_fd(f: &File, t: Timestamp) -> io::Result<()> {
     )?)
 }
 
-fn cstr(p: &Path) -> io::Result<std::ffi::CString> {
-    std::ffi::CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
-}
-
-/// `rename(2)` that fails with `AlreadyExists` instead of replacing.
-pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    let (f, t) = (cstr(from)?, cstr(to)?);
-    // SAFETY: two valid NUL-terminated paths; AT_FDCWD resolves them as
-    // relative to the working directory, like rename(2).
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_renameat2,
-            libc::AT_FDCWD,
-            f.as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// Flushes the whole file system holding `path` (one `syncfs` instead of an
 /// `fsync` per file, which matters for shares of thousands of small files).
 pub fn sync_fs(path: &Path) -> io::Result<()> {
@@ -910,7 +950,7 @@ mod tests {
             let out = staged(dest, &id);
             out.seal_staging().unwrap();
             for top in moved {
-                rename_noreplace(&out.tree.join(top), &dest.join(top)).unwrap();
+                fs::rename(out.tree.join(top), dest.join(top)).unwrap();
             }
             drop(out); // the crash
 
@@ -936,7 +976,7 @@ mod tests {
         let out = staged(dest, &id);
         out.seal_staging().unwrap();
         for top in ["album", "z"] {
-            rename_noreplace(&out.tree.join(top), &dest.join(top)).unwrap();
+            fs::rename(out.tree.join(top), dest.join(top)).unwrap();
         }
         fs::remove_dir_all(&out.tree).unwrap();
         drop(out);
