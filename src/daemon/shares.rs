@@ -118,6 +118,22 @@ impl Daemon {
         roots: BTreeMap<String, PathBuf>,
         origin: Origin,
     ) -> Result<ManifestId, KeptShareError> {
+        let rec = self.serve_share(key, manifest, metadata, roots, origin)?;
+        let id = rec.id;
+        self.commit(|tx| tx.change(Change::Share(rec))).await?;
+        Ok(id)
+    }
+
+    /// Serves a share and returns its record, not yet committed (a large
+    /// share's manifest and file list are written to `shares/<id>/`).
+    pub(super) fn serve_share(
+        &self,
+        key: &ShareKey,
+        manifest: &Manifest,
+        metadata: &Metadata,
+        roots: BTreeMap<String, PathBuf>,
+        origin: Origin,
+    ) -> Result<ShareRecord, KeptShareError> {
         let id = manifest.id();
         let (m, meta) = (manifest.encode(), metadata.encode());
         let inline = m.len() + meta.len() <= INLINE_MAX;
@@ -147,7 +163,6 @@ impl Daemon {
             metadata: metadata_blob,
         };
         self.serve_record(&rec)?;
-        self.commit(|tx| tx.change(Change::Share(rec))).await?;
-        Ok(id)
+        Ok(rec)
     }
 }
