@@ -522,7 +522,11 @@ impl Ctx {
     /// descriptor (ETXTBSY).
     fn private(tmp: &Path) -> BoxResult<Ctx> {
         let bin = tmp.join("peerdrop");
-        fs::copy(BIN, &bin).map_err(|e| format!("copying {BIN}: {e}"))?;
+        // Another build (`PEERDROP_BENCH_BIN`) against this one, on a
+        // machine whose load changes from run to run: before and after a
+        // change, measured back to back.
+        let from = std::env::var("PEERDROP_BENCH_BIN").unwrap_or_else(|_| BIN.to_owned());
+        fs::copy(&from, &bin).map_err(|e| format!("copying {from}: {e}"))?;
         let ctx = Ctx {
             bin,
             logs: tmp.join("logs"),

@@ -20,7 +20,8 @@
 //! Every fetched file is compared with its input at the end. Knobs:
 //! `PEERDROP_BENCH_SHARES` (default 10,000), `PEERDROP_BENCH_CLIENTS`
 //! (default 8), `PEERDROP_BENCH_DAEMON_LOG` (the daemons' `RUST_LOG`; their
-//! logs are then kept beside the temp dir).
+//! logs are then kept beside the temp dir), `PEERDROP_BENCH_BIN` (another
+//! `peerdrop` binary to measure, e.g. the build before a change).
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -65,9 +65,9 @@ impl Daemon {
             })
             .collect();
         let metadata = share.source().metadata();
-        let id = self
-            .keep_share(&key, share.manifest(), metadata, roots, Origin::Shared)
-            .await?;
+        let rec = self.serve_share(&key, share.manifest(), metadata, roots, Origin::Shared)?;
+        let id = rec.id;
+        self.commit(|tx| tx.change(Change::Share(rec))).await?;
         let link = if hints {
             self.link_for(id, Some(key)).await
         } else {

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use crate::crypto::ShareKey;
 use crate::daemon::control::JobKind;
-use crate::daemon::journal::Change;
 use crate::daemon::registry::Pinned;
 use crate::daemon::state::{self, Blob, JobStatus, Origin, ShareRecord, StoredKey, INLINE_MAX};
 use crate::daemon::{Daemon, JobProgress, KeptShareError};
@@ -108,24 +107,9 @@ impl Daemon {
         Ok(())
     }
 
-    /// Persists and serves a share (its manifest and file list go into its
-    /// record if small, else to `shares/<id>/`).
-    pub(super) async fn keep_share(
-        &self,
-        key: &ShareKey,
-        manifest: &Manifest,
-        metadata: &Metadata,
-        roots: BTreeMap<String, PathBuf>,
-        origin: Origin,
-    ) -> Result<ManifestId, KeptShareError> {
-        let rec = self.serve_share(key, manifest, metadata, roots, origin)?;
-        let id = rec.id;
-        self.commit(|tx| tx.change(Change::Share(rec))).await?;
-        Ok(id)
-    }
-
-    /// Serves a share and returns its record, not yet committed (a large
-    /// share's manifest and file list are written to `shares/<id>/`).
+    /// Serves a share and returns its record, for the caller to commit (a
+    /// small share's manifest and file list go into the record, a large
+    /// one's are written to `shares/<id>/`).
     pub(super) fn serve_share(
         &self,
         key: &ShareKey,

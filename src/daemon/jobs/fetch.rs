@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::daemon::state::{JobStatus, Origin};
+use crate::daemon::journal::Change;
+use crate::daemon::state::{JobStatus, Origin, ShareRecord};
 use crate::daemon::Daemon;
 use crate::link::Link;
 use crate::manifest::ManifestId;
@@ -13,15 +14,12 @@ impl Daemon {
     /// Runs fetch `id` (its record is in the state) and records how it
     /// ended.
     pub(super) async fn run_fetch(self: Arc<Self>, id: ManifestId, ptx: ProgressTx) -> JobStatus {
-        let rec = self
-            .commit_or_log(|tx| {
-                tx.fetch(&id, |f| {
-                    f.status = JobStatus::Running;
-                    f.clone()
-                })
+        let rec = self.note(|tx| {
+            tx.fetch(&id, |f| {
+                f.status = JobStatus::Running;
+                f.clone()
             })
-            .await
-            .flatten();
+        });
         let Some(mut rec) = rec else {
             return JobStatus::Failed {
                 error: "the fetch's record is gone; fetch the link again".into(),
@@ -44,21 +42,24 @@ impl Daemon {
             merge: rec.merge,
         });
         let r = fetch(&self.client, &link, sources, &rec.out, &opts, ptx).await;
-        let status = match &r {
+        let (status, reseeded) = match &r {
             Ok(done) => {
-                if self.config.reseed {
-                    self.reseed(&link, done).await;
-                }
-                JobStatus::Done
+                let share = self.config.reseed.then(|| self.reseed(&link, done));
+                (JobStatus::Done, share.flatten())
             }
             Err(e) => {
                 tracing::warn!(%id, "fetch failed: {e}");
-                JobStatus::Failed {
-                    error: e.to_string(),
-                }
+                let error = e.to_string();
+                (JobStatus::Failed { error }, None)
             }
         };
+        // The re-seeded share and the fetch's end in one journal write: one
+        // `fdatasync` for both. The share goes first, so a crash that keeps
+        // only it leaves the fetch to resume, which finds it in place.
         self.commit_or_log(|tx| {
+            if let Some(share) = reseeded {
+                tx.change(Change::Share(share));
+            }
             tx.fetch(&id, |f| {
                 f.status = status.clone();
                 if let Ok(done) = &r {
@@ -75,11 +76,12 @@ impl Daemon {
         status
     }
 
-    /// Serves what a fetch wrote, from where it wrote it.
-    async fn reseed(&self, link: &Link, done: &Fetched) {
+    /// Serves what a fetch wrote, from where it wrote it; returns the
+    /// share's record, to be committed with the fetch's end.
+    fn reseed(&self, link: &Link, done: &Fetched) -> Option<ShareRecord> {
         if !done.whole {
             // Part of a share cannot be served as the share.
-            return;
+            return None;
         }
         let roots = done
             .paths
@@ -87,11 +89,8 @@ impl Daemon {
             .filter_map(|p| Some((p.file_name()?.to_str()?.to_owned(), p.clone())))
             .collect();
         let key = link.key().expect("a read link");
-        if let Err(e) = self
-            .keep_share(key, &done.manifest, &done.metadata, roots, Origin::Fetched)
-            .await
-        {
-            tracing::warn!("cannot re-seed {}: {e}", link.manifest_id());
-        }
+        self.serve_share(key, &done.manifest, &done.metadata, roots, Origin::Fetched)
+            .inspect_err(|e| tracing::warn!("cannot re-seed {}: {e}", link.manifest_id()))
+            .ok()
     }
 }

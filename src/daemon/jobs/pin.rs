@@ -29,15 +29,12 @@ impl Daemon {
         ptx: ProgressTx,
         progress: watch::Receiver<JobProgress>,
     ) -> JobStatus {
-        let rec = self
-            .commit_or_log(|tx| {
-                tx.pin(&id, |p| {
-                    p.status = JobStatus::Running;
-                    p.clone()
-                })
+        let rec = self.note(|tx| {
+            tx.pin(&id, |p| {
+                p.status = JobStatus::Running;
+                p.clone()
             })
-            .await
-            .flatten();
+        });
         let Some(rec) = rec else {
             return JobStatus::Failed {
                 error: "the pin's record is gone; pin the link again".into(),
