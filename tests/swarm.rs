@@ -9,12 +9,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc;
+
 use common::net::*;
 use common::*;
 use peerdrop::chunk::ChunkId;
 use peerdrop::crypto::ShareKey;
+use peerdrop::link::Link;
 use peerdrop::manifest::ManifestId;
+use peerdrop::net::fetch::{
+    fetch, progress_channel, FetchError, FetchOptions, Fetched, Partial, Progress,
+};
+use peerdrop::net::node::{self, Client, NodeConfig};
 use peerdrop::net::serve::{LocalProvider, Provider, Refusal, ServeConfig};
+use peerdrop::net::PeerAddr;
 use peerdrop::seal::SealOptions;
 use peerdrop::store::share::LocalShare;
 use peerdrop::wire::Have;
@@ -125,4 +133,117 @@ async fn a_source_ten_times_slower_does_not_hold_the_tail() {
     })
     .await
     .unwrap();
+}
+
+/// A fetch running on its own task.
+type Running = tokio::task::JoinHandle<Result<Fetched, FetchError>>;
+/// Its progress events, with when each was seen (a few hundred at most in
+/// these tests; the channel holds more).
+type Seen = mpsc::Receiver<(Instant, Progress)>;
+
+/// Starts fetching `link` from its hints on `client` into `dest`.
+fn start_fetch(client: &Client, link: Link, dest: &Path, opts: FetchOptions) -> (Running, Seen) {
+    let sources = link
+        .hints()
+        .iter()
+        .filter_map(PeerAddr::from_hint)
+        .collect();
+    let (tx, mut rx) = progress_channel();
+    let (seen_tx, seen) = mpsc::channel(4096);
+    tokio::spawn(async move {
+        while let Some(e) = rx.recv().await {
+            let _ = seen_tx.send((Instant::now(), e)).await;
+        }
+    });
+    let (client, dest) = (client.clone(), dest.to_owned());
+    let task = tokio::spawn(async move { fetch(&client, &link, sources, &dest, &opts, tx).await });
+    (task, seen)
+}
+
+/// A receiver that is still fetching serves what it has verified: a second
+/// receiver that knows only the first one fetches from it while it runs,
+/// and finishes after the sharer has stopped (the first one, done, serves
+/// the share from where it put it). The first receiver uploads at an
+/// eighth of the sharer's rate, so the second one is still far from done
+/// when the sharer stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_still_fetching_serves_another_after_the_sharer_stops() {
+    tokio::time::timeout(LIMIT, async {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = sub(&tmp, "data.bin");
+        let data = bytes(12, 18 * MIB);
+        fs::write(&f, &data).unwrap();
+        let key = ShareKey::generate().unwrap();
+        let (sharer, _) = capped(&key, &f, 6 * MIB as u64).await;
+        let id = sharer_share_id(&key, &f);
+
+        // Receiver 1: fetches from the sharer, serving what it verified.
+        let partial = Arc::new(Partial::new(id));
+        let config = ServeConfig {
+            max_rate: Some(2 * MIB as u64),
+            ..ServeConfig::default()
+        };
+        let r1 = start_server_with("/ip4/127.0.0.1/tcp/0", partial.clone(), config).await;
+        let opts = FetchOptions {
+            serve_as: Some(partial.clone()),
+            ..quick()
+        };
+        let dest1 = sub(&tmp, "r1");
+        let (first, mut seen1) =
+            start_fetch(&r1.client, link_for(&key, id, &[&sharer]), &dest1, opts);
+        // Once it holds a third, receiver 2 starts, knowing only receiver 1.
+        while let Some((_, e)) = seen1.recv().await {
+            if matches!(e, Progress::Bytes(n) if n >= 6 * MIB as u64) {
+                break;
+            }
+        }
+        assert!(!first.is_finished(), "receiver 1 should still be fetching");
+        let r2 = node::spawn(NodeConfig::default()).unwrap();
+        let dest2 = sub(&tmp, "r2");
+        let (second, mut seen2) = start_fetch(&r2, link_for(&key, id, &[&r1]), &dest2, quick());
+
+        first.await.unwrap().unwrap();
+        let first_done = Instant::now();
+        sharer.client.shutdown().await;
+        let early_end = second.is_finished();
+        let r = second.await.unwrap();
+        assert!(
+            !early_end,
+            "receiver 2 ended before the sharer stopped: {r:?}"
+        );
+        r.unwrap();
+        let want = blake3::hash(&data);
+        for dest in [&dest1, &dest2] {
+            assert_eq!(
+                blake3::hash(&fs::read(dest.join("data.bin")).unwrap()),
+                want
+            );
+        }
+        // Receiver 2 got content from receiver 1 while receiver 1 was
+        // still fetching.
+        let mut early = 0;
+        while let Ok((at, e)) = seen2.try_recv() {
+            if let Progress::Bytes(n) = e {
+                if at < first_done {
+                    early = early.max(n);
+                }
+            }
+        }
+        eprintln!("receiver 2 had {early} bytes when receiver 1 finished");
+        assert!(
+            early > 0,
+            "nothing came from receiver 1 while it was fetching"
+        );
+        r1.client.shutdown().await;
+        r2.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
+/// The manifest id of `file` shared under `key`.
+fn sharer_share_id(key: &ShareKey, file: &Path) -> ManifestId {
+    LocalShare::create(&[file.to_path_buf()], key, &SealOptions::default(), |_| {})
+        .unwrap()
+        .id()
 }

@@ -1,11 +1,13 @@
 //! `peerdrop receive`: fetch a share from a link.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use peerdrop::link::Link;
-use peerdrop::net::fetch::{fetch, FetchOptions, Progress};
+use peerdrop::net::fetch::{fetch, FetchOptions, Partial, Progress};
 use peerdrop::net::node::{self, Client, NodeConfig};
+use peerdrop::net::serve::{serve, ServeConfig};
 use peerdrop::net::PeerAddr;
 use peerdrop::select::Selection;
 use peerdrop::store::output::OutputOptions;
@@ -127,6 +129,23 @@ async fn report_connections(client: &Client, json: bool) {
     }
 }
 
+/// While it runs, the receiver serves what it has verified to other
+/// receivers of the same share (they find it on the LAN or are told with
+/// `--peer`; docs/PROTOCOL.md, "Partial holders"), with the default serving
+/// limits.
+fn serve_while_fetching(client: &Client, link: &Link, opts: &mut FetchOptions) {
+    let Some(incoming) = client.incoming() else {
+        return;
+    };
+    let partial = Arc::new(Partial::new(*link.manifest_id()));
+    let config = ServeConfig {
+        identity: Some(client.peer_id()),
+        ..ServeConfig::default()
+    };
+    tokio::spawn(serve(incoming, partial.clone(), config));
+    opts.serve_as = Some(partial);
+}
+
 async fn run_async(args: &ReceiveArgs, link: Link, sources: Vec<PeerAddr>) -> anyhow::Result<()> {
     let start = Instant::now();
     let (client, mut opts) = node_and_options(&args.one_shot).await?;
@@ -136,6 +155,7 @@ async fn run_async(args: &ReceiveArgs, link: Link, sources: Vec<PeerAddr>) -> an
     };
     opts.selection = Selection::new(&args.get.only, &args.get.exclude)?;
     opts.approve = crate::cli::offer::approver(&args.get.out, args.yes, args.json);
+    serve_while_fetching(&client, &link, &mut opts);
     let (tx, mut rx) = peerdrop::net::fetch::progress_channel();
     let json = args.json;
     // Draws progress while the fetch runs.

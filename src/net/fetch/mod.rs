@@ -20,6 +20,7 @@
 
 mod listing;
 mod manifest;
+mod partial;
 mod progress;
 mod scheduler;
 mod session;
@@ -29,7 +30,7 @@ mod verify;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::AsyncWriteExt;
@@ -50,11 +51,15 @@ use crate::select::{SelectError, Selection, Subset};
 use crate::store::chunks::ChunkDir;
 use crate::store::output::{Output, OutputError, OutputOptions};
 use crate::store::resume::{self, Stored};
+use crate::store::share::LocalShare;
+use crate::store::source::Source;
 use crate::wire::{Request, Response};
 
 pub use listing::{list, Listing};
 use listing::{open_share, Opened};
 use manifest::get_manifest;
+pub use partial::Partial;
+use partial::SharedOutput;
 pub use progress::{progress_channel, ProgressTx, PROGRESS_QUEUE};
 use scheduler::run_queue;
 use sources::Sources;
@@ -155,6 +160,11 @@ pub struct FetchOptions {
     /// Asked, once the file list is verified and before anything is
     /// written, whether to go on (the receiver agrees first).
     pub approve: Option<Approver>,
+    /// Serve what this fetch has verified, as it goes: the fetch keeps this
+    /// [`Partial`] up to date, and whoever serves it on the node (with
+    /// [`crate::net::serve::serve`]) answers `Have` with what is verified
+    /// and serves those chunks (docs/PROTOCOL.md, "Partial holders").
+    pub serve_as: Option<Arc<Partial>>,
 }
 
 /// Decides whether to write what a verified file list says is coming (the
@@ -216,6 +226,7 @@ impl Default for FetchOptions {
             retry: RetryPolicy::default(),
             selection: Selection::default(),
             approve: None,
+            serve_as: None,
         }
     }
 }
@@ -367,12 +378,18 @@ pub async fn fetch(
         }
     }
     f.report(Progress::Started { total, files });
+    let resealer =
+        Arc::new(Resealer::new(key, manifest.clone()).expect("the key matched the commitment"));
+    let whole = subset.is_everything();
+    let partial = opts.serve_as.clone();
+    if let Some(p) = &partial {
+        p.keyed(resealer.clone(), crate::crypto::DoneKey::new(key));
+        p.file_list(metadata.encode().into());
+    }
 
     let (dest_owned, id, out_opts) = (dest.to_owned(), share, opts.output.clone());
     let chosen = subset.metadata().clone();
     let output = blocking(move || Output::create(&dest_owned, &id, chosen, &out_opts)).await?;
-    let resealer =
-        Arc::new(Resealer::new(key, manifest.clone()).expect("the key matched the commitment"));
     let (output, done) = if output.resumed() {
         blocking({
             let (resealer, subset) = (resealer.clone(), subset.clone());
@@ -396,6 +413,16 @@ pub async fn fetch(
             bytes: resumed_bytes,
         });
     }
+    // Only a whole share's staged content lines up with the manifest's
+    // chunks; a part is not served.
+    let output: SharedOutput = Arc::new(RwLock::new(Some(output)));
+    let serving = partial.filter(|_| whole);
+    if let Some(p) = &serving {
+        p.staging(output.clone());
+        for &i in &done {
+            p.verified_chunk(Stream::Content, i);
+        }
+    }
     let done: HashSet<u64> = done.into_iter().collect();
     let todo: Vec<u64> = subset
         .chunks(chunk_size)
@@ -406,20 +433,28 @@ pub async fn fetch(
     // One writer thread owns the output; sessions hand it verified chunks.
     let (tx, mut rx) = mpsc::channel::<(u64, Plaintext)>(writer_queue(chunk_size));
     let progress = f.progress.clone();
-    let whole = subset.is_everything();
-    let writer: JoinHandle<Result<Output, OutputError>> = tokio::task::spawn_blocking(move || {
-        let mut output = output;
+    let staged = output.clone();
+    let held = serving.clone();
+    let writer: JoinHandle<Result<(), OutputError>> = tokio::task::spawn_blocking(move || {
         let mut written = resumed_bytes;
         while let Some((index, p)) = rx.blocking_recv() {
-            // Only the chosen bytes: a chunk shared with an unchosen
-            // neighbour was verified whole, but only part of it is written.
-            for (to, r) in subset.map(index * chunk_size, p.as_slice().len()) {
-                written += r.len() as u64;
-                output.write_content(to, &p.as_slice()[r])?;
+            {
+                let mut g = staged.write().unwrap_or_else(|e| e.into_inner());
+                let output = g.as_mut().expect("taken back only once the writer is done");
+                // Only the chosen bytes: a chunk shared with an unchosen
+                // neighbour was verified whole, but only part of it is
+                // written.
+                for (to, r) in subset.map(index * chunk_size, p.as_slice().len()) {
+                    written += r.len() as u64;
+                    output.write_content(to, &p.as_slice()[r])?;
+                }
+            }
+            if let Some(h) = &held {
+                h.verified_chunk(Stream::Content, index);
             }
             progress.send(Progress::Bytes(written));
         }
-        Ok(output)
+        Ok(())
     });
     let sink = move |index: u64, p: Plaintext| {
         tx.blocking_send((index, p))
@@ -427,13 +462,49 @@ pub async fn fetch(
     };
     let manifest_peers = peers.clone();
     let run = run_queue(&mut f, &opener, Stream::Content, todo, peers, sink).await;
-    let output = writer.await.expect("the writer does not panic")?;
+    let written = writer.await.expect("the writer does not panic");
+    if let Some(p) = &serving {
+        p.unstaged();
+    }
+    let output = output
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .expect("only the writer held it");
+    if let (Some(p), true) = (&serving, written.is_err() || run.is_err()) {
+        p.abandoned();
+    }
+    written?;
     let mut peers = run?;
     if peers.is_empty() {
         // Everything was already here (a resumed fetch): still tell them.
         peers = manifest_peers;
     }
-    let paths = blocking(move || output.finish()).await?;
+    let placed = blocking(move || output.finish()).await;
+    let paths = match placed {
+        Ok(paths) => paths,
+        Err(e) => {
+            if let Some(p) = &serving {
+                p.abandoned();
+            }
+            return Err(e.into());
+        }
+    };
+    if let Some(p) = &serving {
+        // From now on the share is served from where it was put.
+        let roots = paths
+            .iter()
+            .filter_map(|p| Some((p.file_name()?.to_str()?.to_owned(), p.clone())))
+            .collect();
+        let share = Source::from_metadata(metadata.clone(), &roots)
+            .map_err(|e| tracing::debug!(error = %e, "the fetched share cannot be served from its place"))
+            .ok()
+            .and_then(|source| LocalShare::open(source, key, manifest.clone()));
+        match share {
+            Some(share) => p.placed(share),
+            None => p.abandoned(),
+        }
+    }
     // Tell the sources, proving the key; a one-shot sender stops on this.
     // Best effort. Only for the whole share: `Done` says "I hold it all"
     // (a part does not count as a download).
@@ -475,6 +546,10 @@ pub async fn fetch_ciphertext(
     blocking(move || dir.put_manifest(&share, &bytes))
         .await
         .map_err(|e| FetchError::Store(e.to_string()))?;
+    let partial = opts.serve_as.clone();
+    if let Some(p) = &partial {
+        p.stored(manifest.clone(), store.clone());
+    }
     let total = manifest.sealed_size();
     f.report(Progress::Started { total, files: 0 });
     let check = Arc::new(IdCheck(manifest.clone()));
@@ -490,15 +565,26 @@ pub async fn fetch_ciphertext(
         if kept > 0 {
             f.report(Progress::Resumed { bytes: now });
         }
-        let (dir, m, done, progress) = (
+        if let Some(p) = &partial {
+            let missing: HashSet<u64> = todo.iter().copied().collect();
+            let n = manifest.chunks(stream).len() as u64;
+            for i in (0..n).filter(|i| !missing.contains(i)) {
+                p.verified_chunk(stream, i);
+            }
+        }
+        let (dir, m, done, progress, held) = (
             store.clone(),
             manifest.clone(),
             done.clone(),
             f.progress.clone(),
+            partial.clone(),
         );
         let sink = move |index: u64, bytes: Vec<u8>| {
             dir.put(&m.chunks(stream)[index as usize], &bytes)
                 .map_err(|e| FetchError::Store(e.to_string()))?;
+            if let Some(h) = &held {
+                h.verified_chunk(stream, index);
+            }
             let n = done.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed)
                 + bytes.len() as u64;
             progress.send(Progress::Bytes(n));

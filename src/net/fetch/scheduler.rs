@@ -73,9 +73,17 @@ impl Rate {
 /// (file list, content, `cat`'s windows) so each does not measure afresh.
 pub(super) type Rates = HashMap<PeerId, Rate>;
 
+/// Chunks of `todo` looked at for the rarest one, at most: rarest-first
+/// within a window, so that a take costs the same whatever the share's
+/// size.
+const RAREST_WINDOW: usize = 256;
+
 /// What the queue knows of one source.
 struct Source {
     rate: Rate,
+    /// What it said it holds, last time it was asked (a partial holder's
+    /// bitmap grows).
+    have: Option<Have>,
     /// When its last answer arrived (or it joined): the start of the
     /// answer it is working on, if it had one in flight since.
     last_arrival: Instant,
@@ -128,6 +136,7 @@ impl Queue {
                 .map(|(peer, rate)| {
                     let s = Source {
                         rate,
+                        have: None,
                         last_arrival: now,
                         live: false,
                     };
@@ -148,6 +157,7 @@ impl Queue {
     pub(super) fn join(&mut self, peer: PeerId, now: Instant) {
         let s = self.sources.entry(peer).or_insert_with(|| Source {
             rate: Rate::default(),
+            have: None,
             last_arrival: now,
             live: true,
         });
@@ -169,7 +179,50 @@ impl Queue {
         }
         if let Some(s) = self.sources.get_mut(&peer) {
             s.live = false;
+            s.have = None;
         }
+    }
+
+    /// `peer` answered `Have` with `have`: what rarity counts.
+    pub(super) fn have(&mut self, peer: PeerId, have: &Have) {
+        if let Some(s) = self.sources.get_mut(&peer) {
+            s.have = Some(have.clone());
+        }
+    }
+
+    /// Where in `todo` the chunk to hand `peer` (holding `have`) is: the
+    /// rarest among the live sources' `Have`s, the first of equals, within
+    /// the first [`RAREST_WINDOW`] chunks `peer` holds. When every other
+    /// live source holds everything, simply the first.
+    fn pick(&self, peer: PeerId, have: &Have, offset: usize) -> Option<usize> {
+        let held = |i: u64| have.has(offset + i as usize);
+        // Only the partial holders make a difference: the others hold every
+        // chunk alike.
+        let partial: Vec<&Have> = self
+            .sources
+            .iter()
+            .filter(|(p, s)| s.live && **p != peer)
+            .filter_map(|(_, s)| s.have.as_ref())
+            .filter(|h| !matches!(h, Have::All))
+            .collect();
+        let mut candidates = self
+            .todo
+            .iter()
+            .enumerate()
+            .filter(|(_, &i)| held(i))
+            .take(RAREST_WINDOW);
+        if partial.is_empty() {
+            return candidates.next().map(|(pos, _)| pos);
+        }
+        candidates
+            .min_by_key(|(pos, &i)| {
+                let holders = partial
+                    .iter()
+                    .filter(|h| h.has(offset + i as usize))
+                    .count();
+                (holders, *pos)
+            })
+            .map(|(pos, _)| pos)
     }
 
     /// The rates measured, to seed the next queue of the same fetch.
@@ -186,11 +239,7 @@ impl Queue {
         if self.left == 0 {
             return Take::Done;
         }
-        if let Some(pos) = self
-            .todo
-            .iter()
-            .position(|&i| have.has(offset + i as usize))
-        {
+        if let Some(pos) = self.pick(peer, have, offset) {
             if !self.wants(peer, now) {
                 return Take::Wait;
             }
@@ -739,6 +788,26 @@ mod tests {
         q.leave(b, VecDeque::from([2]));
         assert_eq!(q.todo, [2]);
         assert_eq!(q.left(), 1);
+    }
+
+    /// With a partial holder among the sources, a source that holds
+    /// everything is first given what the partial holder lacks.
+    #[test]
+    fn the_rarest_chunk_goes_first() {
+        let (mut q, full, partial, now) = two(8, 8);
+        // The partial holder has chunks 0-3.
+        let some = Have::Bitmap(vec![0b0000_1111]);
+        q.have(partial, &some);
+        q.have(full, &Have::All);
+        assert_eq!(q.take(full, &Have::All, 0, now), Take::Chunk(4));
+        // Among the chunks it holds, the partial holder gets the first.
+        assert_eq!(q.take(partial, &some, 0, now), Take::Chunk(0));
+        // With only full holders left, chunks go in order.
+        q.leave(partial, VecDeque::from([0]));
+        let other = PeerId::random();
+        q.join(other, now);
+        q.have(other, &Have::All);
+        assert_eq!(q.take(other, &Have::All, 0, now), Take::Chunk(0));
     }
 
     /// A source lacking what is left waits while others fetch it, and is

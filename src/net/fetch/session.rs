@@ -37,10 +37,15 @@ type Verification<T> = JoinHandle<Result<T, OpenError>>;
 const WAIT_TICK: Duration = Duration::from_millis(200);
 
 /// While a session has nothing to ask for, how often it asks `Have` again:
-/// what the peer holds may have grown, and a stream with no request for a
+/// what a partial holder holds grows, and a stream with no request for a
 /// minute is closed by its provider. At most one `Have` per this interval
-/// per session, so `max_peers` of them per interval per fetch.
-pub(super) const HAVE_EVERY: Duration = Duration::from_secs(5);
+/// per session, so at most `max_peers` of them per interval per fetch.
+pub(super) const HAVE_EVERY: Duration = Duration::from_secs(1);
+
+/// `Have` answers in a row that did not change, from a partial holder that
+/// holds nothing that is left, after which its session ends (it is not
+/// getting what this fetch still needs).
+const UNCHANGED_HAVES: u32 = 10;
 
 /// What went wrong with a peer, and so what happens to it.
 pub(super) enum Fault {
@@ -197,7 +202,9 @@ impl<V: Verify> Session<V> {
             Err(_) => return Err(self.stalled().into()),
         };
         let mut have = self.have(&mut s).await?;
+        job.queue().have(self.peer, &have);
         let mut have_asked = Instant::now();
+        let mut unchanged = 0;
         let m = job.check.manifest();
         // A Have bitmap is in manifest order: metadata chunks, then content.
         let offset = match job.stream {
@@ -233,7 +240,9 @@ impl<V: Verify> Session<V> {
                 asked.push_back((i, now));
                 wrote = true;
             }
-            if done {
+            // A partial holder may get what is left: wait for it, a while.
+            let may_grow = matches!(have, Have::Bitmap(_)) && unchanged < UNCHANGED_HAVES;
+            if done && (!may_grow || job.queue().left() == 0) {
                 // Everything is in, or nothing this peer holds is left:
                 // what is still asked of it is not needed (what is being
                 // verified is settled by `run`).
@@ -257,8 +266,13 @@ impl<V: Verify> Session<V> {
                 }
                 // Nothing in flight and nothing to ask for yet.
                 if have_asked.elapsed() >= HAVE_EVERY {
-                    have = self.have(&mut s).await?;
+                    let now = self.have(&mut s).await?;
+                    unchanged = if now == have { unchanged + 1 } else { 0 };
+                    have = now;
+                    job.queue().have(self.peer, &have);
                     have_asked = Instant::now();
+                    // What this peer holds may be what another waits for.
+                    job.changed();
                 } else {
                     let _ = tokio::time::timeout(WAIT_TICK, changes.changed()).await;
                 }
