@@ -22,7 +22,7 @@ use peerdrop::net::fetch::{
 };
 use peerdrop::net::node::{self, Client, NodeConfig};
 use peerdrop::net::serve::{LocalProvider, Provider, Refusal, ServeConfig};
-use peerdrop::net::PeerAddr;
+use peerdrop::net::{PeerAddr, PeerId};
 use peerdrop::seal::SealOptions;
 use peerdrop::store::share::LocalShare;
 use peerdrop::wire::Have;
@@ -55,10 +55,8 @@ impl Provider for Counting {
 /// A share of `file` under `key`, served with an upload cap, counting what
 /// it serves.
 async fn capped(key: &ShareKey, file: &Path, rate: u64) -> (Server, Arc<Counting>) {
-    let share =
-        LocalShare::create(&[file.to_path_buf()], key, &SealOptions::default(), |_| {}).unwrap();
     let counting = Arc::new(Counting {
-        inner: LocalProvider::new(share, None),
+        inner: LocalProvider::new(share_of_file(key, file), None),
         chunks: AtomicUsize::new(0),
     });
     let config = ServeConfig {
@@ -175,7 +173,7 @@ async fn a_receiver_still_fetching_serves_another_after_the_sharer_stops() {
         fs::write(&f, &data).unwrap();
         let key = ShareKey::generate().unwrap();
         let (sharer, _) = capped(&key, &f, 6 * MIB as u64).await;
-        let id = sharer_share_id(&key, &f);
+        let id = share_of_file(&key, &f).id();
 
         // Receiver 1: fetches from the sharer, serving what it verified.
         let partial = Arc::new(Partial::new(id));
@@ -241,9 +239,84 @@ async fn a_receiver_still_fetching_serves_another_after_the_sharer_stops() {
     .unwrap();
 }
 
-/// The manifest id of `file` shared under `key`.
-fn sharer_share_id(key: &ShareKey, file: &Path) -> ManifestId {
-    LocalShare::create(&[file.to_path_buf()], key, &SealOptions::default(), |_| {})
-        .unwrap()
-        .id()
+/// `file` shared under `key` (sealing is deterministic: the same share
+/// each time).
+fn share_of_file(key: &ShareKey, file: &Path) -> LocalShare {
+    LocalShare::create(&[file.to_path_buf()], key, &SealOptions::default(), |_| {}).unwrap()
+}
+
+/// A hostile swarm member: it lists every chunk in a `Have` bitmap, as a
+/// partial holder does, then refuses them (`lies`) or serves them with a
+/// byte flipped.
+struct Hostile {
+    inner: LocalProvider,
+    lies: bool,
+}
+
+impl Provider for Hostile {
+    fn manifest(&self, share: &ManifestId) -> Option<Arc<[u8]>> {
+        self.inner.manifest(share)
+    }
+    fn have(&self, share: &ManifestId) -> Option<Have> {
+        self.inner.manifest(share)?;
+        let n = self.inner.share().manifest().chunk_count();
+        Some(Have::Bitmap(vec![0xff; n.div_ceil(8)]))
+    }
+    fn chunk(&self, share: &ManifestId, chunk: &ChunkId) -> Result<Vec<u8>, Refusal> {
+        if self.lies {
+            return Err(Refusal::NotFound);
+        }
+        let mut c = self.inner.chunk(share, chunk)?;
+        let n = c.len();
+        c[n / 3] ^= 0x10;
+        Ok(c)
+    }
+}
+
+/// Two hostile members among the sources, one advertising chunks it does
+/// not have and one serving wrong bytes: both are dropped, saying why, and
+/// the fetch completes from the honest sharer, byte-identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_swarm_members_are_dropped_and_the_fetch_completes() {
+    tokio::time::timeout(LIMIT, async {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = sub(&tmp, "data.bin");
+        let data = bytes(13, 12 * MIB);
+        fs::write(&f, &data).unwrap();
+        let key = ShareKey::generate().unwrap();
+        let (honest, _) = capped(&key, &f, 8 * MIB as u64).await;
+        let id = share_of_file(&key, &f).id();
+        let hostile = |lies| {
+            let inner = LocalProvider::new(share_of_file(&key, &f), None);
+            start_server("/ip4/127.0.0.1/tcp/0", Arc::new(Hostile { inner, lies }))
+        };
+        let liar = hostile(true).await;
+        let corrupter = hostile(false).await;
+        let dest = sub(&tmp, "dest");
+        // The hostile ones first: they are asked for the manifest first.
+        let link = link_for(&key, id, &[&liar, &corrupter, &honest]);
+        let (r, events) = fetch_link(&link, &dest, &quick()).await;
+        r.unwrap_or_else(|e| panic!("{e}: {events:?}"));
+        assert_eq!(
+            blake3::hash(&fs::read(dest.join("data.bin")).unwrap()),
+            blake3::hash(&data)
+        );
+        let dropped = dropped(&events);
+        let why = |p: PeerId| {
+            dropped
+                .iter()
+                .find(|(d, _)| *d == p)
+                .map(|(_, r)| r.clone())
+        };
+        let lie = why(liar.addr.peer).unwrap_or_default();
+        assert!(lie.contains("listed chunk"), "{dropped:?}");
+        let wrong = why(corrupter.addr.peer).unwrap_or_default();
+        assert!(wrong.contains("does not match its id"), "{dropped:?}");
+        assert_eq!(why(honest.addr.peer), None, "{dropped:?}");
+        for s in [honest, liar, corrupter] {
+            s.client.shutdown().await;
+        }
+    })
+    .await
+    .unwrap();
 }

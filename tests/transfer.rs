@@ -245,13 +245,7 @@ async fn one_fetch_draws_from_two_sources_and_drops_the_bad_one() {
             blake3::hash(&fs::read(dest.join("data.bin")).unwrap()),
             blake3::hash(&data)
         );
-        let dropped: Vec<_> = events
-            .iter()
-            .filter_map(|e| match e {
-                Progress::PeerDropped { peer, reason } => Some((*peer, reason.clone())),
-                _ => None,
-            })
-            .collect();
+        let dropped = dropped(&events);
         assert!(
             dropped
                 .iter()

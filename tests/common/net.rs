@@ -119,3 +119,14 @@ pub async fn fetch_link(
 pub fn provider(share: LocalShare) -> Arc<dyn Provider> {
     Arc::new(LocalProvider::new(share, None))
 }
+
+/// The sources a fetch dropped, with why, from its progress events.
+pub fn dropped(events: &[Progress]) -> Vec<(peerdrop::net::PeerId, String)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Progress::PeerDropped { peer, reason } => Some((*peer, reason.clone())),
+            _ => None,
+        })
+        .collect()
+}

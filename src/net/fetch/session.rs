@@ -5,8 +5,9 @@
 //! for waits for the queue to change, asking `Have` again now and then.
 //!
 //! Blame is decided here and nowhere else: bytes that do not match their id
-//! or their length, and answers that break the protocol, are the peer's
-//! fault ([`Fault::Misbehaved`]); a failed or stalled stream may be the
+//! or their length, answers that break the protocol, and a partial holder
+//! refusing a chunk it listed in its `Have`, are the peer's fault
+//! ([`Fault::Misbehaved`]); a failed or stalled stream may be the
 //! path's ([`Fault::Lost`]); a chunk that matches its id but does not open
 //! is the share's, and ends the fetch ([`SessionEnd::Fatal`]).
 
@@ -281,6 +282,16 @@ impl<V: Verify> Session<V> {
             let bytes = match self.answer(&mut s, m.sealed_len(job.stream, i)).await? {
                 Answer::Chunk(b) => b,
                 Answer::Stale => return Ok(SessionEnd::Stale),
+                // A partial holder lists what it has verified, so saying it
+                // lacks a chunk it listed is a lie (an honest one waits
+                // out its own placement rather than refuse); a full holder
+                // that lacks one just lacks the share.
+                Answer::NotFound if matches!(have, Have::Bitmap(_)) => {
+                    return Err(Fault::Misbehaved(format!(
+                        "it listed chunk {i} as held, then said it does not hold it"
+                    ))
+                    .into())
+                }
                 Answer::NotFound => return Ok(SessionEnd::NotFound),
                 Answer::Busy(ms) => return Err(Fault::busy(ms).into()),
                 Answer::Violation(r) => return Err(Fault::Misbehaved(r).into()),
