@@ -126,6 +126,31 @@ fn a_key_on_the_command_line_is_warned_about() {
     }
 }
 
+/// A hostile name in a folder being shared cannot drive the sharer's
+/// terminal through an error message (audit F-16).
+#[test]
+fn names_with_control_characters_are_escaped_in_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("dir");
+    fs::create_dir(&root).unwrap();
+    fs::write(root.join("a\x1b]0;owned\x07\x1b[2Jb"), b"x").unwrap();
+    let out = peerdrop()
+        .arg("seal")
+        .arg(&root)
+        .arg("--out")
+        .arg(tmp.path().join("store"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        !out.stderr.iter().any(|b| *b == 0x1b || *b == 0x07),
+        "raw control bytes on stderr: {:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("cannot share") && e.contains("\\u{1b}"), "{e}");
+}
+
 #[test]
 fn failures_exit_1_with_one_line_that_says_what_to_do() {
     let (tmp, root) = fixture();

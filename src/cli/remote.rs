@@ -109,6 +109,15 @@ pub fn share(a: &ShareArgs) -> anyhow::Result<()> {
     }
     if !a.json {
         for s in &r.skipped {
+            // The daemon escapes names; control characters are escaped
+            // here too, in case it is an older one.
+            let s: String = s
+                .chars()
+                .map(|c| match c.is_control() {
+                    true => c.escape_default().to_string(),
+                    false => c.to_string(),
+                })
+                .collect();
             eprintln!("peerdrop: skipped {s}");
         }
         println!("{}", r.link);

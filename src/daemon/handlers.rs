@@ -49,7 +49,9 @@ impl Daemon {
             .source()
             .skipped()
             .iter()
-            .map(|s| format!("{}: {}", s.path.display(), s.reason))
+            // Escaped: a hostile name in the shared folder must not
+            // drive the terminal that prints this list (audit F-16).
+            .map(|s| format!("{}: {}", crate::store::shown(&s.path), s.reason))
             .collect();
         let roots: BTreeMap<String, PathBuf> = share
             .source()

@@ -23,9 +23,21 @@ pub mod unseal;
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// A path as messages show it: as it is, unless it holds a control
+/// character (a hostile name in a shared folder could drive the terminal,
+/// audit F-16); then escaped and quoted.
+pub fn shown(path: &std::path::Path) -> String {
+    let s = path.to_string_lossy();
+    if s.chars().any(char::is_control) {
+        format!("{path:?}")
+    } else {
+        s.into_owned()
+    }
+}
+
 /// An I/O error together with the path it happened on.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {error}{}", path.display(), advice(error))]
+#[error("{}: {error}{}", shown(path), advice(error))]
 pub struct PathIoError {
     /// The file or folder involved.
     pub path: PathBuf,

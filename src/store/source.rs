@@ -40,13 +40,16 @@ pub enum SourceError {
     #[error(transparent)]
     Io(#[from] PathIoError),
     /// A path such as `/` that has no name to share it under.
-    #[error("cannot share {}: it has no name; share the files inside it instead", .0.display())]
+    #[error("cannot share {}: it has no name; share the files inside it instead", crate::store::shown(.0))]
     NoName(PathBuf),
     /// A name that is not UTF-8.
-    #[error("cannot share {}: its name is not valid UTF-8; rename it first", .0.display())]
+    #[error("cannot share {}: its name is not valid UTF-8; rename it first", crate::store::shown(.0))]
     NotUtf8(PathBuf),
     /// A name that would be unsafe or unportable on the receiving side.
-    #[error("cannot share {}: {reason}; rename it first", path.display())]
+    #[error(
+        "cannot share {}: {reason}; rename it first",
+        crate::store::shown(path)
+    )]
     BadName {
         /// The file.
         path: PathBuf,
@@ -57,10 +60,10 @@ pub enum SourceError {
     #[error("two of the paths to share are both named {0:?}; share their parent folder instead")]
     Duplicate(String),
     /// A top-level path that is an unfinished download's staging folder.
-    #[error("cannot share {}: it is the staging folder of an unfinished peerdrop download (receivers refuse such names); share the files once they are received", .0.display())]
+    #[error("cannot share {}: it is the staging folder of an unfinished peerdrop download (receivers refuse such names); share the files once they are received", crate::store::shown(.0))]
     Staging(PathBuf),
     /// A top-level path that is neither a file nor a folder.
-    #[error("cannot share {}: only regular files and folders can be shared", .0.display())]
+    #[error("cannot share {}: only regular files and folders can be shared", crate::store::shown(.0))]
     Unsupported(PathBuf),
     /// The resulting file list is invalid (for example names that collide by case).
     #[error(transparent)]
@@ -265,7 +268,9 @@ impl Source {
             let n = ((f.size - start) as usize).min(buf.len() - done);
             let file = open(f)?;
             file.read_exact_at(&mut buf[done..done + n], start)
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", f.abs.display())))?;
+                .map_err(|e| {
+                    io::Error::new(e.kind(), format!("{}: {e}", crate::store::shown(&f.abs)))
+                })?;
             done += n;
             i += 1;
         }
@@ -280,7 +285,7 @@ fn open(f: &SourceFile) -> io::Result<File> {
         o.custom_flags(libc::O_NOFOLLOW);
     }
     o.open(&f.abs)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", f.abs.display())))
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", crate::store::shown(&f.abs))))
 }
 
 fn file_entry(path: RelPath, meta: &fs::Metadata) -> Entry {
@@ -361,7 +366,7 @@ pub struct ContentReader<'a> {
 fn changed(f: &SourceFile, what: &str) -> io::Error {
     io::Error::other(format!(
         "{} {what} while it was being shared; run the command again",
-        f.abs.display()
+        crate::store::shown(&f.abs)
     ))
 }
 
