@@ -192,11 +192,12 @@ fn a_changed_shared_file_is_never_served_and_the_share_is_listed_stale() {
     let a = Daemon::start(&sub(&tmp, "A"));
     let link = a.share(&f);
     assert_eq!(a.json(&["list"])["shares"][0]["state"], "serving");
+    let b = Daemon::start(&sub(&tmp, "B"));
     let mut data = fs::read(&f).unwrap();
     data[1 << 20] ^= 1;
     fs::write(&f, &data).unwrap();
-    assert_eq!(a.json(&["list"])["shares"][0]["state"], "stale");
-    let b = Daemon::start(&sub(&tmp, "B"));
+    // Refused at once: serving checks the files itself, whatever `list`
+    // has found so far.
     let out = sub(&tmp, "out");
     let o = fetch(&b.dir, &link, &out, &[]);
     assert_eq!(o.status.code(), Some(1));
@@ -206,6 +207,13 @@ fn a_changed_shared_file_is_never_served_and_the_share_is_listed_stale() {
         err(&o)
     );
     assert!(!out.join("report.bin").exists());
+    // `list` says so once the background sweep has seen it (it pauses at
+    // least 2 s between sweeps).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.json(&["list"])["shares"][0]["state"] != "stale" {
+        assert!(Instant::now() < deadline, "never listed stale");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

@@ -21,7 +21,6 @@ use crate::daemon::control::{
 };
 use crate::daemon::ids::find_id;
 use crate::daemon::journal::Change;
-use crate::daemon::registry::Served;
 use crate::daemon::state::{FetchRecord, JobStatus, Origin, PinRecord, State, StoredKey};
 use crate::daemon::{Daemon, IdError, JobProgress, KeptShareError, RequestError};
 use crate::link::Link;
@@ -358,24 +357,25 @@ impl Daemon {
                 .map(|j| j.progress.borrow().clone());
             live.map_or((saved, saved), |p| (p.bytes, p.total.max(saved)))
         };
-        // Whether a share is stale takes a `stat` per file: done after the
-        // locks are released, so that jobs and requests that change the
-        // state do not wait for thousands of them.
-        let (shares, served): (Vec<ShareRow>, Vec<Option<Arc<Served>>>) = st
+        // Stale as the watcher last found it (see `stale`).
+        let stale = self.stale.get();
+        let shares = st
             .shares
             .iter()
-            .map(|s| {
-                let row = ShareRow {
-                    id: s.id,
-                    origin: s.origin,
-                    names: s.roots.keys().cloned().collect(),
-                    files: s.files as u64,
-                    bytes: s.bytes,
-                    state: ShareState::Serving,
-                };
-                (row, self.registry.get(&s.id))
+            .map(|s| ShareRow {
+                id: s.id,
+                origin: s.origin,
+                names: s.roots.keys().cloned().collect(),
+                files: s.files as u64,
+                bytes: s.bytes,
+                state: if !stale.is_empty() && stale.contains(&s.id) {
+                    ShareState::Stale
+                } else {
+                    ShareState::Serving
+                },
             })
-            .unzip();
+            .collect();
+        drop(stale);
         let fetches = st
             .fetches
             .iter()
@@ -407,15 +407,6 @@ impl Daemon {
             .collect();
         drop(jobs);
         drop(st);
-        let mut shares = shares;
-        for (row, served) in shares.iter_mut().zip(served) {
-            let stale = served
-                .map(|s| matches!(&*s, Served::Local(p) if p.share().is_stale()))
-                .unwrap_or(true);
-            if stale {
-                row.state = ShareState::Stale;
-            }
-        }
         ListReply {
             shares,
             fetches,

@@ -11,7 +11,8 @@
 //! socket); `shares` persists and restores served shares; `jobs` runs
 //! background fetches and pins; `handlers` answers the control requests;
 //! `links` builds links and source lists; `ids` resolves id prefixes;
-//! `peers` keeps the peer cache the daemon bootstraps from.
+//! `peers` keeps the peer cache the daemon bootstraps from; `stale` finds
+//! served shares whose files changed.
 //!
 //! The data dir (mode 0700) holds `identity.key`, `peerdrop.toml`,
 //! `state.json`, `peers.json` (the peer cache),
@@ -30,6 +31,7 @@ mod links;
 mod peers;
 pub mod registry;
 mod shares;
+mod stale;
 pub mod state;
 mod tasks;
 
@@ -134,6 +136,8 @@ pub struct Daemon {
     chunks: ChunkDir,
     /// The peers met, bootstrapped from at the next start.
     peers: peers::PeerBook,
+    /// The served shares whose files changed, as last found.
+    stale: stale::StaleShares,
 }
 
 /// Starts the daemon and runs it until `shutdown` resolves.
@@ -237,11 +241,15 @@ pub async fn run(
         stop: stop.clone(),
         chunks,
         peers: peer_book,
+        stale: stale::StaleShares::default(),
     });
     daemon.restore();
     daemon
         .job_tasks
         .spawn(daemon.clone().keep_peers(stop.clone()));
+    daemon
+        .job_tasks
+        .spawn(daemon.clone().watch_staleness(stop.clone()));
     let serve_task = tokio::spawn(serve(
         client.incoming().expect("the daemon serves once"),
         registry,

@@ -90,6 +90,24 @@ struct LineHead {
     version: Option<u32>,
 }
 
+impl LineHead {
+    /// What `line` is. A final line that starts the way this build's daemon
+    /// writes one (`version`, then `ok`) is known from its first bytes: a
+    /// `list` of 10,000 shares is then read in one pass, not two (the
+    /// second was a third of its answer time). Any other order is read in
+    /// full.
+    fn of(line: &str) -> Result<LineHead, ClientError> {
+        let ok = format!(r#"{{"version":{VERSION},"ok":true,"#);
+        if line.starts_with(&ok) {
+            return Ok(LineHead {
+                ok: Some(true),
+                version: Some(VERSION),
+            });
+        }
+        serde_json::from_str(line).map_err(invalid)
+    }
+}
+
 fn invalid(e: serde_json::Error) -> ClientError {
     ClientError::Invalid(e.to_string())
 }
@@ -106,9 +124,10 @@ pub fn call<C: Command>(
     let mut line = request_line(&cmd.into());
     line.push('\n');
     s.write_all(line.as_bytes())?;
-    for l in BufReader::new(s).lines() {
+    // A large answer (a long `list`) is read in fewer calls.
+    for l in BufReader::with_capacity(64 << 10, s).lines() {
         let l = l?;
-        let head: LineHead = serde_json::from_str(&l).map_err(invalid)?;
+        let head = LineHead::of(&l)?;
         match head.ok {
             None => {
                 // A newer daemon may send events this build does not know.
@@ -189,5 +208,33 @@ fn open(data_dir: &Path) -> Result<StdUnixStream, ClientError> {
             Err(ClientError::Denied(shown))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_head_is_the_same_read_fast_or_in_full() {
+        let lines = [
+            format!(r#"{{"version":{VERSION},"ok":true,"id":"00"}}"#),
+            format!(r#"{{"ok":true,"version":{VERSION},"id":"00"}}"#),
+            r#"{"version":7,"ok":true,"id":"00"}"#.to_owned(),
+            format!(r#"{{"version":{VERSION},"ok":false,"error":"e","code":"invalid"}}"#),
+            r#"{"event":"progress","id":"00","bytes":1,"total":2}"#.to_owned(),
+        ];
+        let want = [
+            (Some(true), Some(VERSION)),
+            (Some(true), Some(VERSION)),
+            (Some(true), Some(7)),
+            (Some(false), Some(VERSION)),
+            (None, None),
+        ];
+        for (line, want) in lines.iter().zip(want) {
+            let h = LineHead::of(line).unwrap();
+            assert_eq!((h.ok, h.version), want, "{line}");
+        }
+        assert!(LineHead::of("{not json").is_err());
     }
 }
