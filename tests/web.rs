@@ -676,3 +676,72 @@ fn the_page_refuses_corrupt_chunks_wrong_keys_and_hostile_names() {
     assert_eq!(got.error(), format!("{cli}. Nothing was saved."));
     assert!(got.downloads().is_empty() && names_in(&out).is_empty());
 }
+
+/// A daemon with `web = true` serves its shares to browsers too: `share
+/// --web` prints the web link next to the read link, `status` says where,
+/// and chromium saves the file byte-identical through the daemon's server.
+#[test]
+fn a_daemon_with_web_on_serves_its_shares_to_chromium() {
+    if !browser_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = sub(&tmp, "node");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("peerdrop.toml"),
+        "web = true\nweb_listen = \"127.0.0.1:0\"\nmdns = false\n",
+    )
+    .unwrap();
+    let d = common::daemon::Daemon::start(&dir);
+    let web = d.json(&["status"])["web"].as_str().unwrap().to_owned();
+    assert!(web.starts_with("127.0.0.1:"), "{web}");
+
+    let file = sub(&tmp, "src").join("notes.bin");
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let data = bytes(21, (5 << 20) + 321);
+    fs::write(&file, &data).unwrap();
+    let reply = d.json(&["share", "--web", file.to_str().unwrap()]);
+    let link = reply["link"].as_str().unwrap();
+    let web_link = reply["web_link"].as_str().unwrap();
+    assert!(
+        web_link.starts_with(&format!("http://{web}/#1/")),
+        "{web_link}"
+    );
+    // The same share: the web link's key is the read link's.
+    let parsed: peerdrop::link::Link = link.parse().unwrap();
+    assert_eq!(
+        web_link,
+        peerdrop::web::web_link(
+            web.parse().unwrap(),
+            parsed.manifest_id(),
+            parsed.key().unwrap()
+        )
+    );
+    // Printed for people as send --web prints it: the link, then the web link.
+    let out = common::daemon::cli(&dir, &["share", "--web", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", common::daemon::err(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("peerdrop:"), "{text}");
+    assert!(lines[1].starts_with(&format!("http://{web}/#1/")), "{text}");
+
+    let got = open_in_browser(None, web_link, &sub(&tmp, "dl"), None);
+    assert_eq!(got.state(), "saved", "{}", got.json);
+    let saved = got.saved();
+    assert_eq!(saved.file_name().unwrap(), "notes.bin");
+    assert!(fs::read(&saved).unwrap() == data, "the saved file differs");
+
+    // Without web = true, `share --web` says what to change.
+    let plain = sub(&tmp, "plain");
+    let d2 = common::daemon::Daemon::start(&plain);
+    let out = common::daemon::cli(&plain, &["share", "--web", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        common::daemon::err(&out).contains("set `web = true` in its peerdrop.toml"),
+        "{}",
+        common::daemon::err(&out)
+    );
+    assert!(d2.json(&["status"])["web"].is_null());
+}

@@ -134,6 +134,12 @@ pub struct ShareArgs {
     pub no_hints: bool,
     #[command(flatten)]
     pub lock: password::PasswordLock,
+    /// Also print the web link, for a browser on the LAN (needs `web = true` in the daemon's peerdrop.toml; docs/WEB.md).
+    #[arg(long, conflicts_with_all = ["password", "password_file"])]
+    pub web: bool,
+    /// Also draw the link as a QR code on stderr (the web link, with --web).
+    #[arg(long)]
+    pub qr: bool,
     /// Print the answer as JSON.
     #[arg(long)]
     pub json: bool,

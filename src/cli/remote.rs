@@ -96,16 +96,22 @@ pub fn share(a: &ShareArgs) -> anyhow::Result<()> {
     // Asked before the daemon seals; the password never reaches it: the
     // link is locked here.
     let password = a.lock.password()?;
-    let mut r = call(&a.dir.path()?, req, a.json && password.is_none(), |_| {})?;
+    let dir = a.dir.path()?;
+    let as_sent = a.json && password.is_none() && !a.web;
+    let mut r = call(&dir, req, as_sent, |_| {})?;
     if password.is_some() {
         let link = Link::parse_read_link(&r.link)?;
         r.link = crate::cli::password::lock(link, password.as_ref())?.to_uri_string();
-        if a.json {
-            let mut v = serde_json::to_value(&r)?;
-            v["version"] = control::VERSION.into();
-            v["ok"] = true.into();
-            raw_line(&v.to_string());
+    }
+    let web_link = a.web.then(|| web_link(&dir, &r.link)).transpose()?;
+    if a.json && !as_sent {
+        let mut v = serde_json::to_value(&r)?;
+        v["version"] = control::VERSION.into();
+        v["ok"] = true.into();
+        if let Some(w) = &web_link {
+            v["web_link"] = w.as_str().into();
         }
+        raw_line(&v.to_string());
     }
     if !a.json {
         for s in &r.skipped {
@@ -121,6 +127,11 @@ pub fn share(a: &ShareArgs) -> anyhow::Result<()> {
             eprintln!("peerdrop: skipped {s}");
         }
         println!("{}", r.link);
+        if let Some(w) = &web_link {
+            // Second line of stdout, as `send --web` prints it.
+            println!("{w}");
+            eprintln!("open the second link in a browser on the same network");
+        }
         eprintln!(
             "sharing {} file(s), {} (id {})",
             r.files,
@@ -128,7 +139,24 @@ pub fn share(a: &ShareArgs) -> anyhow::Result<()> {
             short(&r.id)
         );
     }
+    if a.qr {
+        crate::cli::send::draw_qr(web_link.as_deref().unwrap_or(&r.link))?;
+    }
     Ok(())
+}
+
+/// The web link for read link `link`, at the address where the daemon
+/// serves browsers (from `status`).
+fn web_link(dir: &Path, link: &str) -> anyhow::Result<String> {
+    let status = call(dir, StatusRequest {}, false, |_| {})?;
+    let addr = status.web.context(
+        "the daemon does not serve browsers: set `web = true` in its peerdrop.toml and restart it",
+    )?;
+    let link = Link::parse_read_link(link)?;
+    let key = link
+        .key()
+        .context("the daemon answered a link without a key")?;
+    Ok(peerdrop::web::web_link(addr, link.manifest_id(), key))
 }
 
 fn follow_bar(json: bool) -> (indicatif::ProgressBar, impl FnMut(&Event)) {
@@ -330,6 +358,9 @@ pub fn status(a: &JsonArgs) -> anyhow::Result<()> {
     println!("peer cache: {} peer(s) to bootstrap from", r.cached_peers);
     println!("LAN peers: {} (found by mDNS)", r.lan_peers);
     println!("re-seeding: {}", if r.reseed { "on" } else { "off" });
+    if let Some(w) = r.web {
+        println!("web:       http://{w}/ (browsers on the LAN; share --web prints a share's link)");
+    }
     println!("uploaded:  {}", output::human_bytes(r.uploaded_bytes));
     println!("peers:     {}", r.connected.len());
     for p in &r.connected {

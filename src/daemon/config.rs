@@ -1,6 +1,7 @@
 //! The daemon's configuration file, `peerdrop.toml` in the data dir.
 //! `configs/peerdrop.toml` documents every option with its default.
 
+use std::net::SocketAddr;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,10 @@ pub struct Config {
     pub relay_max_reservations_per_peer: usize,
     /// Relays to be reachable through (multiaddrs ending in /p2p/RELAY_ID).
     pub relays: Vec<String>,
+    /// Serve the shares to browsers on the LAN over HTTP (docs/WEB.md).
+    pub web: bool,
+    /// Where the web server listens when `web` is on.
+    pub web_listen: SocketAddr,
 }
 
 impl Default for Config {
@@ -79,6 +84,8 @@ impl Default for Config {
             relay_max_reservations: 128,
             relay_max_reservations_per_peer: 4,
             relays: Vec::new(),
+            web: false,
+            web_listen: SocketAddr::from(([0, 0, 0, 0], 0)),
         }
     }
 }

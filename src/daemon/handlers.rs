@@ -525,6 +525,7 @@ impl Daemon {
                 .collect(),
             cached_peers: self.peers.len() as u64,
             lan_peers: reach.lan_peers as u64,
+            web: self.web,
         }
     }
 }

@@ -34,6 +34,7 @@ mod shares;
 mod stale;
 pub mod state;
 mod tasks;
+mod web;
 
 use std::fs;
 use std::path::PathBuf;
@@ -94,6 +95,16 @@ pub enum DaemonError {
         /// What went wrong.
         error: std::io::Error,
     },
+    /// An HTTP listener cannot be bound.
+    #[error("cannot listen for {what} on {addr}: {error}")]
+    Listen {
+        /// What it is for.
+        what: &'static str,
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        error: std::io::Error,
+    },
     /// The network failed to start.
     #[error(transparent)]
     Net(#[from] crate::net::node::NetError),
@@ -138,6 +149,8 @@ pub struct Daemon {
     peers: peers::PeerBook,
     /// The served shares whose files changed, as last found.
     stale: stale::StaleShares,
+    /// The address web links name, when browsers are served (`web`).
+    web: Option<std::net::SocketAddr>,
 }
 
 /// Starts the daemon and runs it until `shutdown` resolves.
@@ -228,6 +241,7 @@ pub async fn run(
     tracing::info!(peer = %client.peer_id(), "daemon started");
 
     let registry = Arc::new(Registry::default());
+    let lan_web = web::LanWeb::start(&config, registry.clone(), &listen).await?;
     let (stopper, stop) = Stop::new();
     let daemon = Arc::new(Daemon {
         data_dir: data_dir.clone(),
@@ -242,6 +256,7 @@ pub async fn run(
         chunks,
         peers: peer_book,
         stale: stale::StaleShares::default(),
+        web: lan_web.as_ref().map(|w| w.link_addr),
     });
     daemon.restore();
     daemon
@@ -273,6 +288,9 @@ pub async fn run(
     // so they resume on the next start); followers get a last line saying
     // so; then the node goes down.
     let _ = fs::remove_file(&socket);
+    if let Some(w) = lan_web {
+        w.stop();
+    }
     stopper.stop();
     let aborted = daemon.job_tasks.drain(JOB_DRAIN).await;
     if aborted > 0 {

@@ -574,6 +574,11 @@ pub struct StatusReply {
     /// 256; docs/PROTOCOL.md, section 7).
     #[serde(default)]
     pub lan_peers: u64,
+    /// Where browsers on the LAN are served (`web = true`): web links are
+    /// `http://ADDR/#…` (docs/WEB.md). Absent when the daemon does not
+    /// serve browsers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web: Option<std::net::SocketAddr>,
 }
 
 /// Whether other peers can dial this node.
