@@ -116,27 +116,37 @@ async fn accept(
 
 type Writer = tokio::net::unix::OwnedWriteHalf;
 
-async fn write_json(w: &mut Writer, v: &impl Serialize) -> std::io::Result<()> {
+/// `v` as one answer line, newline included.
+fn line_of(v: &impl Serialize) -> Vec<u8> {
     let mut line = serde_json::to_vec(v).expect("answers serialize");
     line.push(b'\n');
+    line
+}
+
+async fn write_line(w: &mut Writer, line: &[u8]) -> std::io::Result<()> {
     // A client that stops reading must not hold its slot for ever.
-    match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(&line)).await {
+    match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(line)).await {
         Ok(r) => r,
         Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
     }
 }
 
+async fn write_json(w: &mut Writer, v: &impl Serialize) -> std::io::Result<()> {
+    write_line(w, &line_of(v)).await
+}
+
+/// The final line of an answer that succeeded.
+fn final_line(reply: &impl Serialize) -> Vec<u8> {
+    line_of(&Final {
+        version: VERSION,
+        ok: true,
+        reply,
+    })
+}
+
 /// Writes the final line of an answer that succeeded.
 async fn write_final(w: &mut Writer, reply: &impl Serialize) -> std::io::Result<()> {
-    write_json(
-        w,
-        &Final {
-            version: VERSION,
-            ok: true,
-            reply,
-        },
-    )
-    .await
+    write_line(w, &final_line(reply)).await
 }
 
 /// Writes the final line of an answer that failed.
@@ -144,10 +154,11 @@ async fn write_failure(w: &mut Writer, e: &RequestError) -> std::io::Result<()> 
     write_json(w, &failure(e)).await
 }
 
-async fn answer(w: &mut Writer, r: Result<impl Serialize, RequestError>) -> std::io::Result<()> {
+/// The final line for `r`.
+fn answer_line(r: Result<impl Serialize, RequestError>) -> Vec<u8> {
     match r {
-        Ok(reply) => write_final(w, &reply).await,
-        Err(e) => write_failure(w, &e).await,
+        Ok(reply) => final_line(&reply),
+        Err(e) => line_of(&failure(&e)),
     }
 }
 
@@ -201,31 +212,54 @@ async fn handle(conn: UnixStream, daemon: Arc<Daemon>, mut stop: Stop) -> std::i
         Ok(r) => r,
         Err(e) => return write_failure(&mut wr, &e).await,
     };
-    let w = &mut wr;
-    match req {
-        Request::Share(r) => answer(w, daemon.share(r).await).await,
-        Request::List(_) => write_final(w, &daemon.list()).await,
-        Request::Status(_) => write_final(w, &daemon.status().await).await,
-        Request::Unshare(r) => answer(w, daemon.unshare(&r.id).await).await,
-        Request::Link(r) => answer(w, daemon.link(&r).await).await,
+    match run(&daemon, req).await {
+        Outcome::Line(line) => write_line(&mut wr, &line).await,
+        Outcome::Job { id, rx, detach } => follow(&mut wr, id, rx, detach).await,
+    }
+}
+
+/// What a request gets: its final line, or a job to follow.
+pub(in crate::daemon) enum Outcome {
+    /// The final line, newline included.
+    Line(Vec<u8>),
+    /// A `fetch` or `pin` that was started or joined.
+    Job {
+        /// Its id.
+        id: ManifestId,
+        /// Its progress.
+        rx: watch::Receiver<JobProgress>,
+        /// Whether the client asked not to follow it.
+        detach: bool,
+    },
+}
+
+/// Does what `req` asks.
+pub(in crate::daemon) async fn run(daemon: &Arc<Daemon>, req: Request) -> Outcome {
+    let line = match req {
+        Request::Share(r) => answer_line(daemon.share(r).await),
+        Request::List(_) => final_line(&daemon.list()),
+        Request::Status(_) => final_line(&daemon.status().await),
+        Request::Unshare(r) => answer_line(daemon.unshare(&r.id).await),
+        Request::Link(r) => answer_line(daemon.link(&r).await),
         Request::Fetch(r) => {
             let detach = r.detach;
             match daemon.fetch(r).await {
-                Ok((id, rx)) => follow(w, id, rx, detach).await,
-                Err(e) => write_failure(w, &e).await,
+                Ok((id, rx)) => return Outcome::Job { id, rx, detach },
+                Err(e) => line_of(&failure(&e)),
             }
         }
         Request::Pin(r) => {
             let detach = r.detach;
             match daemon.pin(r).await {
-                Ok((id, rx)) => follow(w, id, rx, detach).await,
-                Err(e) => write_failure(w, &e).await,
+                Ok((id, rx)) => return Outcome::Job { id, rx, detach },
+                Err(e) => line_of(&failure(&e)),
             }
         }
-        Request::Cancel(r) => answer(w, daemon.cancel(&r).await).await,
-        Request::Retry(r) => answer(w, daemon.retry(&r).await).await,
-        Request::Priority(r) => answer(w, daemon.priority(&r).await).await,
-    }
+        Request::Cancel(r) => answer_line(daemon.cancel(&r).await),
+        Request::Retry(r) => answer_line(daemon.retry(&r).await),
+        Request::Priority(r) => answer_line(daemon.priority(&r).await),
+    };
+    Outcome::Line(line)
 }
 
 /// Most progress lines a second while a job is followed.
