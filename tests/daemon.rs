@@ -821,6 +821,7 @@ fn a_thousand_queued_background_fetches_from_one_source_all_complete() {
             merge: false,
             peers: Vec::new(),
             detach: true,
+            ..FetchRequest::default()
         };
         call(&b.dir, req, |_, _| {}).unwrap();
     }

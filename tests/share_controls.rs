@@ -1,15 +1,17 @@
 //! Share controls on loopback (mDNS off): `ls` fetches the file list and no
 //! content; `--only`/`--exclude` fetch only the chunks covering the chosen
-//! files, write exactly those, and resume.
+//! files, write exactly those, and resume, in one-shot `receive` and in the
+//! daemon's `fetch`.
 
 mod common;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use common::daemon::{err, fetch, Daemon};
 use common::net::*;
 use common::*;
 use peerdrop::chunk::{ChunkId, ChunkSize};
@@ -28,12 +30,17 @@ use peerdrop::wire::Have;
 const LIMIT: Duration = Duration::from_secs(180);
 
 /// Serves a share, recording every chunk asked for; after `limit` chunks it
-/// refuses the rest (a source that goes away).
+/// refuses the rest (a source that goes away), or with `hold` keeps them
+/// unanswered until [`Counting::release`] (a source that stalls), then
+/// refuses them unrecorded (whoever asked has given up by then).
 struct Counting {
     inner: LocalProvider,
     asked: Mutex<Vec<ChunkId>>,
     served: AtomicUsize,
-    limit: usize,
+    limit: AtomicUsize,
+    hold: bool,
+    released: Mutex<bool>,
+    opened: Condvar,
     /// A chunk served with one bit flipped.
     bad: Option<ChunkId>,
 }
@@ -44,9 +51,26 @@ impl Counting {
             inner: LocalProvider::new(share, None),
             asked: Mutex::new(Vec::new()),
             served: AtomicUsize::new(0),
-            limit,
+            limit: AtomicUsize::new(limit),
+            hold: false,
+            released: Mutex::new(false),
+            opened: Condvar::new(),
             bad: None,
         })
+    }
+
+    /// Holds every chunk request after the first `limit`.
+    fn holding(share: LocalShare, limit: usize) -> Arc<Counting> {
+        let mut c = Counting::new(share, limit);
+        Arc::get_mut(&mut c).unwrap().hold = true;
+        c
+    }
+
+    /// Serves everything from now on; held requests are refused.
+    fn release(&self) {
+        self.limit.store(usize::MAX, Ordering::SeqCst);
+        *self.released.lock().unwrap() = true;
+        self.opened.notify_all();
     }
 
     fn asked(&self) -> Vec<ChunkId> {
@@ -62,7 +86,15 @@ impl Provider for Counting {
         self.inner.have(share)
     }
     fn chunk(&self, share: &ManifestId, chunk: &ChunkId) -> Result<Vec<u8>, Refusal> {
-        if self.served.fetch_add(1, Ordering::SeqCst) >= self.limit {
+        if self.served.fetch_add(1, Ordering::SeqCst) >= self.limit.load(Ordering::SeqCst) {
+            if self.hold {
+                // Bounded: a test that never releases still ends.
+                let g = self.released.lock().unwrap();
+                let held = self
+                    .opened
+                    .wait_timeout_while(g, LIMIT, |released| !*released);
+                drop(held);
+            }
             return Err(Refusal::NotFound);
         }
         self.asked.lock().unwrap().push(*chunk);
@@ -482,4 +514,112 @@ fn ls_and_cat_from_the_command_line() {
         ttfb.as_millis(),
         total.as_millis()
     );
+}
+
+/// Polls the daemon's `list` until its first fetch satisfies `pred`
+/// (bounded); returns that fetch's row.
+fn wait_fetch(
+    d: &Daemon,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let l = d.json(&["list"]);
+        let f = &l["fetches"][0];
+        if pred(f) {
+            return f.clone();
+        }
+        assert_ne!(f["status"]["state"], "failed", "{f}");
+        assert!(std::time::Instant::now() < deadline, "{what}: {l}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The daemon's `fetch --only/--exclude` of the 1,000-file share asks for
+/// exactly the chunks of the chosen files and writes exactly those; the
+/// selection is kept with the job, so a daemon killed mid-fetch resumes the
+/// same part after its restart, keeping what it had verified.
+#[test]
+fn the_daemon_fetches_part_of_a_share_and_resumes_that_part_after_a_restart() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = thousand_files(&tmp);
+    let key = ShareKey::generate().unwrap();
+    let share = share_of(&root, &key);
+    let id = share.id();
+    let manifest = share.manifest().clone();
+    let want = chunks_for(share.source().metadata(), 1 << 14, chosen);
+    let chosen_bytes: u64 = share
+        .source()
+        .metadata()
+        .entries()
+        .iter()
+        .filter(|e| chosen(e.path.as_str()))
+        .map(|e| e.size)
+        .sum();
+    // The file list (1 chunk) and 12 content chunks, then it stalls.
+    let counting = Counting::holding(share, 13);
+    let server = rt.block_on(start_server("/ip4/127.0.0.1/tcp/0", counting.clone()));
+    let link = link_for(&key, id, &[&server]).to_uri_string();
+    let bdir = sub(&tmp, "B");
+    let out = sub(&tmp, "out");
+    let part = ["--only", "tree/d3", "--exclude", "*5?3.bin"];
+
+    let mut b = Daemon::start(&bdir);
+    let o = fetch(&bdir, &link, &out, &[&["--detach"][..], &part].concat());
+    assert!(o.status.success(), "{}", err(&o));
+    // Wait for 64 KiB written: more than the (at most four) boundary chunks
+    // of the selection hold, so at least one chunk is kept for the resume.
+    wait_fetch(&b, "no progress", |f| {
+        f["bytes"].as_u64().unwrap_or(0) >= 64 << 10
+    });
+    assert!(counting.served.load(Ordering::SeqCst) >= 13);
+    // The running job is joined only with the same selection.
+    let o = fetch(&bdir, &link, &out, &["--only", "tree/d4", "--detach"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("other --only/--exclude"), "{}", err(&o));
+    let o = fetch(&bdir, &link, &out, &["--only", "", "--detach"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("empty or too long"), "{}", err(&o));
+    b.kill();
+    let first_len = counting.asked().len();
+    assert!(final_names_in(&out).is_empty(), "nothing placed yet");
+
+    counting.release();
+    let b = Daemon::start(&bdir);
+    let row = wait_fetch(&b, "never done", |f| f["status"]["state"] == "done");
+    assert_eq!(row["bytes"], chosen_bytes, "{row}");
+    assert_eq!(read_tree(&out), expected_part(&root));
+    assert_eq!(final_names_in(&out), ["tree"]);
+    assert_eq!(names_in(&out), ["tree"], "staging folder removed");
+    // Only the chosen chunks, over both runs; the second run asked again
+    // for fewer than all of them (what the first verified was kept).
+    let content: HashMap<ChunkId, u64> = (0..manifest.content_chunks.len() as u64)
+        .map(|i| (manifest.content_chunks[i as usize], i))
+        .collect();
+    let asked = counting.asked();
+    let all: BTreeSet<u64> = asked
+        .iter()
+        .filter_map(|c| content.get(c).copied())
+        .collect();
+    assert_eq!(all, want, "exactly the chunks of the chosen files");
+    let again = asked[first_len..]
+        .iter()
+        .filter(|c| content.contains_key(c))
+        .count();
+    assert!(
+        again < want.len(),
+        "{again} of {} fetched again",
+        want.len()
+    );
+    eprintln!(
+        "daemon fetch --only: {} of {} content chunks, {again} of them asked again after the restart; {chosen_bytes} bytes",
+        want.len(),
+        manifest.content_chunks.len()
+    );
+    // A part is not the share: nothing is re-seeded.
+    assert_eq!(b.json(&["list"])["shares"], serde_json::json!([]));
+    drop(b);
+    rt.block_on(server.client.shutdown());
 }

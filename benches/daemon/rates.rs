@@ -355,6 +355,7 @@ fn fetch_request(link: &str, out: &Path, detach: bool) -> FetchRequest {
         merge: false,
         peers: Vec::new(),
         detach,
+        ..FetchRequest::default()
     }
 }
 

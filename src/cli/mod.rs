@@ -57,7 +57,7 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// Share files and folders through the daemon; prints the read link.
     Share(ShareArgs),
-    /// Have the daemon fetch a share; shows progress until done.
+    /// Have the daemon fetch a share (or part of it, with --only/--exclude); shows progress until done.
     Fetch(FetchArgs),
     /// Have the daemon host a share's ciphertext (it never gets the key).
     Pin(PinArgs),

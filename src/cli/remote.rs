@@ -180,11 +180,9 @@ pub fn fetch(a: &FetchArgs) -> anyhow::Result<()> {
         Some(_) => a.get.password.open(link)?.to_uri_string(),
         None => text,
     };
-    if !a.get.only.is_empty() || !a.get.exclude.is_empty() {
-        anyhow::bail!(
-            "the daemon cannot fetch part of a share yet; use `peerdrop receive --only/--exclude`"
-        );
-    }
+    // Checked here too, so a bad pattern is reported before the daemon is
+    // asked.
+    peerdrop::select::Selection::new(&a.get.only, &a.get.exclude)?;
     let out = std::path::absolute(&a.get.out)?;
     let req = FetchRequest {
         link: text.trim().to_owned(),
@@ -193,6 +191,8 @@ pub fn fetch(a: &FetchArgs) -> anyhow::Result<()> {
         merge: a.get.merge,
         peers: a.get.peer.iter().map(|p| p.to_string()).collect(),
         detach: a.detach,
+        only: a.get.only.clone(),
+        exclude: a.get.exclude.clone(),
     };
     let (bar, progress) = follow_bar(a.json);
     let start = std::time::Instant::now();

@@ -46,6 +46,13 @@ pub enum RequestError {
     /// The share is already being fetched, into another folder.
     #[error("this share is already being fetched into {}; wait for that fetch (see `peerdrop list`)", .0.display())]
     FetchingElsewhere(PathBuf),
+    /// The share is already being fetched into the same folder, but with
+    /// other `only`/`exclude` patterns.
+    #[error("this share is already being fetched into {} with other --only/--exclude patterns; wait for that fetch (see `peerdrop list`), or cancel it", .0.display())]
+    FetchingOtherPart(PathBuf),
+    /// The `only`/`exclude` patterns are malformed.
+    #[error(transparent)]
+    Select(#[from] crate::select::SelectError),
     /// The id prefix matches nothing, or several ids.
     #[error(transparent)]
     Id(#[from] IdError),

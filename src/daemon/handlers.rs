@@ -27,6 +27,7 @@ use crate::link::Link;
 use crate::manifest::ManifestId;
 use crate::net::status as net;
 use crate::seal::SealOptions;
+use crate::select::Selection;
 use crate::store::share::LocalShare;
 
 impl Daemon {
@@ -118,6 +119,8 @@ impl Daemon {
             return Err(RequestError::NotAbsolute(req.out));
         }
         Daemon::check_peers(&req.peers)?;
+        // Checked here so that a bad pattern starts no job.
+        Selection::new(&req.only, &req.exclude)?;
         let id = *link.manifest_id();
         let key = StoredKey::of(link.require_key()?);
         let sources = Daemon::sources_of(&link, &req.peers);
@@ -130,6 +133,9 @@ impl Daemon {
                 return match tx.state().fetches.iter().find(|f| f.id == id) {
                     Some(r) if r.out != req.out => {
                         Err(RequestError::FetchingElsewhere(r.out.clone()))
+                    }
+                    Some(r) if (&r.only, &r.exclude) != (&req.only, &req.exclude) => {
+                        Err(RequestError::FetchingOtherPart(r.out.clone()))
                     }
                     _ => Ok(()),
                 };
@@ -145,6 +151,8 @@ impl Daemon {
                 bytes: 0,
                 paths: Vec::new(),
                 rank,
+                only: req.only,
+                exclude: req.exclude,
             }));
             Ok(())
         })

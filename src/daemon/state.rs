@@ -193,6 +193,21 @@ pub struct FetchRecord {
     /// Place in the queue: lower runs first.
     #[serde(default)]
     pub rank: i64,
+    /// `--only` globs: only the entries they match are fetched (all when
+    /// empty and `exclude` is empty too). Kept so a restart resumes the
+    /// same part of the share.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub only: Vec<String>,
+    /// `--exclude` globs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+}
+
+impl FetchRecord {
+    /// The part of the share this fetch takes.
+    pub fn selection(&self) -> Result<crate::select::Selection, crate::select::SelectError> {
+        crate::select::Selection::new(&self.only, &self.exclude)
+    }
 }
 
 /// A pin: ciphertext hosted in the chunk store, no key.

@@ -145,7 +145,7 @@ fn yes() -> bool {
 }
 
 /// `fetch`: fetch a share into a folder.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FetchRequest {
     /// The read link (it carries the key: treat it as a secret).
@@ -164,6 +164,15 @@ pub struct FetchRequest {
     /// Answer at once instead of streaming progress until done.
     #[serde(default)]
     pub detach: bool,
+    /// Take only the entries matching these globs (`--only`; see
+    /// [`crate::select`]). Left out of the line when empty, so a daemon
+    /// older than the field still takes a whole-share fetch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub only: Vec<String>,
+    /// Leave out the entries matching these globs (`--exclude`; wins over
+    /// `only`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
 }
 
 /// `pin`: host a share's ciphertext without its key.

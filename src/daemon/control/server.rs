@@ -174,11 +174,14 @@ pub(super) fn failure(e: &RequestError) -> Failure {
         | E::BadPeer(_)
         | E::HoldsDataDir { .. }
         | E::Share(_)
+        | E::Select(_)
         | E::Id(IdError::TooShort | IdError::NotHex(_) | IdError::Ambiguous(_)) => {
             ErrorCode::Invalid
         }
         E::Id(IdError::NoMatch(_)) => ErrorCode::NotFound,
-        E::FetchingElsewhere(_) | E::OnlyPinned | E::JobState { .. } => ErrorCode::Conflict,
+        E::FetchingElsewhere(_) | E::FetchingOtherPart(_) | E::OnlyPinned | E::JobState { .. } => {
+            ErrorCode::Conflict
+        }
         E::NoSuchJobId(_) => ErrorCode::NotFound,
         E::WhichJob(_) => ErrorCode::Invalid,
         E::JobFailed(_) => ErrorCode::JobFailed,

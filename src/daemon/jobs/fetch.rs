@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
+use crate::daemon::control::JobKind;
 use crate::daemon::journal::Change;
 use crate::daemon::state::{JobStatus, Origin, ShareRecord};
 use crate::daemon::Daemon;
 use crate::link::Link;
 use crate::manifest::ManifestId;
-use crate::net::fetch::{fetch, Fetched, ProgressTx};
+use crate::net::fetch::{fetch, FetchOptions, Fetched, ProgressTx};
 use crate::store::output::OutputOptions;
 
 impl Daemon {
@@ -31,16 +32,30 @@ impl Daemon {
             let status = JobStatus::Failed {
                 error: "the saved key is unreadable; fetch the link again".into(),
             };
-            self.set_status(crate::daemon::control::JobKind::Fetch, &id, status.clone())
-                .await;
+            self.set_status(JobKind::Fetch, &id, status.clone()).await;
             return status;
         };
         let link = Link::new(rec.id, Vec::new(), Some(key)).expect("no hints");
         let sources = Daemon::parse_sources(&rec.sources);
-        let opts = self.fetch_options(OutputOptions {
-            force: rec.force,
-            merge: rec.merge,
-        });
+        // Checked when the fetch was asked for; a record edited by hand
+        // since could still hold a bad pattern.
+        let selection = match rec.selection() {
+            Ok(s) => s,
+            Err(e) => {
+                let status = JobStatus::Failed {
+                    error: e.to_string(),
+                };
+                self.set_status(JobKind::Fetch, &id, status.clone()).await;
+                return status;
+            }
+        };
+        let opts = FetchOptions {
+            selection,
+            ..self.fetch_options(OutputOptions {
+                force: rec.force,
+                merge: rec.merge,
+            })
+        };
         let r = fetch(&self.client, &link, sources, &rec.out, &opts, ptx).await;
         let (status, reseeded) = match &r {
             Ok(done) => {
@@ -63,7 +78,8 @@ impl Daemon {
             tx.fetch(&id, |f| {
                 f.status = status.clone();
                 if let Ok(done) = &r {
-                    f.bytes = done.metadata.content_len();
+                    // The chosen part's bytes, for a part of the share.
+                    f.bytes = done.bytes;
                     f.paths = done.paths.clone();
                     // Kept only while needed to resume or retry: a
                     // re-seeded share keeps its own copy, and fetching
