@@ -1015,3 +1015,109 @@ fn a_pin_into_a_too_small_file_system_fails_at_once_and_nothing_runs() {
     assert!(kib < 1024, "{kib} KiB stored before refusing");
     b.stop();
 }
+
+/// Runs `c` in a session of its own, so it has no terminal to ask a
+/// password on even when the tests run in one.
+fn without_terminal(c: &mut Command) -> &mut Command {
+    // SAFETY: setsid(2) only, between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        })
+    }
+}
+
+/// `peerdrop fetch` run with `env` set, the link in PEERDROP_LINK.
+fn fetch_env(dir: &Path, link: &str, out: &Path, env: &[(&str, &str)]) -> std::process::Output {
+    let mut c = Command::new(BIN);
+    c.arg("fetch")
+        .arg("-o")
+        .arg(out)
+        .arg("--data-dir")
+        .arg(dir)
+        .env("PEERDROP_LINK", link)
+        .env_remove("PEERDROP_PASSWORD")
+        .envs(env.iter().copied());
+    without_terminal(&mut c);
+    bounded(c)
+}
+
+/// Whether `needle` appears in any file under `dir`.
+fn found_in(dir: &Path, needle: &[u8]) -> Option<String> {
+    read_tree(dir)
+        .into_iter()
+        .find(|(_, (is_dir, _, data))| !is_dir && data.windows(needle.len()).any(|w| w == needle))
+        .map(|(p, _)| p)
+}
+
+#[test]
+fn a_password_link_goes_through_the_daemon_and_a_wrong_password_fails_fast() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = sub(&tmp, "album");
+    tree_fixture(&root);
+    let a = Daemon::start(&sub(&tmp, "A"));
+    let b = Daemon::start(&sub(&tmp, "B"));
+    let password = "a long pass phrase, 7 words";
+    let pw_file = sub(&tmp, "pw");
+    fs::write(&pw_file, format!("{password}\n")).unwrap();
+    let share = |args: &[&str]| {
+        let mut c = Command::new(BIN);
+        c.arg("share")
+            .arg(&root)
+            .args(args)
+            .args(["--json", "--data-dir"])
+            .arg(&a.dir)
+            .env_remove("PEERDROP_PASSWORD");
+        without_terminal(&mut c);
+        bounded(c)
+    };
+    let o = share(&["--password-file", pw_file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", err(&o));
+    let reply: Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap();
+    let link = reply["link"].as_str().unwrap().to_owned();
+    assert!(link.starts_with("peerdrop:p1/"), "{link}");
+    // `--password` with no file, no PEERDROP_PASSWORD and no terminal
+    // shares nothing.
+    let o = share(&["--password"]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(err(&o).contains("no terminal"), "{}", err(&o));
+    assert_eq!(a.json(&["list"])["shares"].as_array().unwrap().len(), 1);
+
+    // The right password (from the environment) fetches the share.
+    let out = sub(&tmp, "out");
+    let o = fetch_env(&b.dir, &link, &out, &[("PEERDROP_PASSWORD", password)]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(read_tree(&root), read_tree(&out.join("album")));
+
+    // A wrong one fails in the CLI, at once and saying so; no job starts.
+    let out2 = sub(&tmp, "out2");
+    let t = Instant::now();
+    let o = fetch_env(&b.dir, &link, &out2, &[("PEERDROP_PASSWORD", "guess")]);
+    let took = t.elapsed();
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(err(&o).contains("wrong password"), "{}", err(&o));
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(!out2.exists(), "nothing written");
+    assert_eq!(b.json(&["list"])["fetches"].as_array().unwrap().len(), 1);
+    // No password and no terminal: told how to give one.
+    let o = fetch_env(&b.dir, &link, &out2, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("PEERDROP_PASSWORD"), "{}", err(&o));
+    // Given the password link itself, the daemon refuses it: the password
+    // is unlocked by the client, never sent.
+    let line = format!(
+        r#"{{"version":1,"cmd":"fetch","link":"{link}","out":"{}"}}"#,
+        out2.display()
+    );
+    let lines = raw_request(&b.dir, &line);
+    assert!(lines[0].contains("password-protected"), "{lines:?}");
+    assert!(lines[0].contains(r#""code":"invalid""#), "{lines:?}");
+
+    // The password is in neither daemon's data dir.
+    for d in [&a.dir, &b.dir] {
+        assert_eq!(found_in(d, password.as_bytes()), None, "{}", d.display());
+    }
+    drop(b);
+}
