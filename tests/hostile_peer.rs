@@ -243,8 +243,6 @@ async fn a_stalling_peer_times_out() {
 
 /// Runs the real `peerdrop receive` against an evil peer and returns its exit
 /// code, peak RSS in KiB and stderr.
-// The child is reaped with wait4 (for its rusage), which clippy cannot see.
-#[allow(clippy::zombie_processes)]
 fn receive_measured(link: &str, dest: &std::path::Path) -> (i32, i64, String) {
     use std::io::Read;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_peerdrop"))
@@ -270,12 +268,8 @@ fn receive_measured(link: &str, dest: &std::path::Path) -> (i32, i64, String) {
         .unwrap()
         .read_to_string(&mut err)
         .unwrap();
-    let mut status = 0;
-    // SAFETY: wait4 on our own child, with valid out-pointers.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as i32);
-    (libc::WEXITSTATUS(status), usage.ru_maxrss, err)
+    let (code, rss_kib) = wait_peak_rss(child);
+    (code, rss_kib, err)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -294,6 +294,18 @@ pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// Waits for `child` and returns its exit code and peak RSS in KiB, from
+/// wait4's rusage: exact, where sampling /proc while it runs could miss
+/// the peak.
+pub fn wait_peak_rss(child: std::process::Child) -> (i32, i64) {
+    let mut status = 0;
+    // SAFETY: wait4 on our own child, with valid out-pointers.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    (libc::WEXITSTATUS(status), usage.ru_maxrss)
+}
+
 /// A path inside a temp dir.
 pub fn sub(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
