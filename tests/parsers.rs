@@ -88,3 +88,52 @@ proptest! {
         }
     }
 }
+
+/// A leftover of the fuzzing campaign, `fuzz/crash-7dba850c…` (120 bytes,
+/// written where a target binary was run by hand), kept as a regression
+/// input: a manifest (the magic `PDMF`, the key commitment of
+/// tests/vectors, a 43-byte file list and no content, so two chunk ids)
+/// mutated from the `manifest` target's corpus. It passes that target's
+/// checks (fuzz/fuzz_targets/manifest.rs), here with overflow checks on;
+/// it panics none of the other four targets either: not a crash of the
+/// product.
+#[test]
+fn the_fuzzing_leftover_decodes_as_a_canonical_manifest() {
+    use peerdrop::chunk::{Stream, CHUNK_OVERHEAD};
+    use peerdrop::manifest::ManifestError;
+    const CRASH: &str = concat!(
+        "50444d46010a00008c47596429673aa1fea13e9f860d69dd3d1af4540d193a0473dad69edf9d6f10",
+        "2b0000000000000000000000000000002ed528741459bbb7abae4c39a68fd85f139a719719704166",
+        "a66833d72236063b25060aa6d5ab4a5168b5adeea22ba9201a11b762ce234251b680613c2ea75ccb",
+    );
+    let data: Vec<u8> = (0..CRASH.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&CRASH[i..i + 2], 16).unwrap())
+        .collect();
+    assert_eq!(data.len(), 120);
+    let decoded = Manifest::decode(&data);
+    let id = ManifestId::of(&data);
+    let mut wrong = id;
+    wrong.0[0] ^= 1;
+    assert_eq!(Manifest::decode_verified(&id, &data), decoded);
+    assert_eq!(
+        Manifest::decode_verified(&wrong, &data),
+        Err(ManifestError::IdMismatch)
+    );
+    let m = decoded.expect("a well-formed manifest");
+    assert_eq!(m.encode(), data, "an accepted manifest is not canonical");
+    assert_eq!(m.id(), id);
+    assert_eq!((m.metadata_len, m.content_len), (43, 0));
+    let mut sealed = 0u64;
+    for stream in [Stream::Metadata, Stream::Content] {
+        let n = m.chunks(stream).len() as u64;
+        assert_eq!(n, 1);
+        let len = m.plaintext_len(stream, 0);
+        assert_eq!(len as u64, m.stream_len(stream));
+        assert_eq!(m.sealed_len(stream, 0), len + CHUNK_OVERHEAD);
+        assert!(m.position(stream, 0).is_last);
+        sealed += (len + CHUNK_OVERHEAD) as u64;
+    }
+    assert_eq!(sealed, m.sealed_size());
+    assert_eq!(m.chunk_count() as u64, data.len() as u64 / 32 - 1);
+}
