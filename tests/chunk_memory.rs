@@ -13,7 +13,6 @@ mod common;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::net::{link_for, provider, start_server};
@@ -56,31 +55,6 @@ fn assert_same(path: &Path, base: &[u8]) {
     }
 }
 
-/// Runs `peerdrop receive` for `link` into `dest`: exit code, peak RSS in
-/// KiB, stderr.
-fn receive_measured(link: &str, dest: &Path) -> (i32, i64, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_peerdrop"))
-        .args(["receive", "--no-mdns", "--wait", "30", "-o"])
-        .arg(dest)
-        .env("PEERDROP_LINK", link)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = String::new();
-    // Ends when the child does: it is bounded by --wait and the test's own
-    // timeout.
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    let (code, rss_kib) = wait_peak_rss(child);
-    (code, rss_kib, err)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_share_of_64_mib_chunks_is_received_within_the_memory_bound() {
     tokio::time::timeout(Duration::from_secs(240), async {
@@ -108,7 +82,7 @@ async fn a_share_of_64_mib_chunks_is_received_within_the_memory_bound() {
         let dest = sub(&tmp, "dest");
         let (code, rss_kib, err) = {
             let dest = dest.clone();
-            tokio::task::spawn_blocking(move || receive_measured(&link, &dest))
+            tokio::task::spawn_blocking(move || receive_peak_rss(&link, &dest, &["--wait", "30"]))
                 .await
                 .unwrap()
         };

@@ -233,14 +233,9 @@ fn a_node_that_is_no_dht_server_stays_a_client_with_an_external_address() {
     ] {
         common::netns::ip_in(&ns, args);
     }
-    let path = format!("/run/netns/{ns}");
+    let inside = ns.clone();
     std::thread::spawn(move || {
-        let nsfd = fs::File::open(&path).unwrap();
-        rustix::thread::move_into_link_name_space(
-            std::os::fd::AsFd::as_fd(&nsfd),
-            Some(rustix::thread::LinkNameSpaceType::Network),
-        )
-        .unwrap();
+        common::netns::enter(&inside);
         // Built here, so its threads (and every socket) are in the namespace.
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -241,37 +241,6 @@ async fn a_stalling_peer_times_out() {
         .unwrap();
 }
 
-/// Runs the real `peerdrop receive` against an evil peer and returns its exit
-/// code, peak RSS in KiB and stderr.
-fn receive_measured(link: &str, dest: &std::path::Path) -> (i32, i64, String) {
-    use std::io::Read;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_peerdrop"))
-        .args([
-            "receive",
-            "--no-mdns",
-            "--timeout",
-            "2",
-            "--wait",
-            "2",
-            "-o",
-        ])
-        .arg(dest)
-        .env("PEERDROP_LINK", link)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    let (code, rss_kib) = wait_peak_rss(child);
-    (code, rss_kib, err)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_receiving_process_stays_small_against_size_bombs() {
     tokio::time::timeout(LIMIT, async {
@@ -281,10 +250,11 @@ async fn the_receiving_process_stays_small_against_size_bombs() {
             let server = evil_server(manifest, evil).await;
             let link = link_for(&s.key, s.id, &[&server]).to_uri_string();
             let dest = s.dest.clone();
-            let (code, rss_kib, err) =
-                tokio::task::spawn_blocking(move || receive_measured(&link, &dest))
-                    .await
-                    .unwrap();
+            let (code, rss_kib, err) = tokio::task::spawn_blocking(move || {
+                receive_peak_rss(&link, &dest, &["--timeout", "2", "--wait", "2"])
+            })
+            .await
+            .unwrap();
             assert_eq!(code, 1, "{evil:?}: {err}");
             assert!(err.contains("stopped using peer"), "{evil:?}: {err}");
             // A 4 GiB claim honoured even partly would show here.

@@ -294,16 +294,39 @@ pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
-/// Waits for `child` and returns its exit code and peak RSS in KiB, from
-/// wait4's rusage: exact, where sampling /proc while it runs could miss
-/// the peak.
-pub fn wait_peak_rss(child: std::process::Child) -> (i32, i64) {
+/// Runs the real `peerdrop receive --no-mdns ARGS -o DEST` for `link`
+/// (given in PEERDROP_LINK, stdin empty) to its end: exit code, peak RSS
+/// in KiB and stderr. The peak comes from wait4's rusage: exact, where
+/// sampling /proc while it runs could miss it.
+// The child is reaped with wait4 (for its rusage), which clippy cannot see.
+#[allow(clippy::zombie_processes)]
+pub fn receive_peak_rss(link: &str, dest: &Path, args: &[&str]) -> (i32, i64, String) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_peerdrop"))
+        .args(["receive", "--no-mdns"])
+        .args(args)
+        .arg("-o")
+        .arg(dest)
+        .env("PEERDROP_LINK", link)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = String::new();
+    // Ends when the child does, which its own deadlines (`--wait`) bound.
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     let mut status = 0;
     // SAFETY: wait4 on our own child, with valid out-pointers.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
     assert_eq!(pid, child.id() as i32);
-    (libc::WEXITSTATUS(status), usage.ru_maxrss)
+    (libc::WEXITSTATUS(status), usage.ru_maxrss, err)
 }
 
 /// A path inside a temp dir.

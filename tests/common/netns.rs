@@ -101,6 +101,17 @@ impl Netns {
     }
 }
 
+/// Moves the calling thread into namespace `ns`; threads it starts from
+/// then on (a tokio runtime's, say) are in it too.
+pub fn enter(ns: &str) {
+    let nsfd = std::fs::File::open(format!("/run/netns/{ns}")).expect("the namespace exists");
+    rustix::thread::move_into_link_name_space(
+        std::os::fd::AsFd::as_fd(&nsfd),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )
+    .expect("entering the namespace");
+}
+
 /// Runs a command inside namespace `ns`, asserting success.
 pub fn exec_in(ns: &str, cmd: &[&str]) {
     let out = Command::new("ip")
