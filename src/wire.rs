@@ -27,6 +27,7 @@
 //! | `DoneChallenge { share }` | `Challenge { challenge }`, or `NotFound` |
 //! | `ProvenDone { share, proof }` | `Ack` if the proof verifies, else `NotFound` |
 //! | `Holder { locator, nonce }` | `Holder { proof }`, or `NotFound` |
+//! | `Peers { share, listen }` | `Peers(list)`, or `NotFound` |
 //!
 //! Any request may also be answered `Busy { retry_ms }`, and a stream the
 //! provider will not serve gets `Busy` as its only message.
@@ -112,6 +113,86 @@ pub enum Request {
         /// Chosen at random by the asker, for this question only.
         nonce: [u8; 32],
     },
+    /// Peer exchange: which other peers the provider knows for this share
+    /// (docs/PROTOCOL.md, "Peer exchange"). The asker also says where it
+    /// can be reached itself, if it serves the share, so that the provider
+    /// can tell others; at most [`MAX_ANNOUNCED`] addresses.
+    Peers {
+        /// The share's manifest id.
+        #[serde(with = "id_bytes")]
+        share: ManifestId,
+        /// The asker's listen addresses (multiaddr bytes); empty if it does
+        /// not serve the share.
+        listen: Vec<serde_bytes::ByteBuf>,
+    },
+}
+
+/// Most peers in one [`Response::Peers`].
+pub const MAX_PEX_PEERS: usize = 16;
+/// Most addresses per peer in a [`Response::Peers`].
+pub const MAX_PEX_ADDRS: usize = 4;
+/// Most addresses an asker announces in [`Request::Peers`].
+pub const MAX_ANNOUNCED: usize = 8;
+/// Longest peer id in a peer list, in bytes (an Ed25519 peer id is 38).
+pub const MAX_PEER_ID_LEN: usize = 64;
+/// Longest address in a peer list or an announcement, in bytes (an IPv6
+/// QUIC address is 25).
+pub const MAX_ADDR_LEN: usize = 96;
+
+/// One entry of a [`Response::Peers`]: a peer id and where it said it can
+/// be reached, in their binary forms (this module knows no libp2p type).
+/// Only candidates: the fetcher dials them, and Noise authenticates the id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PexPeer {
+    /// The peer id's bytes.
+    #[serde(with = "serde_bytes")]
+    pub peer: Vec<u8>,
+    /// Its addresses' bytes, at most [`MAX_PEX_ADDRS`].
+    pub addrs: Vec<serde_bytes::ByteBuf>,
+}
+
+/// Whether a peer list is within the documented bounds: at most
+/// [`MAX_PEX_PEERS`] entries, each with at most [`MAX_PEX_ADDRS`]
+/// addresses, no field over its length limit. A provider that sends more
+/// breaks the protocol.
+pub fn check_peers(list: &[PexPeer]) -> Result<(), WireError> {
+    if list.len() > MAX_PEX_PEERS {
+        return Err(WireError::Bounds(format!(
+            "{} peers in a peer list, over {MAX_PEX_PEERS}",
+            list.len()
+        )));
+    }
+    for p in list {
+        if p.peer.len() > MAX_PEER_ID_LEN {
+            return Err(WireError::Bounds(format!(
+                "a {}-byte peer id in a peer list",
+                p.peer.len()
+            )));
+        }
+        check_addrs(&p.addrs, MAX_PEX_ADDRS)?;
+    }
+    Ok(())
+}
+
+/// Whether the addresses an asker announces are within the bounds.
+pub fn check_announced(listen: &[serde_bytes::ByteBuf]) -> Result<(), WireError> {
+    check_addrs(listen, MAX_ANNOUNCED)
+}
+
+fn check_addrs(addrs: &[serde_bytes::ByteBuf], max: usize) -> Result<(), WireError> {
+    if addrs.len() > max {
+        return Err(WireError::Bounds(format!(
+            "{} addresses for one peer, over {max}",
+            addrs.len()
+        )));
+    }
+    match addrs.iter().find(|a| a.len() > MAX_ADDR_LEN) {
+        Some(a) => Err(WireError::Bounds(format!(
+            "a {}-byte address, over {MAX_ADDR_LEN}",
+            a.len()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Ids go on the wire as 32 raw bytes, exactly as a `[u8; 32]` is encoded
@@ -218,6 +299,9 @@ pub enum Response {
         /// the asker's and this provider's peer ids.
         proof: [u8; 32],
     },
+    /// Answer to [`Request::Peers`]: other peers that fetched or served
+    /// the share recently, within [`check_peers`]'s bounds.
+    Peers(Vec<PexPeer>),
 }
 
 /// A frame that cannot be accepted.
@@ -232,6 +316,9 @@ pub enum WireError {
     /// Valid message followed by extra bytes.
     #[error("the peer sent a message with trailing bytes")]
     Trailing,
+    /// A valid message over one of its documented bounds.
+    #[error("the peer sent a message over its bounds: {0}")]
+    Bounds(String),
 }
 
 /// Encodes `msg` as a whole frame: length prefix and body.
@@ -374,6 +461,73 @@ mod tests {
         let mut short = frame(PROVEN_DONE, &[[1; 32], [5; 32]]);
         short.pop();
         assert!(decode::<Request>(&short[4..]).is_err());
+    }
+
+    /// Peer exchange (PROTOCOL.md §4): request 7, answer 9; a list over
+    /// its bounds is refused by `check_peers`, and a list claiming more
+    /// entries than the frame holds is refused by the decoder before any
+    /// allocation.
+    #[test]
+    fn peer_exchange_encodes_and_is_bounded() {
+        use serde_bytes::ByteBuf;
+        let req = Request::Peers {
+            share: SHARE,
+            listen: vec![ByteBuf::from(vec![4, 127, 0, 0, 1])],
+        };
+        let f = encode(&req);
+        let mut want = vec![0, 0, 0, 40, 7];
+        want.extend_from_slice(&[1; 32]);
+        want.extend_from_slice(&[1, 5, 4, 127, 0, 0, 1]);
+        assert_eq!(f, want);
+        assert_eq!(decode::<Request>(&f[4..]).unwrap(), req);
+
+        let entry = |addrs: usize| PexPeer {
+            peer: vec![0x11; 38],
+            addrs: (0..addrs)
+                .map(|i| ByteBuf::from(vec![i as u8; 25]))
+                .collect(),
+        };
+        let full: Vec<PexPeer> = (0..MAX_PEX_PEERS).map(|_| entry(MAX_PEX_ADDRS)).collect();
+        assert_eq!(check_peers(&full), Ok(()));
+        let answer = Response::Peers(full.clone());
+        let f = encode(&answer);
+        assert_eq!(f[4], 9, "variant 9");
+        // The largest list allowed fits a frame many times over.
+        assert!(f.len() < MAX_FRAME / 4, "{} bytes", f.len());
+        assert_eq!(decode::<Response>(&f[4..]).unwrap(), answer);
+
+        let mut over = full.clone();
+        over.push(entry(1));
+        assert!(matches!(check_peers(&over), Err(WireError::Bounds(_))));
+        assert!(matches!(
+            check_peers(&[entry(MAX_PEX_ADDRS + 1)]),
+            Err(WireError::Bounds(_))
+        ));
+        let long_id = PexPeer {
+            peer: vec![0; MAX_PEER_ID_LEN + 1],
+            addrs: vec![],
+        };
+        assert!(matches!(check_peers(&[long_id]), Err(WireError::Bounds(_))));
+        let long_addr = vec![ByteBuf::from(vec![0; MAX_ADDR_LEN + 1])];
+        assert!(matches!(
+            check_announced(&long_addr),
+            Err(WireError::Bounds(_))
+        ));
+        let many: Vec<ByteBuf> = (0..=MAX_ANNOUNCED)
+            .map(|_| ByteBuf::from(vec![4]))
+            .collect();
+        assert!(matches!(check_announced(&many), Err(WireError::Bounds(_))));
+        assert_eq!(check_announced(&many[1..]), Ok(()));
+
+        // A list claiming 2^40 entries in a few bytes: refused by the
+        // frame limit, not allocated (Response::Peers = 9, then a u64
+        // varint length).
+        let mut bomb = vec![9u8, 253];
+        bomb.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        assert!(matches!(
+            decode::<Response>(&bomb),
+            Err(WireError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -5,13 +5,14 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
 use common::net::*;
+use common::swarm::*;
 use common::*;
 use peerdrop::chunk::ChunkId;
 use peerdrop::crypto::ShareKey;
@@ -23,49 +24,10 @@ use peerdrop::net::fetch::{
 use peerdrop::net::node::{self, Client, NodeConfig};
 use peerdrop::net::serve::{LocalProvider, Provider, Refusal, ServeConfig};
 use peerdrop::net::{PeerAddr, PeerId};
-use peerdrop::seal::SealOptions;
-use peerdrop::store::share::LocalShare;
 use peerdrop::wire::Have;
 
 const LIMIT: Duration = Duration::from_secs(240);
 const MIB: usize = 1 << 20;
-
-/// Serves a share, counting the chunks it produces.
-struct Counting {
-    inner: LocalProvider,
-    chunks: AtomicUsize,
-}
-
-impl Provider for Counting {
-    fn manifest(&self, share: &ManifestId) -> Option<Arc<[u8]>> {
-        self.inner.manifest(share)
-    }
-    fn have(&self, share: &ManifestId) -> Option<Have> {
-        self.inner.have(share)
-    }
-    fn chunk(&self, share: &ManifestId, chunk: &ChunkId) -> Result<Vec<u8>, Refusal> {
-        self.chunks.fetch_add(1, Ordering::SeqCst);
-        self.inner.chunk(share, chunk)
-    }
-    fn chunk_len(&self, share: &ManifestId, chunk: &ChunkId) -> Option<usize> {
-        self.inner.chunk_len(share, chunk)
-    }
-}
-
-/// A share of `file` under `key`, served with an upload cap, counting what
-/// it serves.
-async fn capped(key: &ShareKey, file: &Path, rate: u64) -> (Server, Arc<Counting>) {
-    let counting = Arc::new(Counting {
-        inner: LocalProvider::new(share_of_file(key, file), None),
-        chunks: AtomicUsize::new(0),
-    });
-    let config = ServeConfig {
-        max_rate: Some(rate),
-        ..ServeConfig::default()
-    };
-    let server = start_server_with("/ip4/127.0.0.1/tcp/0", counting.clone(), config).await;
-    (server, counting)
-}
 
 /// Two sources, one capped at a tenth of the other's upload rate: fetching
 /// from both takes at most 1.2 times as long as fetching from the fast one
@@ -163,7 +125,8 @@ fn start_fetch(client: &Client, link: Link, dest: &Path, opts: FetchOptions) -> 
 /// and finishes after the sharer has stopped (the first one, done, serves
 /// the share from where it put it). The first receiver uploads at an
 /// eighth of the sharer's rate, so the second one is still far from done
-/// when the sharer stops.
+/// when the sharer stops. The first one does not pass its sources on in
+/// peer exchange: the second one would fetch from the sharer too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_still_fetching_serves_another_after_the_sharer_stops() {
     tokio::time::timeout(LIMIT, async {
@@ -181,7 +144,8 @@ async fn a_receiver_still_fetching_serves_another_after_the_sharer_stops() {
             max_rate: Some(2 * MIB as u64),
             ..ServeConfig::default()
         };
-        let r1 = start_server_with("/ip4/127.0.0.1/tcp/0", partial.clone(), config).await;
+        let unlisted = Arc::new(Unlisted(partial.clone()));
+        let r1 = start_server_with("/ip4/127.0.0.1/tcp/0", unlisted, config).await;
         let opts = FetchOptions {
             serve_as: Some(partial.clone()),
             ..quick()
@@ -239,10 +203,73 @@ async fn a_receiver_still_fetching_serves_another_after_the_sharer_stops() {
     .unwrap();
 }
 
-/// `file` shared under `key` (sealing is deterministic: the same share
-/// each time).
-fn share_of_file(key: &ShareKey, file: &Path) -> LocalShare {
-    LocalShare::create(&[file.to_path_buf()], key, &SealOptions::default(), |_| {}).unwrap()
+/// Peer exchange: receiver B knows only the sharer (mDNS off, no DHT);
+/// receiver A, already fetching from the sharer, is found through it and
+/// serves B chunks while both run. Both copies are byte-identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_finds_another_through_peer_exchange() {
+    tokio::time::timeout(LIMIT, async {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = sub(&tmp, "data.bin");
+        let data = bytes(14, 16 * MIB);
+        fs::write(&f, &data).unwrap();
+        let key = ShareKey::generate().unwrap();
+        let (sharer, from_sharer) = capped(&key, &f, 4 * MIB as u64).await;
+        let id = share_of_file(&key, &f).id();
+
+        // Receiver A serves what it verified, counting what it serves.
+        let partial = Arc::new(Partial::new(id));
+        let a_served = Arc::new(Counting::new(partial.clone()));
+        let a = start_server_with("/ip4/127.0.0.1/tcp/0", a_served.clone(), ServeConfig::default())
+            .await;
+        let opts = FetchOptions {
+            serve_as: Some(partial.clone()),
+            ..quick()
+        };
+        let dest_a = sub(&tmp, "a");
+        let (first, mut seen_a) =
+            start_fetch(&a.client, link_for(&key, id, &[&sharer]), &dest_a, opts);
+        while let Some((_, e)) = seen_a.recv().await {
+            if matches!(e, Progress::Bytes(n) if n >= 4 * MIB as u64) {
+                break;
+            }
+        }
+        assert!(!first.is_finished(), "receiver A should still be fetching");
+        // Receiver B: the link's hint (the sharer) and nothing else.
+        let b = node::spawn(NodeConfig::default()).unwrap();
+        let dest_b = sub(&tmp, "b");
+        let (second, mut seen_b) = start_fetch(&b, link_for(&key, id, &[&sharer]), &dest_b, quick());
+        let (ra, rb) = (first.await.unwrap(), second.await.unwrap());
+        ra.unwrap();
+        rb.unwrap();
+        let want = blake3::hash(&data);
+        for dest in [&dest_a, &dest_b] {
+            assert_eq!(
+                blake3::hash(&fs::read(dest.join("data.bin")).unwrap()),
+                want
+            );
+        }
+        let mut met_a = false;
+        while let Ok((_, e)) = seen_b.try_recv() {
+            met_a |= e == Progress::Connected(a.addr.peer);
+        }
+        let (from_a, sharer_bytes) = (
+            a_served.bytes.load(Ordering::SeqCst),
+            from_sharer.bytes.load(Ordering::SeqCst),
+        );
+        eprintln!(
+            "B got {from_a} bytes from A; the sharer uploaded {sharer_bytes} bytes for two copies of {}",
+            data.len()
+        );
+        assert!(met_a, "B never connected to A");
+        // Only B asks A for chunks.
+        assert!(from_a > 0, "A served B nothing");
+        sharer.client.shutdown().await;
+        a.client.shutdown().await;
+        b.shutdown().await;
+    })
+    .await
+    .unwrap();
 }
 
 /// A hostile swarm member: it lists every chunk in a `Have` bitmap, as a

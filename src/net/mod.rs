@@ -29,6 +29,7 @@ pub mod frame;
 pub mod inbound;
 pub mod node;
 pub mod peer_cache;
+pub mod pex;
 pub mod serve;
 pub mod status;
 

@@ -44,6 +44,8 @@ use crate::manifest::ManifestId;
 use crate::net::budget::{Budget, Permit};
 use crate::net::frame::{read_msg, write_msg};
 use crate::net::inbound::{InboundStream, Incoming};
+use crate::net::pex;
+use crate::net::PeerAddr;
 use crate::store::share::{LocalShare, ServeError};
 use crate::wire::{self, Have, Request, Response};
 
@@ -87,6 +89,13 @@ pub trait Provider: Send + Sync + 'static {
     /// A peer proved it now holds the whole share (see
     /// [`Provider::verify_done`]).
     fn done(&self, _share: &ManifestId, _peer: PeerId) {}
+    /// Peers this provider's own fetch of `share` used as sources lately,
+    /// with the addresses it reached them at, to pass on in peer exchange
+    /// besides the askers the server heard of (a node still fetching knows
+    /// its sources; a sharer has none).
+    fn sources(&self, _share: &ManifestId) -> Vec<PeerAddr> {
+        Vec::new()
+    }
 }
 
 /// A receiver's `Done` as the server saw it: who proved what, against which
@@ -498,6 +507,8 @@ struct Shared {
     challenges: ChallengeKey,
     /// Whether to stop, and the open streams to wait for.
     drain: Drain,
+    /// Who asked for which share, for peer exchange (bounded).
+    book: Mutex<pex::Book>,
 }
 
 /// Lets the owner of a server stop it gracefully (a one-shot sender whose
@@ -626,6 +637,7 @@ pub async fn serve(mut incoming: Incoming, provider: Arc<dyn Provider>, config: 
         refusals: Arc::new(Semaphore::new(MAX_REFUSALS)),
         challenges,
         drain,
+        book: Mutex::default(),
     });
     while let Some(InboundStream { peer, addr, stream }) = incoming.recv().await {
         let key = AddrKey::of(peer, &addr);
@@ -637,7 +649,7 @@ pub async fn serve(mut incoming: Incoming, provider: Arc<dyn Provider>, config: 
             Ok(admission) => {
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = handle(stream, admission, &shared).await {
+                    if let Err(e) = handle(stream, admission, addr, &shared).await {
                         tracing::debug!(%peer, error = %e, "stream ended");
                     }
                 });
@@ -706,6 +718,7 @@ struct Reserved {
 async fn handle(
     stream: libp2p::Stream,
     admission: Admission,
+    remote: Multiaddr,
     shared: &Arc<Shared>,
 ) -> std::io::Result<()> {
     let peer = admission.peer;
@@ -736,6 +749,7 @@ async fn handle(
     });
     let ctx = Arc::new(StreamCtx {
         peer,
+        remote,
         addr: admission.addr,
         slots: admission.answers.clone(),
         shared: shared.clone(),
@@ -833,6 +847,8 @@ impl Drop for Answer {
 /// What the answers of one stream share.
 struct StreamCtx {
     peer: PeerId,
+    /// The remote address of the stream's connection.
+    remote: Multiaddr,
     addr: AddrKey,
     /// The address's answer slots.
     slots: Arc<Slots>,
@@ -909,6 +925,37 @@ impl StreamCtx {
         }
     }
 
+    /// Peer exchange: records the asker (where it announced it can be
+    /// reached, on the IP it came from) and answers with the other peers
+    /// known for the share: the provider's own sources first, then the
+    /// askers heard of most recently. Nothing for a share not served here.
+    fn peers(&self, share: &ManifestId, listen: &[serde_bytes::ByteBuf]) -> Response {
+        let p = &self.shared.provider;
+        if p.have(share).is_none() {
+            return Response::NotFound;
+        }
+        let now = Instant::now();
+        let mut book = self.shared.book.lock().expect("never poisoned");
+        book.met(
+            *share,
+            self.peer,
+            pex::announced_addrs(listen, &self.remote),
+            now,
+        );
+        let mut list: Vec<PeerAddr> = p
+            .sources(share)
+            .into_iter()
+            .filter(|s| s.peer != self.peer)
+            .collect();
+        for b in book.list(share, self.peer, now) {
+            if !list.iter().any(|l| l.peer == b.peer) {
+                list.push(b);
+            }
+        }
+        drop(book);
+        Response::Peers(pex::to_wire(&list))
+    }
+
     fn busy(&self) -> Reply {
         Reply::Msg(Response::Busy {
             retry_ms: self
@@ -948,6 +995,7 @@ async fn answer(
             Request::DoneChallenge { share } => Reply::Msg(ctx.done_challenge(&share)),
             Request::ProvenDone { share, proof } => Reply::Msg(ctx.proven_done(&share, proof)),
             Request::Holder { locator, nonce } => Reply::Msg(ctx.holder(&locator, &nonce)),
+            Request::Peers { share, listen } => Reply::Msg(ctx.peers(&share, &listen)),
             Request::Chunk { .. } => unreachable!("handled below"),
         };
     };
@@ -1045,6 +1093,7 @@ mod tests {
             refusals: Arc::new(Semaphore::new(1)),
             challenges: ChallengeKey::generate().unwrap(),
             drain: Drain::default(),
+            book: Mutex::default(),
         })
     }
 

@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod nat;
 pub mod net;
 pub mod netns;
+pub mod swarm;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;

@@ -15,12 +15,14 @@
 //! One file per job: `sources` (who to ask, and when to give up),
 //! `manifest` (the manifest from the first peer that has it), `scheduler`
 //! (sessions over a shared queue), `session` (one peer's pipelined stream),
-//! `verify` (what a session checks each chunk with). This file holds the
+//! `pex` (asking the sources which other peers they know), `verify` (what
+//! a session checks each chunk with). This file holds the
 //! public API and the two drivers, [`fetch`] and [`fetch_ciphertext`].
 
 mod listing;
 mod manifest;
 mod partial;
+mod pex;
 mod progress;
 mod scheduler;
 mod session;

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 
@@ -21,6 +21,7 @@ use crate::chunk::{ChunkId, Stream};
 use crate::crypto::DoneKey;
 use crate::manifest::{Manifest, ManifestId};
 use crate::net::serve::{DoneClaim, Provider, Refusal};
+use crate::net::PeerAddr;
 use crate::seal::Resealer;
 use crate::store::chunks::ChunkDir;
 use crate::store::output::Output;
@@ -47,6 +48,10 @@ enum Backing {
     /// re-seeded share is.
     Placed(Box<LocalShare>),
 }
+
+/// How long a source the fetch used is passed on in peer exchange after
+/// it was last seen answering.
+const SOURCE_RECENT: Duration = crate::net::pex::BOOK_RECENT;
 
 /// How long a chunk request waits while the fetch puts its output in
 /// place (renames, one per top-level entry, and a sync), before it is
@@ -147,6 +152,9 @@ pub struct Partial {
     share: ManifestId,
     locator: [u8; 32],
     held: RwLock<Option<Held>>,
+    /// Sources the fetch used lately, most recent first (at most
+    /// [`crate::wire::MAX_PEX_PEERS`]): passed on in peer exchange.
+    sources: Mutex<Vec<(PeerAddr, Instant)>>,
     /// Set while the staged output is being put in place.
     placing: Mutex<bool>,
     /// Told when that ends.
@@ -169,6 +177,7 @@ impl Partial {
             locator: share.locator(),
             share,
             held: RwLock::new(None),
+            sources: Mutex::new(Vec::new()),
             placing: Mutex::new(false),
             moved: Condvar::new(),
         }
@@ -177,6 +186,25 @@ impl Partial {
     /// Chunks verified and served so far.
     pub fn verified(&self) -> usize {
         self.read().as_ref().map_or(0, |h| h.count)
+    }
+
+    /// Whether it serves anything yet (the fetch has the verified
+    /// manifest): only then does the fetch announce where it can be
+    /// reached.
+    pub(super) fn serving(&self) -> bool {
+        self.read().is_some()
+    }
+
+    /// The fetch is drawing from `source` (it answered for the share): it
+    /// is passed on in peer exchange for [`SOURCE_RECENT`].
+    pub(super) fn used_source(&self, source: PeerAddr) {
+        if source.addrs.is_empty() {
+            return;
+        }
+        let mut s = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        s.retain(|(p, _)| p.peer != source.peer);
+        s.insert(0, (source, Instant::now()));
+        s.truncate(crate::wire::MAX_PEX_PEERS);
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Option<Held>> {
@@ -464,5 +492,16 @@ impl Provider for Partial {
 
     fn done(&self, _share: &ManifestId, peer: PeerId) {
         tracing::debug!(%peer, "a peer we served holds the whole share now");
+    }
+
+    fn sources(&self, share: &ManifestId) -> Vec<PeerAddr> {
+        if *share != self.share {
+            return Vec::new();
+        }
+        let s = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        s.iter()
+            .filter(|(_, t)| t.elapsed() < SOURCE_RECENT)
+            .map(|(p, _)| p.clone())
+            .collect()
     }
 }

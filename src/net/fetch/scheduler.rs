@@ -20,13 +20,15 @@ use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
-use super::session::{Job, Session, SessionEnd, Sink};
+use super::pex::{ask_round, Round};
+use super::session::{Fault, Job, Session, SessionEnd, Sink};
 use super::sources::Sources;
 use super::verify::Verify;
 use super::FetchError;
 use crate::chunk::Stream;
+use crate::net::PeerAddr;
 use crate::wire::Have;
 
 /// How often a fetch that could use more sources (fewer than `max_peers`
@@ -92,7 +94,7 @@ struct Source {
 }
 
 /// What a session gets when it asks for work.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 pub(super) enum Take {
     /// Ask for this chunk.
     Chunk(u64),
@@ -122,12 +124,26 @@ pub(super) struct Queue {
     chunk_len: f64,
     /// Most chunks in flight per source.
     depth: usize,
+    /// With a key, chunks equally rare go in an order of this fetch's own
+    /// (a keyed hash of the index) instead of index order: receivers that
+    /// start together then ask the sharer for different chunks.
+    spread: Option<std::collections::hash_map::RandomState>,
 }
 
 impl Queue {
-    pub(super) fn new(indices: Vec<u64>, chunk_len: usize, depth: usize, rates: Rates) -> Queue {
+    /// A queue of `indices`, chunks of at most `chunk_len` bytes, at most
+    /// `depth` in flight per source, seeded with the `rates` measured so
+    /// far; `spread`: equally rare chunks in an order of this queue's own.
+    pub(super) fn new(
+        indices: Vec<u64>,
+        chunk_len: usize,
+        depth: usize,
+        rates: Rates,
+        spread: bool,
+    ) -> Queue {
         let now = Instant::now();
         Queue {
+            spread: spread.then(Default::default),
             left: indices.len(),
             todo: indices.into(),
             out: BTreeMap::new(),
@@ -191,9 +207,10 @@ impl Queue {
     }
 
     /// Where in `todo` the chunk to hand `peer` (holding `have`) is: the
-    /// rarest among the live sources' `Have`s, the first of equals, within
-    /// the first [`RAREST_WINDOW`] chunks `peer` holds. When every other
-    /// live source holds everything, simply the first.
+    /// rarest among the live sources' `Have`s, the first of equals (or, with
+    /// `spread`, the first in this queue's own order), within the first
+    /// [`RAREST_WINDOW`] chunks `peer` holds. When every other live source
+    /// holds everything, simply the first (in that order).
     fn pick(&self, peer: PeerId, have: &Have, offset: usize) -> Option<usize> {
         let held = |i: u64| have.has(offset + i as usize);
         // Only the partial holders make a difference: the others hold every
@@ -205,14 +222,20 @@ impl Queue {
             .filter_map(|(_, s)| s.have.as_ref())
             .filter(|h| !matches!(h, Have::All))
             .collect();
-        let mut candidates = self
+        let candidates = self
             .todo
             .iter()
             .enumerate()
             .filter(|(_, &i)| held(i))
             .take(RAREST_WINDOW);
+        let order = |pos: usize, i: u64| match &self.spread {
+            Some(key) => std::hash::BuildHasher::hash_one(key, i),
+            None => pos as u64,
+        };
         if partial.is_empty() {
-            return candidates.next().map(|(pos, _)| pos);
+            return candidates
+                .min_by_key(|(pos, &i)| order(*pos, i))
+                .map(|(pos, _)| pos);
         }
         candidates
             .min_by_key(|(pos, &i)| {
@@ -220,9 +243,19 @@ impl Queue {
                     .iter()
                     .filter(|h| h.has(offset + i as usize))
                     .count();
-                (holders, *pos)
+                (holders, order(*pos, i))
             })
             .map(|(pos, _)| pos)
+    }
+
+    /// Whether a live source other than `peer` holds chunk `i` (at
+    /// `offset + i` in a `Have`), or may (it has not said yet): if none
+    /// does, `peer` is the only one that can deliver it, however slow.
+    fn others_hold(&self, peer: PeerId, i: u64, offset: usize) -> bool {
+        self.sources.iter().any(|(p, s)| {
+            // One that has not answered `Have` yet may hold it.
+            *p != peer && s.live && s.have.as_ref().is_none_or(|h| h.has(offset + i as usize))
+        })
     }
 
     /// The rates measured, to seed the next queue of the same fetch.
@@ -240,7 +273,8 @@ impl Queue {
             return Take::Done;
         }
         if let Some(pos) = self.pick(peer, have, offset) {
-            if !self.wants(peer, now) {
+            let sole = !self.others_hold(peer, self.todo[pos], offset);
+            if !self.wants(peer, now, sole) {
                 return Take::Wait;
             }
             let i = self.todo.remove(pos).expect("the position exists");
@@ -343,15 +377,21 @@ impl Queue {
     }
 
     /// Whether `peer` may take one more chunk: within its pipeline (which
-    /// opens as it delivers), and only if it would deliver it before the
-    /// sources together are expected to finish everything left, or sooner
-    /// than any other source could.
-    fn wants(&self, peer: PeerId, now: Instant) -> bool {
+    /// opens as it delivers), and, unless it is the `sole` live source of
+    /// that chunk, only if it would deliver it before the sources together
+    /// are expected to finish everything left, or sooner than any other
+    /// source could.
+    fn wants(&self, peer: PeerId, now: Instant, sole: bool) -> bool {
         let mine = self.in_flight(peer).len();
         let delivered = self.sources.get(&peer).map_or(0, |s| s.rate.delivered);
         let window = (1 + 2 * delivered as usize).min(self.depth);
         if mine >= window {
             return false;
+        }
+        if sole {
+            // Waiting for faster sources would wait for ever: they do not
+            // hold it (yet).
+            return true;
         }
         let Some(finish) = self.finish(peer, now) else {
             // Not measured yet: one chunk to measure it by.
@@ -476,7 +516,7 @@ impl Crew {
     fn wants_more(&self, src: &Sources) -> bool {
         self.running.len() < src.opts.max_peers
             && (src.opts.discover
-                || src.given_peers().any(|p| {
+                || src.given_peers().chain(src.candidate_peers()).any(|p| {
                     src.usable(&p) && !self.running.contains(&p) && !self.idle.contains(&p)
                 }))
     }
@@ -516,7 +556,16 @@ where
     } else {
         m.sealed_len(stream, 0)
     };
-    let queue = Queue::new(indices, chunk_len, src.opts.depth, src.rates.clone());
+    // A fetch that serves what it verifies is a swarm member: its order
+    // matters to the others.
+    let spread = src.opts.serve_as.is_some();
+    let queue = Queue::new(
+        indices,
+        chunk_len,
+        src.opts.depth,
+        src.rates.clone(),
+        spread,
+    );
     let job = Arc::new(Job {
         client: src.client.clone(),
         share: src.share,
@@ -556,7 +605,12 @@ async fn schedule<V: Verify>(
     let mut mark: Option<usize> = None;
     let mut faulted = false;
     let mut idle_rounds = 0;
-    let mut next_refill: Option<Instant> = None;
+    // Candidates an earlier queue of this fetch learned of are dialled at
+    // once rather than at the first refill.
+    let mut next_refill: Option<Instant> = src.candidate_peers().next().map(|_| Instant::now());
+    // A round of peer exchange with the sources in a session, on a task
+    // of its own so that sessions are judged meanwhile.
+    let mut exchange = Asking(None);
     loop {
         if left() == 0 {
             // The losers of the endgame, and sessions waiting for nothing.
@@ -594,7 +648,45 @@ async fn schedule<V: Verify>(
             next_refill = Some(Instant::now() + REFILL_EVERY);
         }
         let refill_at = next_refill;
+        let serving = src.opts.serve_as.as_ref().is_some_and(|p| p.serving());
+        let exchange_at = src.exchange.due(serving);
         tokio::select! {
+            () = tokio::time::sleep_until(exchange_at.into()), if exchange.0.is_none() => {
+                let peers: Vec<PeerId> = crew.running.iter().copied().collect();
+                exchange.0 = Some(tokio::spawn(ask_round(
+                    src.client.clone(),
+                    src.share,
+                    peers,
+                    serving,
+                )));
+            }
+            round = async { exchange.0.as_mut().expect("guarded").await }, if exchange.0.is_some() => {
+                exchange.0 = None;
+                let (round, announced) = round.expect("peer exchange does not panic");
+                let mut fresh = 0;
+                for (peer, answer) in round {
+                    match answer {
+                        Ok(peers) => {
+                            // It answered for the share: a source worth
+                            // passing on in turn.
+                            if let Some(p) = &src.opts.serve_as {
+                                p.used_source(PeerAddr { peer, addrs: src.addrs_of(&peer) });
+                            }
+                            fresh += src.offer(peers);
+                        }
+                        Err(fault @ Fault::Misbehaved(_)) => {
+                            let _ = src.judge(peer, fault).await;
+                        }
+                        // Its session will find out if the source is gone.
+                        Err(_) => {}
+                    }
+                }
+                src.exchange.ended(fresh, announced);
+                if fresh > 0 {
+                    // Dial the new candidates now.
+                    next_refill = Some(Instant::now());
+                }
+            }
             Some(joined) = crew.sessions.join_next() => {
                 let (peer, end, delivered) = joined.expect("sessions do not panic");
                 crew.running.remove(&peer);
@@ -644,6 +736,18 @@ async fn schedule<V: Verify>(
     }
 }
 
+/// A round of peer exchange in progress, stopped if its queue is done
+/// first.
+struct Asking(Option<JoinHandle<(Round, bool)>>);
+
+impl Drop for Asking {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            t.abort();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -651,7 +755,7 @@ mod tests {
     const MIB: usize = 1 << 20;
 
     fn queue(n: u64, depth: usize) -> Queue {
-        Queue::new((0..n).collect(), MIB, depth, Rates::new())
+        Queue::new((0..n).collect(), MIB, depth, Rates::new(), false)
     }
 
     /// A queue of `n` chunks with two sources joined.
@@ -808,6 +912,46 @@ mod tests {
         q.join(other, now);
         q.have(other, &Have::All);
         assert_eq!(q.take(other, &Have::All, 0, now), Take::Chunk(0));
+    }
+
+    /// A slow source is still given a chunk near the end if no other
+    /// source holds it: nobody else could deliver it.
+    #[test]
+    fn the_only_holder_of_a_chunk_gets_it_however_slow() {
+        let (mut q, fast, slow, mut now) = two(40, 8);
+        serve_at(&mut q, slow, 1e6, 3, &mut now);
+        serve_at(&mut q, fast, 10e6, 27, &mut now);
+        assert_eq!(q.left(), 10);
+        // The fast one is a partial holder with 30..=38, not 39.
+        let mut bits = vec![0u8; 5];
+        for i in 30..=38 {
+            bits[i / 8] |= 1 << (i % 8);
+        }
+        q.have(fast, &Have::Bitmap(bits));
+        q.have(slow, &Have::All);
+        assert_eq!(q.take(slow, &Have::All, 0, now), Take::Chunk(39));
+        // What the fast one holds is not given to the slow one this late.
+        assert_eq!(q.take(slow, &Have::All, 0, now), Take::Wait);
+    }
+
+    /// Receivers that start together (each serving what it verifies) ask
+    /// for the chunks in orders of their own, not all for chunk 0 first.
+    #[test]
+    fn swarm_members_spread_their_first_requests() {
+        let firsts: HashSet<Take> = (0..8)
+            .map(|_| {
+                let mut q = Queue::new((0..64).collect(), MIB, 8, Rates::new(), true);
+                let (p, now) = (PeerId::random(), Instant::now());
+                q.join(p, now);
+                q.take(p, &Have::All, 0, now)
+            })
+            .collect();
+        assert!(firsts.len() > 1, "{firsts:?}");
+        // Without spreading, in order.
+        let mut q = queue(64, 8);
+        let (p, now) = (PeerId::random(), Instant::now());
+        q.join(p, now);
+        assert_eq!(q.take(p, &Have::All, 0, now), Take::Chunk(0));
     }
 
     /// A source lacking what is left waits while others fetch it, and is

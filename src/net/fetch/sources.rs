@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use libp2p::PeerId;
+use libp2p::{Multiaddr, PeerId};
 use tokio::sync::watch;
 
 use super::session::Fault;
@@ -18,6 +18,11 @@ use crate::net::{is_quic, PeerAddr};
 
 /// Most IP addresses whose strikes one fetch remembers.
 const MAX_BLAMED_IPS: usize = 1024;
+
+/// Most candidates learned by peer exchange that one fetch holds at once
+/// (not yet dialled, or dialled and in use); further ones are ignored
+/// until some are let go.
+pub(super) const MAX_CANDIDATES: usize = 64;
 
 /// While no source answers, a fetch says so at least this often (a user
 /// must not watch a silent terminal; a script reading `--json` must see
@@ -80,6 +85,14 @@ pub(super) struct Sources {
     deadline: Instant,
     /// Each source's measured rate, carried from one queue to the next.
     pub(super) rates: super::scheduler::Rates,
+    /// Peers other sources told of (peer exchange): candidates only, at
+    /// most [`MAX_CANDIDATES`].
+    candidates: Vec<PeerAddr>,
+    /// Where discovered peers and candidates were said to be (at most
+    /// [`MAX_BLAMED_IPS`] peers), to pass them on in turn.
+    known_addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    /// When to ask the sources for peers next.
+    pub(super) exchange: super::pex::Exchange,
 }
 
 impl Sources {
@@ -106,6 +119,64 @@ impl Sources {
             stale: HashSet::new(),
             deadline: Instant::now() + opts.wait,
             rates: Default::default(),
+            candidates: Vec::new(),
+            known_addrs: HashMap::new(),
+            exchange: Default::default(),
+        }
+    }
+
+    /// Takes in what a source said in peer exchange: each peer not known
+    /// yet (not given, not this node, not dropped, not at an address that
+    /// earned too many strikes) becomes a candidate, up to
+    /// [`MAX_CANDIDATES`]. Returns how many are new.
+    pub(super) fn offer(&mut self, peers: Vec<PeerAddr>) -> usize {
+        let mut fresh = 0;
+        for p in peers {
+            if self.candidates.len() >= MAX_CANDIDATES {
+                break;
+            }
+            let known = self.candidates.iter().any(|c| c.peer == p.peer)
+                || self.given.iter().any(|g| g.peer == p.peer);
+            if known
+                || p.peer == self.client.peer_id()
+                || !self.usable(&p.peer)
+                || self.ip_barred(&p)
+            {
+                continue;
+            }
+            self.learned(&p);
+            self.candidates.push(p);
+            fresh += 1;
+        }
+        fresh
+    }
+
+    /// Remembers where a peer that was not given was said to be: its IP
+    /// addresses take its blame, its addresses are passed on if it serves.
+    fn learned(&mut self, p: &PeerAddr) {
+        if self.discovered_ips.len() < MAX_BLAMED_IPS {
+            let ips = p.addrs.iter().filter_map(ip_of).collect();
+            self.discovered_ips.entry(p.peer).or_insert(ips);
+        }
+        if self.known_addrs.len() < MAX_BLAMED_IPS || self.known_addrs.contains_key(&p.peer) {
+            self.known_addrs.insert(p.peer, p.addrs.clone());
+        }
+    }
+
+    /// Candidates from peer exchange that may still be asked.
+    pub(super) fn candidate_peers(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.candidates
+            .iter()
+            .map(|c| c.peer)
+            .filter(|p| self.usable(p))
+    }
+
+    /// Where `peer` was reached or said to be: a given source's addresses,
+    /// or a discovered peer's or a candidate's.
+    pub(super) fn addrs_of(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        match self.given.iter().find(|g| g.peer == *peer) {
+            Some(g) => g.addrs.clone(),
+            None => self.known_addrs.get(peer).cloned().unwrap_or_default(),
         }
     }
 
@@ -373,16 +444,20 @@ impl Sources {
             if dht {
                 said.send_modify(|s| s.0 = "asking the DHT who has the share".into());
             }
+            // Peers other sources told of: only candidates, dialled and
+            // asked to prove they hold the share like discovered ones.
+            for c in &self.candidates {
+                if self.usable(&c.peer) && !candidates.iter().any(|k| k.peer == c.peer) {
+                    candidates.push(c.clone());
+                }
+            }
             for d in self.discover(dht).await {
                 if self.usable(&d.peer)
                     && !candidates.iter().any(|c| c.peer == d.peer)
                     && d.peer != self.client.peer_id()
                     && !self.ip_barred(&d)
                 {
-                    if self.discovered_ips.len() < MAX_BLAMED_IPS {
-                        let ips = d.addrs.iter().filter_map(ip_of).collect();
-                        self.discovered_ips.entry(d.peer).or_insert(ips);
-                    }
+                    self.learned(&d);
                     candidates.push(d);
                 }
             }
@@ -420,7 +495,18 @@ impl Sources {
                         self.report(Progress::Connected(peer));
                         connected.push(peer);
                     }
-                    Err(e) => last_error = e.to_string(),
+                    Err(e) => {
+                        // A candidate that cannot be dialled is let go (with
+                        // a strike on its addresses); another source may
+                        // tell of it again.
+                        if let Some(k) = self.candidates.iter().position(|c| c.peer == peer) {
+                            tracing::debug!(%peer, error = %e, "a peer-exchange candidate cannot be reached");
+                            self.candidates.remove(k);
+                            self.blame_ips(peer, 1);
+                            continue;
+                        }
+                        last_error = e.to_string();
+                    }
                 }
             }
             // Discovered peers hear the manifest id only once they proved
