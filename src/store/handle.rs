@@ -91,21 +91,18 @@ impl Dir {
     /// `O_NONBLOCK` so a FIFO planted there cannot hang the open); anything
     /// but a regular file is refused with `InvalidData`.
     pub fn open_file(&self, name: impl AsRef<OsStr>, flags: OFlags, mode: u32) -> io::Result<File> {
-        let fd = rfs::openat(
+        open_regular(&self.fd, name.as_ref(), flags | OFlags::NOFOLLOW, mode).map(|(f, _)| f)
+    }
+
+    /// [`Dir::open_file`] for reading, with what `fstat` says of the file
+    /// opened (saving a second `fstat` to a caller that checks it).
+    pub fn open_read(&self, name: impl AsRef<OsStr>) -> io::Result<(File, Stat)> {
+        open_regular(
             &self.fd,
             name.as_ref(),
-            flags | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-            Mode::from_raw_mode(mode),
-        )?;
-        if kind(&rfs::fstat(&fd)?) != FileType::RegularFile {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "not a regular file",
-            ));
-        }
-        // Back to blocking: only the open had to be kept from waiting.
-        rfs::fcntl_setfl(&fd, rfs::fcntl_getfl(&fd)? - OFlags::NONBLOCK)?;
-        Ok(File::from(fd))
+            OFlags::RDONLY | OFlags::NOFOLLOW,
+            0,
+        )
     }
 
     /// Renames `name` to `to_name` in `to`, failing with `AlreadyExists`
@@ -222,6 +219,41 @@ impl Dir {
     }
 }
 
+/// Opens the regular file at `path` for reading, as [`Dir::open_read`] does
+/// but following a link in it (the caller named it: a file given to share).
+pub fn open_named_file(path: &Path) -> io::Result<(File, Stat)> {
+    open_regular(rfs::CWD, path, OFlags::RDONLY, 0)
+}
+
+/// `openat` of a regular file, never blocking on a FIFO (`O_NONBLOCK`,
+/// cleared once it is open); anything else is refused with `InvalidData`.
+fn open_regular(
+    at: impl AsFd,
+    name: impl rustix::path::Arg,
+    flags: OFlags,
+    mode: u32,
+) -> io::Result<(File, Stat)> {
+    let fd = rfs::openat(
+        at,
+        name,
+        flags | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::from_raw_mode(mode),
+    )?;
+    let st = rfs::fstat(&fd)?;
+    if kind(&st) != FileType::RegularFile {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a regular file",
+        ));
+    }
+    // Back to blocking: only the open had to be kept from waiting. F_SETFL
+    // changes only the status flags (O_NONBLOCK, O_APPEND, ...), so the
+    // flags it was opened with, less O_NONBLOCK, are what it should hold:
+    // no F_GETFL needed (a system call per file saved).
+    rfs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK)?;
+    Ok((File::from(fd), st))
+}
+
 impl AsFd for Dir {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -269,6 +301,19 @@ impl Walker {
     /// The folder at `rel` (components separated by `/`; empty for the
     /// root itself).
     pub fn dir(&mut self, rel: &str) -> io::Result<&Dir> {
+        self.dir_checked(rel, |_, _| Ok(()))
+    }
+
+    /// [`Walker::dir`], passing each folder it opens afresh (not one still
+    /// open from an earlier call) to `check` with its path below the root
+    /// before going on: a caller that knows what each folder must be (the
+    /// device and inode a scan saw) refuses another one put in its place.
+    /// A folder `check` refuses is not kept ([`Walker::failed_at`] names it).
+    pub fn dir_checked(
+        &mut self,
+        rel: &str,
+        mut check: impl FnMut(&str, &Dir) -> io::Result<()>,
+    ) -> io::Result<&Dir> {
         let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
         let same = self
             .chain
@@ -277,11 +322,12 @@ impl Walker {
             .take_while(|((have, _), want)| have == *want)
             .count();
         self.chain.truncate(same);
-        for part in &parts[same..] {
+        for (i, part) in parts.iter().enumerate().skip(same) {
             let next = match self.chain.last() {
                 Some((_, d)) => d.open_dir(part)?,
                 None => self.root.open_dir(part)?,
             };
+            check(&parts[..=i].join("/"), &next)?;
             self.chain.push(((*part).to_owned(), next));
         }
         Ok(self.chain.last().map_or(&self.root, |(_, d)| d))
@@ -332,6 +378,39 @@ mod tests {
     }
 
     #[test]
+    fn a_checked_walk_asks_about_each_folder_it_opens_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        fs::create_dir_all(root.join("a/b/c")).unwrap();
+        fs::create_dir_all(root.join("a/x")).unwrap();
+        let mut w = Walker::new(&Dir::open(&root).unwrap()).unwrap();
+        let mut seen = Vec::new();
+        let mut note = |p: &str, _: &Dir| {
+            seen.push(p.to_owned());
+            Ok(())
+        };
+        w.dir_checked("a/b/c", &mut note).unwrap();
+        w.dir_checked("a/x", &mut note).unwrap();
+        w.dir_checked("a/x", &mut note).unwrap();
+        assert_eq!(seen, ["a", "a/b", "a/b/c", "a/x"]);
+        // A refused folder is not kept: the error names it, and the next
+        // walk asks again.
+        let no = |p: &str, _: &Dir| match p {
+            "a/b" => Err(io::Error::other("not this one")),
+            _ => Ok(()),
+        };
+        assert!(w.dir_checked("a/b/c", no).is_err());
+        assert_eq!(w.failed_at("a/b/c"), "a/b");
+        let mut again = Vec::new();
+        w.dir_checked("a/b", |p: &str, _: &Dir| {
+            again.push(p.to_owned());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(again, ["a/b"]);
+    }
+
+    #[test]
     fn open_file_refuses_links_and_special_files() {
         let tmp = tempfile::tempdir().unwrap();
         let d = Dir::open(tmp.path()).unwrap();
@@ -343,6 +422,9 @@ mod tests {
         // Neither hangs nor opens: a FIFO with no reader.
         assert!(d.open_file("fifo", OFlags::WRONLY, 0).is_err());
         assert!(d.open_file("fifo", OFlags::RDONLY, 0).is_err());
+        // By name: a link is followed, a FIFO still refused.
+        assert!(open_named_file(&tmp.path().join("l")).is_ok());
+        assert!(open_named_file(&tmp.path().join("fifo")).is_err());
     }
 
     #[test]
