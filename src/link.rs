@@ -1,8 +1,8 @@
 //! Share links (pure).
 //!
 //! ```text
-//! peerdrop:1/<manifest id>[/<hints>][#<key>]
-//! peerdrop:p1/<manifest id>[/<hints>]#<locked key>
+//! peerdrop:1/<manifest id>[/<hints>][?expires=<unix seconds>][#<key>]
+//! peerdrop:p1/<manifest id>[/<hints>][?expires=<unix seconds>]#<locked key>
 //! ```
 //!
 //! The second form is a *password link* (`crate::password`): the key is
@@ -16,12 +16,21 @@
 //! only ever a suggestion. Every size is capped before anything is decoded,
 //! and exactly one spelling of each link is accepted (apart from the case of
 //! the scheme, which URI schemes ignore, and surrounding white space).
+//!
+//! `?expires=` is a copy of the manifest's expiry ([`Expiry`]), so that a
+//! link shows it before anything is fetched (`peerdrop inspect`), and a
+//! fetcher can refuse an expired share without asking the network. The
+//! manifest is what authenticates it: [`Link::check_manifest`] refuses a
+//! link whose stated expiry differs from the manifest's. A link that states
+//! none leaves the manifest to decide.
 
 use std::fmt;
 use std::str::FromStr;
 
+use std::time::SystemTime;
+
 use crate::crypto::{KeyError, ShareKey, KEY_LEN};
-use crate::manifest::ManifestId;
+use crate::manifest::{Expiry, Manifest, ManifestId};
 use crate::password::{LockedKey, Params, PasswordError, LOCKED_LEN};
 
 /// The scheme, with its colon.
@@ -42,6 +51,8 @@ pub const MAX_PEER_ID_LEN: usize = 64;
 pub const MAX_HINT_LEN: usize = 256;
 /// Longest encoded hint section, in bytes.
 pub const MAX_HINTS_LEN: usize = 2048;
+/// What introduces a link's stated expiry, after the hints.
+pub const EXPIRES_PARAM: &str = "?expires=";
 
 /// A suggestion of where to find a share: a peer and some of its addresses,
 /// both in their binary multiformats encodings.
@@ -66,6 +77,25 @@ pub struct Link {
     key: Option<ShareKey>,
     /// Set only on a password link, whose `key` is then `None`.
     locked: Option<LockedKey>,
+    /// The expiry the link states (a copy of the manifest's).
+    expires: Option<Expiry>,
+}
+
+/// Why a share is not fetched: it expired, or its link and its manifest
+/// disagree about when it does.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExpiryError {
+    /// The share's expiry has passed by this machine's clock.
+    #[error("this share expired at {0}; its sharer set it to stop then (ask them for a new link)")]
+    Expired(Expiry),
+    /// The link states an expiry the manifest does not carry.
+    #[error("the link says the share expires at {link} but its manifest says {}; the link was altered, so it is refused", .manifest.map_or("it never does".to_owned(), |m| format!("at {m}")))]
+    Mismatch {
+        /// What the link states.
+        link: Expiry,
+        /// What the manifest carries.
+        manifest: Option<Expiry>,
+    },
 }
 
 /// What is wrong with a link.
@@ -110,6 +140,9 @@ pub enum ParseError {
     /// The key is all zeros.
     #[error("{0}")]
     Key(KeyError),
+    /// The `?` part is not exactly `?expires=` and a valid expiry.
+    #[error("the link's expiry is invalid: {0}")]
+    BadExpiry(&'static str),
     /// A read link was needed but this is a password link not yet unlocked.
     #[error("this link is password-protected: give its password (asked on the terminal, or PEERDROP_PASSWORD, or --password-file)")]
     Locked,
@@ -134,7 +167,48 @@ impl Link {
             hints,
             key,
             locked: None,
+            expires: None,
         })
+    }
+
+    /// This link, stating `expires` (which must be the manifest's: see
+    /// [`Link::check_manifest`]).
+    pub fn with_expiry(mut self, expires: Option<Expiry>) -> Link {
+        self.expires = expires;
+        self
+    }
+
+    /// The expiry the link states; `None` says nothing (the manifest may
+    /// still carry one).
+    pub fn expires(&self) -> Option<Expiry> {
+        self.expires
+    }
+
+    /// Whether `manifest` (verified against this link's id) may be fetched
+    /// at `now`: the link's stated expiry, if any, must be the manifest's,
+    /// and the manifest's must not have passed.
+    pub fn check_manifest(&self, manifest: &Manifest, now: SystemTime) -> Result<(), ExpiryError> {
+        if let Some(link) = self.expires {
+            if manifest.expires != Some(link) {
+                return Err(ExpiryError::Mismatch {
+                    link,
+                    manifest: manifest.expires,
+                });
+            }
+        }
+        match manifest.expires {
+            Some(e) if e.passed_at(now) => Err(ExpiryError::Expired(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the expiry the link states has passed at `now`: checked
+    /// before anything is asked of the network.
+    pub fn check_time(&self, now: SystemTime) -> Result<(), ExpiryError> {
+        match self.expires {
+            Some(e) if e.passed_at(now) => Err(ExpiryError::Expired(e)),
+            _ => Ok(()),
+        }
     }
 
     /// The password link for this read link: the key sealed under
@@ -154,6 +228,7 @@ impl Link {
             hints: self.hints.clone(),
             key: None,
             locked: Some(locked),
+            expires: self.expires,
         }
     }
 
@@ -171,6 +246,7 @@ impl Link {
             hints: self.hints.clone(),
             key: Some(key),
             locked: None,
+            expires: self.expires,
         })
     }
 
@@ -185,6 +261,7 @@ impl Link {
             hints: self.hints.clone(),
             key: self.key.as_ref().map(ShareKey::duplicate),
             locked: self.locked.clone(),
+            expires: self.expires,
         }
     }
 
@@ -214,13 +291,15 @@ impl Link {
     }
 
     /// The same link without the key (a password link's pin link is a
-    /// plain version-1 pin link: pinners never need the password).
+    /// plain version-1 pin link: pinners never need the password). The
+    /// stated expiry stays: a pinner sees it too.
     pub fn to_pin_link(&self) -> Link {
         Link {
             manifest: self.manifest,
             hints: self.hints.clone(),
             key: None,
             locked: None,
+            expires: self.expires,
         }
     }
 
@@ -235,6 +314,10 @@ impl Link {
         if !self.hints.is_empty() {
             s.push('/');
             s.push_str(&base32::encode(&encode_hints(&self.hints)));
+        }
+        if let Some(e) = self.expires {
+            s.push_str(EXPIRES_PARAM);
+            s.push_str(&e.unix().to_string());
         }
         if let Some(k) = &self.key {
             s.push('#');
@@ -264,6 +347,7 @@ impl fmt::Debug for Link {
             .field("hints", &self.hints.len())
             .field("key", &self.key.as_ref().map(|_| "<redacted>"))
             .field("locked", &self.locked.as_ref().map(LockedKey::params))
+            .field("expires", &self.expires)
             .finish()
     }
 }
@@ -286,6 +370,10 @@ impl FromStr for Link {
         let (body, key) = match rest.split_once('#') {
             Some((b, k)) => (b, Some(k)),
             None => (rest, None),
+        };
+        let (body, query) = match body.split_once('?') {
+            Some((b, q)) => (b, Some(q)),
+            None => (body, None),
         };
         let mut parts = body.split('/');
         let version = parts.next().unwrap_or_default();
@@ -311,6 +399,7 @@ impl FromStr for Link {
                 decode_hints(&base32::decode(h).ok_or(ParseError::BadEncoding("hints"))?)?
             }
         };
+        let expires = query.map(parse_expiry).transpose()?;
         if password {
             let Some(k) = key else {
                 return Err(ParseError::Malformed(
@@ -324,6 +413,7 @@ impl FromStr for Link {
                 hints,
                 key: None,
                 locked: Some(locked),
+                expires,
             });
         }
         let key = match key {
@@ -338,8 +428,34 @@ impl FromStr for Link {
             hints,
             key,
             locked: None,
+            expires,
         })
     }
+}
+
+/// The part after `?`: exactly `expires=` and the Unix seconds in decimal,
+/// without a sign or leading zeros, from 1 to [`crate::manifest::MAX_EXPIRY`].
+fn parse_expiry(q: &str) -> Result<Expiry, ParseError> {
+    let digits = q
+        .strip_prefix(&EXPIRES_PARAM[1..])
+        .ok_or(ParseError::BadExpiry(
+            "the only parameter a link has is 'expires='",
+        ))?;
+    // 12 digits reach past the largest expiry; more are refused unread.
+    if digits.is_empty()
+        || digits.len() > 12
+        || (digits.len() > 1 && digits.starts_with('0'))
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(ParseError::BadExpiry(
+            "not whole seconds since 1970 in decimal, without leading zeros",
+        ));
+    }
+    let secs: u64 = digits
+        .parse()
+        .map_err(|_| ParseError::BadExpiry("out of range"))?;
+    Expiry::from_unix(secs)
+        .map_err(|_| ParseError::BadExpiry("outside 1970-01-01T00:00:01Z to 9999-12-31T23:59:59Z"))
 }
 
 fn decode_fixed<const N: usize>(s: &str, part: &'static str) -> Result<[u8; N], ParseError> {
@@ -551,6 +667,80 @@ mod tests {
             ParseError::MissingKey
         );
         assert!(!format!("{back:?}").contains(&base32::encode(&[0x22; 32])));
+    }
+
+    #[test]
+    fn a_stated_expiry_round_trips_stays_in_the_pin_link_and_must_match() {
+        let at = Expiry::from_unix(1_796_409_000).unwrap();
+        let link = sample(true).with_expiry(Some(at));
+        let text = link.to_uri_string();
+        let (body, key) = text.split_once('#').unwrap();
+        assert!(body.ends_with("?expires=1796409000"), "{text}");
+        assert_eq!(key, base32::encode(&[0x22; 32]));
+        let back: Link = text.parse().unwrap();
+        assert_eq!(back.expires(), Some(at));
+        assert_eq!(back.to_uri_string(), text);
+        assert_eq!(back.to_pin_link().to_uri_string(), body);
+        assert_eq!(body.parse::<Link>().unwrap().expires(), Some(at));
+
+        let manifest = |expires| Manifest {
+            chunk_size: crate::chunk::ChunkSize::from_log2(10).unwrap(),
+            key_commitment: [9; 32],
+            metadata_len: 0,
+            content_len: 0,
+            metadata_chunks: vec![crate::chunk::ChunkId([1; 32])],
+            content_chunks: vec![crate::chunk::ChunkId([2; 32])],
+            expires,
+        };
+        let before = at.time() - std::time::Duration::from_secs(1);
+        assert_eq!(back.check_manifest(&manifest(Some(at)), before), Ok(()));
+        assert_eq!(
+            back.check_manifest(&manifest(Some(at)), at.time()),
+            Err(ExpiryError::Expired(at))
+        );
+        let other = Expiry::from_unix(1_796_409_001).unwrap();
+        assert_eq!(
+            back.check_manifest(&manifest(Some(other)), before),
+            Err(ExpiryError::Mismatch {
+                link: at,
+                manifest: Some(other)
+            })
+        );
+        assert!(matches!(
+            back.check_manifest(&manifest(None), before),
+            Err(ExpiryError::Mismatch { manifest: None, .. })
+        ));
+        // A link that states nothing leaves it to the manifest.
+        let plain = sample(true);
+        assert_eq!(plain.check_manifest(&manifest(None), at.time()), Ok(()));
+        assert_eq!(
+            plain.check_manifest(&manifest(Some(at)), at.time()),
+            Err(ExpiryError::Expired(at))
+        );
+        assert_eq!(back.check_time(at.time()), Err(ExpiryError::Expired(at)));
+
+        let with = |q: &str| body.replace("?expires=1796409000", q);
+        for bad in [
+            "?expires=",
+            "?expires=01796409000",
+            "?expires=+1796409000",
+            "?expires=0",
+            "?expires=253402300800",
+            "?expires=1796409000000000000000",
+            "?expire=1796409000",
+            "?",
+        ] {
+            assert!(
+                matches!(with(bad).parse::<Link>(), Err(ParseError::BadExpiry(_))),
+                "{bad}"
+            );
+        }
+        assert!(with("?expires=253402300799").parse::<Link>().is_ok());
+        // The version is checked before the expiry.
+        assert_eq!(
+            text.replacen(":1/", ":2/", 1).parse::<Link>().unwrap_err(),
+            ParseError::UnsupportedVersion("\"2\"".into())
+        );
     }
 
     #[test]

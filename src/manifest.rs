@@ -7,23 +7,129 @@
 //! exact bytes, which is what a link names. The encoding is fixed-width and
 //! canonical, so there is exactly one byte string per manifest and decoding
 //! never needs to re-encode (see FORMAT.md for the byte layout).
+//!
+//! Version 2 is version 1 plus an expiry time ([`Expiry`]): the manifest is
+//! the one thing every holder of the share authenticates (by its id),
+//! pinners included, so an expiry there reaches every honest server. A
+//! share without an expiry is always written as version 1, so builds that
+//! know only version 1 still read it.
 
 use std::collections::HashSet;
 use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::chunk::{hex, ChunkId, ChunkSize, Stream, CHUNK_OVERHEAD, MAX_CHUNKS_PER_STREAM};
 use crate::crypto::ChunkPosition;
 
 /// First four bytes of every manifest.
 pub const MAGIC: [u8; 4] = *b"PDMF";
-/// The only manifest version this build reads and writes.
+/// The version of a manifest without an expiry.
 pub const VERSION: u8 = 1;
-/// Bytes before the first chunk id.
+/// The version of a manifest with an expiry ([`Expiry`]).
+pub const VERSION_EXPIRY: u8 = 2;
+/// Bytes before the first chunk id in a version-1 manifest.
 pub const HEADER_LEN: usize = 56;
+/// Bytes before the first chunk id in a version-2 manifest: the expiry
+/// follows the version-1 header.
+pub const HEADER_LEN_EXPIRY: usize = HEADER_LEN + 8;
 /// Largest metadata stream a manifest may declare (64 MiB of file list).
 pub const MAX_METADATA_LEN: u64 = 64 << 20;
-/// Largest manifest in bytes: the header and 2^18 ids per stream.
-pub const MAX_MANIFEST_LEN: usize = HEADER_LEN + 2 * (MAX_CHUNKS_PER_STREAM as usize) * 32;
+/// Largest manifest in bytes: the longer header and 2^18 ids per stream.
+pub const MAX_MANIFEST_LEN: usize = HEADER_LEN_EXPIRY + 2 * (MAX_CHUNKS_PER_STREAM as usize) * 32;
+/// The latest expiry a manifest may carry: 9999-12-31T23:59:59Z, so that
+/// every expiry has a four-digit year when shown.
+pub const MAX_EXPIRY: u64 = 253_402_300_799;
+
+/// When a share stops being served: whole seconds since 1970-01-01T00:00:00Z,
+/// from 1 to [`MAX_EXPIRY`]. Advisory: honest nodes stop serving and
+/// fetching the share then, but anyone who already has the link and the data
+/// can keep them.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct Expiry(u64);
+
+/// An expiry outside 1..=[`MAX_EXPIRY`], or a time that cannot be one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("an expiry must be between 1970-01-01T00:00:01Z and 9999-12-31T23:59:59Z")]
+pub struct BadExpiry;
+
+impl Expiry {
+    /// The expiry `secs` seconds after the Unix epoch.
+    pub fn from_unix(secs: u64) -> Result<Expiry, BadExpiry> {
+        (1..=MAX_EXPIRY)
+            .contains(&secs)
+            .then_some(Expiry(secs))
+            .ok_or(BadExpiry)
+    }
+
+    /// `after` from `now`, rounded up to the next whole second (a share
+    /// never expires early).
+    pub fn after(now: SystemTime, after: Duration) -> Result<Expiry, BadExpiry> {
+        let at = now.checked_add(after).ok_or(BadExpiry)?;
+        let since = at.duration_since(UNIX_EPOCH).map_err(|_| BadExpiry)?;
+        let secs = since.as_secs() + u64::from(since.subsec_nanos() > 0);
+        Expiry::from_unix(secs)
+    }
+
+    /// Seconds since the Unix epoch.
+    pub fn unix(self) -> u64 {
+        self.0
+    }
+
+    /// The expiry as a [`SystemTime`].
+    pub fn time(self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(self.0)
+    }
+
+    /// Whether the share has expired at `now` (at the expiry second itself
+    /// it has).
+    pub fn passed_at(self, now: SystemTime) -> bool {
+        now >= self.time()
+    }
+
+    /// Whether the share has expired by this machine's clock.
+    pub fn passed(self) -> bool {
+        self.passed_at(SystemTime::now())
+    }
+
+    /// How long until it expires by this machine's clock (zero once it has).
+    pub fn remaining(self) -> Duration {
+        self.time()
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO)
+    }
+}
+
+/// RFC 3339 in UTC, to the second: `2026-12-04T20:50:00Z`.
+impl fmt::Display for Expiry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // In range by construction: `time` represents every year to 9999.
+        let t = time::OffsetDateTime::from_unix_timestamp(self.0 as i64)
+            .expect("an expiry is at most 9999-12-31");
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        )
+    }
+}
+
+/// Text formats carry an expiry as its Unix seconds, binary ones too.
+impl serde::Serialize for Expiry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Expiry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Expiry, D::Error> {
+        Expiry::from_unix(u64::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
 
 /// BLAKE3 of a manifest's bytes: what a link points at.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -109,6 +215,9 @@ pub struct Manifest {
     pub metadata_chunks: Vec<ChunkId>,
     /// Ids of the content chunks, in stream order.
     pub content_chunks: Vec<ChunkId>,
+    /// When the share stops being served, if it does (a version-2
+    /// manifest; version 1 otherwise).
+    pub expires: Option<Expiry>,
 }
 
 /// Why bytes are not a valid manifest.
@@ -118,10 +227,13 @@ pub enum ManifestError {
     #[error("the manifest does not match the id in the link; the peer sent wrong data")]
     IdMismatch,
     /// Shorter than a header.
-    #[error("manifest truncated: {len} bytes, a manifest has at least {HEADER_LEN}")]
+    #[error("manifest truncated: {len} bytes, a manifest has at least {min}")]
     TooShort {
         /// Length received.
         len: usize,
+        /// The header length of its version (56 when even the version
+        /// byte is missing).
+        min: usize,
     },
     /// Longer than any valid manifest.
     #[error("manifest too large: {len} bytes, the limit is {MAX_MANIFEST_LEN}")]
@@ -133,7 +245,7 @@ pub enum ManifestError {
     #[error("not a peerdrop manifest (bad magic bytes)")]
     BadMagic,
     /// A version this build does not know.
-    #[error("manifest version {0} is not supported by this peerdrop (supports {VERSION}); upgrade peerdrop")]
+    #[error("manifest version {0} is not supported by this peerdrop (supports {VERSION} and {VERSION_EXPIRY}); upgrade peerdrop")]
     UnsupportedVersion(u8),
     /// Chunk size outside 1 KiB..=64 MiB.
     #[error("manifest declares an invalid chunk size 2^{0}")]
@@ -141,6 +253,9 @@ pub enum ManifestError {
     /// Reserved header bytes are not zero.
     #[error("manifest has non-zero reserved bytes")]
     Reserved,
+    /// A version-2 expiry outside 1..=[`MAX_EXPIRY`].
+    #[error("manifest declares an invalid expiry {0} (seconds since 1970)")]
+    BadExpiry(u64),
     /// Metadata stream longer than [`MAX_METADATA_LEN`].
     #[error("manifest declares {len} bytes of metadata, the limit is {MAX_METADATA_LEN}")]
     MetadataTooLarge {
@@ -177,14 +292,20 @@ impl Manifest {
     /// The canonical bytes of this manifest.
     pub fn encode(&self) -> Vec<u8> {
         let ids = self.metadata_chunks.len() + self.content_chunks.len();
-        let mut out = Vec::with_capacity(HEADER_LEN + 32 * ids);
+        let mut out = Vec::with_capacity(HEADER_LEN_EXPIRY + 32 * ids);
         out.extend_from_slice(&MAGIC);
-        out.push(VERSION);
+        out.push(match self.expires {
+            None => VERSION,
+            Some(_) => VERSION_EXPIRY,
+        });
         out.push(self.chunk_size.log2());
         out.extend_from_slice(&[0, 0]);
         out.extend_from_slice(&self.key_commitment);
         out.extend_from_slice(&self.metadata_len.to_le_bytes());
         out.extend_from_slice(&self.content_len.to_le_bytes());
+        if let Some(e) = self.expires {
+            out.extend_from_slice(&e.unix().to_le_bytes());
+        }
         for id in self.metadata_chunks.iter().chain(&self.content_chunks) {
             out.extend_from_slice(&id.0);
         }
@@ -207,23 +328,36 @@ impl Manifest {
         if bytes.len() > MAX_MANIFEST_LEN {
             return Err(ManifestError::TooLarge { len: bytes.len() });
         }
+        let short = |min| ManifestError::TooShort {
+            len: bytes.len(),
+            min,
+        };
         if bytes.len() < 5 {
-            return Err(ManifestError::TooShort { len: bytes.len() });
+            return Err(short(HEADER_LEN));
         }
         if bytes[..4] != MAGIC {
             return Err(ManifestError::BadMagic);
         }
-        if bytes[4] != VERSION {
-            return Err(ManifestError::UnsupportedVersion(bytes[4]));
-        }
-        if bytes.len() < HEADER_LEN {
-            return Err(ManifestError::TooShort { len: bytes.len() });
+        let header_len = match bytes[4] {
+            VERSION => HEADER_LEN,
+            VERSION_EXPIRY => HEADER_LEN_EXPIRY,
+            v => return Err(ManifestError::UnsupportedVersion(v)),
+        };
+        if bytes.len() < header_len {
+            return Err(short(header_len));
         }
         let chunk_size =
             ChunkSize::from_log2(bytes[5]).ok_or(ManifestError::BadChunkSize(bytes[5]))?;
         if bytes[6..8] != [0, 0] {
             return Err(ManifestError::Reserved);
         }
+        let expires = match header_len {
+            HEADER_LEN => None,
+            _ => {
+                let secs = u64::from_le_bytes(bytes[56..64].try_into().expect("8 bytes"));
+                Some(Expiry::from_unix(secs).map_err(|_| ManifestError::BadExpiry(secs))?)
+            }
+        };
         let key_commitment: [u8; 32] = bytes[8..40].try_into().expect("32 bytes");
         let metadata_len = u64::from_le_bytes(bytes[40..48].try_into().expect("8 bytes"));
         let content_len = u64::from_le_bytes(bytes[48..56].try_into().expect("8 bytes"));
@@ -241,7 +375,7 @@ impl Manifest {
             }
             *slot = count as usize;
         }
-        let expected = HEADER_LEN + 32 * (counts[0] + counts[1]);
+        let expected = header_len + 32 * (counts[0] + counts[1]);
         if bytes.len() != expected {
             return Err(ManifestError::LengthMismatch {
                 expected,
@@ -249,7 +383,7 @@ impl Manifest {
             });
         }
         let mut seen = HashSet::with_capacity(counts[0] + counts[1]);
-        let mut ids = bytes[HEADER_LEN..]
+        let mut ids = bytes[header_len..]
             .chunks_exact(32)
             .map(|c| ChunkId(c.try_into().expect("32 bytes")));
         let mut take = |stream: Stream, n: usize| -> Result<Vec<ChunkId>, ManifestError> {
@@ -275,7 +409,19 @@ impl Manifest {
             content_len,
             metadata_chunks,
             content_chunks,
+            expires,
         })
+    }
+
+    /// The expiry in manifest bytes, read from the header alone (no id
+    /// list is decoded): `None` for a version-1 manifest and for bytes
+    /// that are not a manifest's header. For servers, which check it on
+    /// every request for bytes they validated when they took the share.
+    pub fn expiry_in(bytes: &[u8]) -> Option<Expiry> {
+        if bytes.len() < HEADER_LEN_EXPIRY || bytes[..4] != MAGIC || bytes[4] != VERSION_EXPIRY {
+            return None;
+        }
+        Expiry::from_unix(u64::from_le_bytes(bytes[56..64].try_into().ok()?)).ok()
     }
 
     /// The id of this manifest (BLAKE3 of its encoding).
@@ -341,6 +487,7 @@ mod tests {
             content_len: 2048,
             metadata_chunks: vec![ChunkId([1; 32])],
             content_chunks: vec![ChunkId([2; 32]), ChunkId([3; 32])],
+            expires: None,
         }
     }
 
@@ -367,7 +514,7 @@ mod tests {
             Manifest::decode(&b)
         };
         assert_eq!(with(0, b"XDMF"), Err(ManifestError::BadMagic));
-        assert_eq!(with(4, &[2]), Err(ManifestError::UnsupportedVersion(2)));
+        assert_eq!(with(4, &[3]), Err(ManifestError::UnsupportedVersion(3)));
         assert_eq!(with(5, &[9]), Err(ManifestError::BadChunkSize(9)));
         assert_eq!(with(6, &[1]), Err(ManifestError::Reserved));
         assert_eq!(
@@ -400,7 +547,68 @@ mod tests {
         ));
         assert_eq!(
             Manifest::decode(&bytes[..3]),
-            Err(ManifestError::TooShort { len: 3 })
+            Err(ManifestError::TooShort { len: 3, min: 56 })
+        );
+    }
+
+    #[test]
+    fn an_expiry_makes_a_version_2_manifest_that_round_trips() {
+        let at = Expiry::from_unix(1_796_409_000).unwrap();
+        let m = Manifest {
+            expires: Some(at),
+            ..sample()
+        };
+        let bytes = m.encode();
+        assert_eq!(bytes[4], VERSION_EXPIRY);
+        assert_eq!(bytes.len(), HEADER_LEN_EXPIRY + 3 * 32);
+        assert_eq!(&bytes[56..64], &1_796_409_000u64.to_le_bytes());
+        assert_eq!(Manifest::decode_verified(&m.id(), &bytes).unwrap(), m);
+        assert_eq!(Manifest::expiry_in(&bytes), Some(at));
+        assert_eq!(Manifest::expiry_in(&sample().encode()), None);
+        // The same share without the expiry is another manifest, version 1.
+        assert_ne!(m.id(), sample().id());
+        assert_eq!(sample().encode()[4], VERSION);
+        assert_eq!(at.to_string(), "2026-12-04T18:30:00Z");
+
+        let with = |at: usize, v: &[u8]| {
+            let mut b = bytes.clone();
+            b[at..at + v.len()].copy_from_slice(v);
+            Manifest::decode(&b)
+        };
+        assert_eq!(
+            with(56, &0u64.to_le_bytes()),
+            Err(ManifestError::BadExpiry(0))
+        );
+        assert_eq!(
+            with(56, &(MAX_EXPIRY + 1).to_le_bytes()),
+            Err(ManifestError::BadExpiry(MAX_EXPIRY + 1))
+        );
+        assert_eq!(
+            Manifest::decode(&bytes[..60]),
+            Err(ManifestError::TooShort { len: 60, min: 64 })
+        );
+        // A version-1 body under a version-2 byte does not decode.
+        let mut v1 = sample().encode();
+        v1[4] = VERSION_EXPIRY;
+        assert!(Manifest::decode(&v1).is_err());
+        assert_eq!(with(4, &[3]), Err(ManifestError::UnsupportedVersion(3)));
+    }
+
+    #[test]
+    fn expiries_are_bounded_and_round_up() {
+        assert_eq!(Expiry::from_unix(0), Err(BadExpiry));
+        assert_eq!(
+            Expiry::from_unix(MAX_EXPIRY).unwrap().to_string(),
+            "9999-12-31T23:59:59Z"
+        );
+        let now = UNIX_EPOCH + Duration::from_millis(1_000_500);
+        let e = Expiry::after(now, Duration::from_secs(60)).unwrap();
+        assert_eq!(e.unix(), 1_061);
+        assert!(!e.passed_at(now));
+        assert!(e.passed_at(UNIX_EPOCH + Duration::from_secs(1_061)));
+        assert_eq!(
+            Expiry::after(now, Duration::from_secs(MAX_EXPIRY)),
+            Err(BadExpiry)
         );
     }
 }

@@ -21,6 +21,10 @@ pub struct SealOptions {
     pub chunk_size: Option<ChunkSize>,
     /// Worker threads; 0 means one per core.
     pub threads: usize,
+    /// When the share expires, if it does: written into the manifest
+    /// (which is then version 2), so every honest server of the share
+    /// stops serving it then.
+    pub expires: Option<crate::manifest::Expiry>,
 }
 
 /// One sealed chunk, as handed to the sink.
@@ -119,6 +123,7 @@ pub fn seal(
         content_len,
         metadata_chunks,
         content_chunks,
+        expires: opts.expires,
     };
     let manifest_bytes = manifest.encode();
     Ok(Sealed {

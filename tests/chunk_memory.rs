@@ -65,7 +65,7 @@ async fn a_share_of_64_mib_chunks_is_received_within_the_memory_bound() {
         let key = ShareKey::generate().unwrap();
         let opts = SealOptions {
             chunk_size: ChunkSize::from_log2(MAX_CHUNK_LOG2),
-            threads: 0,
+            ..SealOptions::default()
         };
         let share = LocalShare::create(std::slice::from_ref(&f), &key, &opts, |_| {}).unwrap();
         let chunk = share.manifest().chunk_size.bytes();

@@ -189,6 +189,7 @@ fn sealed(t: &Tree) -> Sealed {
     let opts = SealOptions {
         chunk_size: ChunkSize::from_log2(10),
         threads: 1,
+        ..SealOptions::default()
     };
     let s = seal(&key, source.metadata(), &content[..], &opts, |_| Ok(())).unwrap();
     Sealed {

@@ -36,6 +36,7 @@ fn round_trip(
         &SealOptions {
             chunk_size: chunk_log2.and_then(ChunkSize::from_log2),
             threads,
+            expires: None,
         },
         |c| dir.put(&c.id, c.bytes),
     )
@@ -252,6 +253,7 @@ fn sealing_is_deterministic_across_runs_and_thread_counts() {
                 &SealOptions {
                     chunk_size: ChunkSize::from_log2(12),
                     threads,
+                    expires: None,
                 },
                 |_| Ok(()),
             )

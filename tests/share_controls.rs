@@ -129,7 +129,7 @@ fn thousand_files(tmp: &tempfile::TempDir) -> PathBuf {
 fn share_of(root: &Path, key: &ShareKey) -> LocalShare {
     let opts = SealOptions {
         chunk_size: ChunkSize::from_log2(14),
-        threads: 0,
+        ..SealOptions::default()
     };
     LocalShare::create(&[root.to_path_buf()], key, &opts, |_| {}).unwrap()
 }
@@ -375,7 +375,7 @@ async fn cat_streams_the_file_and_stops_before_a_bad_chunk() {
         let key = ShareKey::generate().unwrap();
         let opts = SealOptions {
             chunk_size: ChunkSize::from_log2(16),
-            threads: 0,
+            ..SealOptions::default()
         };
         let share = LocalShare::create(std::slice::from_ref(&root), &key, &opts, |_| {}).unwrap();
         let id = share.id();

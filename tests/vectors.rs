@@ -1,6 +1,8 @@
-//! Frozen test vectors (tests/vectors/format-v1.json): fixed keys and inputs
-//! with their chunk ids, manifest ids and links, and negative vectors, each a
-//! store's worth of bytes plus a link with the exact error expected.
+//! Frozen test vectors (tests/vectors/format-v1.json, and
+//! tests/vectors/expiry-v2.json for version-2 manifests, which carry an
+//! expiry): fixed keys and inputs with their chunk ids, manifest ids and
+//! links, and negative vectors, each a store's worth of bytes plus a link
+//! with the exact error expected.
 //!
 //! Two checks: every vector, read from the file, behaves as recorded when run
 //! through the whole receive path; and the generator below still produces
@@ -17,13 +19,16 @@ use common::*;
 use peerdrop::chunk::{hex, unhex, ChunkId, ChunkSize, Stream};
 use peerdrop::crypto::{ChunkPosition, ShareKey};
 use peerdrop::link::{Hint, Link};
-use peerdrop::manifest::Manifest;
+use peerdrop::manifest::{Expiry, Manifest, MAX_EXPIRY};
 use peerdrop::meta::{Entry, EntryKind, Metadata, MetadataError, RelPath, Timestamp};
 use peerdrop::open::OpenError;
 use peerdrop::store::unseal::UnsealError;
 use serde_json::{json, Value};
 
 const FILE: &str = "tests/vectors/format-v1.json";
+const EXPIRY_FILE: &str = "tests/vectors/expiry-v2.json";
+const ABOUT: &str = "peerdrop format v1 test vectors; see docs/FORMAT.md section 12. Each vector: `key` (hex) and the `link` carrying it; `manifest` (hex), the bytes a store returns for the link's id (tampered in some negative vectors), with `manifest_id` the BLAKE3 of those bytes, not necessarily the link's id; `metadata_chunk_ids` and `content_chunk_ids` as that manifest lists them, or null where it does not decode; `chunks`, chunk id (hex) to sealed chunk (hex), what a store holds; `expect`, the outcome of receiving: `ok`, the files written (`blake3` is the hash of a file's content; modification times are not listed), or `error`, peerdrop's message, with `kind`, the refusal as `Type::Variant` of the error types FORMAT.md names.";
+const EXPIRY_ABOUT: &str = "peerdrop manifest version 2 (an expiry) test vectors; see docs/FORMAT.md sections 4.2 and 7.6. The fields are those of format-v1.json. Receiving checks the link's stated expiry (`?expires=`) against the manifest's and the manifest's against the clock, after the manifest is verified and before the key is checked; the expired vectors expired in 2023, the others expire at the last second of 9999.";
 const KEY: [u8; 32] = [0x42; 32];
 
 fn key() -> ShareKey {
@@ -273,39 +278,17 @@ fn generate() -> Vec<Vector> {
         let (m, cm) = honest(&meta, &content);
         let mut bytes = m.encode();
         bytes.extend_from_slice(&[9; 32]);
-        out.push(Vector {
-            link: Link::new(
-                peerdrop::manifest::ManifestId::of(&bytes),
-                Vec::new(),
-                Some(key()),
-            )
-            .unwrap()
-            .to_uri_string(),
-            manifest: bytes,
-            ..v(
-                "trailing-chunk-after-final",
-                "the manifest lists one more chunk id than its lengths need",
-                &m,
-                cm,
-            )
-        });
+        out.push(crafted_vector(
+            "trailing-chunk-after-final",
+            "the manifest lists one more chunk id than its lengths need",
+            bytes,
+            &cm,
+        ));
     }
     let crafted = |name, description, patch: &dyn Fn(&mut Vec<u8>)| {
         let mut bytes = hm.encode();
         patch(&mut bytes);
-        Vector {
-            name,
-            description,
-            link: Link::new(
-                peerdrop::manifest::ManifestId::of(&bytes),
-                Vec::new(),
-                Some(key()),
-            )
-            .unwrap()
-            .to_uri_string(),
-            manifest: bytes,
-            chunks: hc.clone(),
-        }
+        crafted_vector(name, description, bytes, &hc)
     };
     out.push(crafted(
         "oversized-content-claim",
@@ -319,8 +302,8 @@ fn generate() -> Vec<Vector> {
     ));
     out.push(crafted(
         "unknown-manifest-version",
-        "manifest version 2",
-        &|b| b[4] = 2,
+        "manifest version 3 (1 is without an expiry, 2 with one)",
+        &|b| b[4] = 3,
     ));
     {
         // A file list claiming 900,000 entries in a few bytes.
@@ -384,6 +367,137 @@ fn generate() -> Vec<Vector> {
     out
 }
 
+/// A vector whose manifest is `bytes` (crafted, possibly invalid), with a
+/// link to exactly those bytes.
+fn crafted_vector(
+    name: &'static str,
+    description: &'static str,
+    bytes: Vec<u8>,
+    chunks: &ChunkMap,
+) -> Vector {
+    Vector {
+        name,
+        description,
+        link: Link::new(
+            peerdrop::manifest::ManifestId::of(&bytes),
+            Vec::new(),
+            Some(key()),
+        )
+        .unwrap()
+        .to_uri_string(),
+        manifest: bytes,
+        chunks: chunks.clone(),
+    }
+}
+
+/// A link to `m` stating `expires`.
+fn link_stating(m: &Manifest, expires: Option<Expiry>) -> String {
+    Link::new(m.id(), Vec::new(), Some(key()))
+        .unwrap()
+        .with_expiry(expires)
+        .to_uri_string()
+}
+
+/// Version-2 manifests: the base share with an expiry. The chunks do not
+/// depend on the manifest, so every vector reuses the version-1 chunks.
+fn generate_expiry() -> Vec<Vector> {
+    let mut out = Vec::new();
+    let (meta, content) = base(2500);
+    let (v1, chunks) = honest(&meta, &content);
+    let far = Expiry::from_unix(MAX_EXPIRY).unwrap();
+    let past = Expiry::from_unix(1_700_000_000).unwrap();
+    let with = |e: Option<Expiry>| Manifest {
+        expires: e,
+        ..v1.clone()
+    };
+    let vector = |name, description, m: &Manifest, link: Option<Expiry>| Vector {
+        name,
+        description,
+        link: link_stating(m, link),
+        manifest: m.encode(),
+        chunks: chunks.clone(),
+    };
+    let m = with(Some(far));
+    out.push(vector(
+        "expires-9999",
+        "the base share of format-v1.json expiring at 9999-12-31T23:59:59Z, stated in the link",
+        &m,
+        Some(far),
+    ));
+    out.push(vector(
+        "expiry-not-stated",
+        "the same manifest, with a link that states no expiry (the manifest decides)",
+        &m,
+        None,
+    ));
+    let old = with(Some(past));
+    out.push(vector(
+        "expired",
+        "expired at 2023-11-14T22:13:20Z, stated in the link",
+        &old,
+        Some(past),
+    ));
+    out.push(vector(
+        "expired-not-stated",
+        "expired at 2023-11-14T22:13:20Z, with a link that states no expiry",
+        &old,
+        None,
+    ));
+    out.push(vector(
+        "expiry-mismatch",
+        "the link states 2100-01-01T00:00:00Z, the manifest 9999-12-31T23:59:59Z",
+        &m,
+        Some(Expiry::from_unix(4_102_444_800).unwrap()),
+    ));
+    out.push(vector(
+        "expiry-stated-manifest-v1",
+        "the link states an expiry but the manifest is version 1, which has none",
+        &v1,
+        Some(far),
+    ));
+    let crafted =
+        |name, description, bytes: Vec<u8>| crafted_vector(name, description, bytes, &chunks);
+    let patched = |at: usize, v: &[u8]| {
+        let mut b = m.encode();
+        b[at..at + v.len()].copy_from_slice(v);
+        b
+    };
+    out.push(crafted(
+        "expiry-zero",
+        "a version-2 manifest whose expiry is 0",
+        patched(56, &0u64.to_le_bytes()),
+    ));
+    out.push(crafted(
+        "expiry-after-9999",
+        "a version-2 manifest whose expiry is one second after 9999-12-31T23:59:59Z",
+        patched(56, &(MAX_EXPIRY + 1).to_le_bytes()),
+    ));
+    out.push(crafted(
+        "expiry-header-truncated",
+        "a version-2 manifest cut to 60 bytes, inside its expiry",
+        m.encode()[..60].to_vec(),
+    ));
+    {
+        let mut b = v1.encode();
+        b[4] = 2;
+        out.push(crafted(
+            "version-1-body-as-version-2",
+            "a version-1 manifest with its version byte set to 2",
+            b,
+        ));
+    }
+    out.push(Vector {
+        link: link_stating(&m, Some(far)).replace("?expires=253402300799", "?expires=0"),
+        ..vector(
+            "link-expiry-zero",
+            "the link states an expiry of 0, which no manifest carries",
+            &m,
+            None,
+        )
+    });
+    out
+}
+
 /// The name of the variant `debug` (an error's `Debug` text) starts with.
 fn variant(debug: String) -> String {
     debug
@@ -411,6 +525,7 @@ fn kind(e: &ReceiveError) -> String {
     match e {
         ReceiveError::Link(e) => format!("ParseError::{}", variant(format!("{e:?}"))),
         ReceiveError::Manifest(e) => format!("ManifestError::{}", variant(format!("{e:?}"))),
+        ReceiveError::Expiry(e) => format!("ExpiryError::{}", variant(format!("{e:?}"))),
         ReceiveError::Open(e) | ReceiveError::Unseal(UnsealError::Open(e)) => open(e),
         ReceiveError::Unseal(e) => format!("UnsealError::{}", variant(format!("{e:?}"))),
     }
@@ -482,12 +597,13 @@ fn from_json(j: &Value) -> Vector {
     }
 }
 
-#[test]
-fn vectors_behave_as_recorded() {
+/// Every vector of `file`, run through the receive path, behaves as
+/// recorded; there are at least `min` of them.
+fn behave_as_recorded(file: &str, min: usize) {
     let file: Value =
-        serde_json::from_str(&fs::read_to_string(FILE).expect("vectors file")).unwrap();
+        serde_json::from_str(&fs::read_to_string(file).expect("vectors file")).unwrap();
     let vectors = file["vectors"].as_array().unwrap();
-    assert!(vectors.len() >= 20);
+    assert!(vectors.len() >= min);
     for j in vectors {
         let v = from_json(j);
         let dest = tempfile::tempdir().unwrap();
@@ -513,9 +629,9 @@ fn vectors_behave_as_recorded() {
     }
 }
 
-#[test]
-fn the_format_is_frozen() {
-    let vectors: Vec<Value> = generate()
+/// The generator still produces `file` byte for byte.
+fn is_frozen(file: &str, about: &str, vectors: Vec<Vector>) {
+    let vectors: Vec<Value> = vectors
         .iter()
         .map(|v| {
             let dest = tempfile::tempdir().unwrap();
@@ -523,15 +639,35 @@ fn the_format_is_frozen() {
         })
         .collect();
     let text = serde_json::to_string_pretty(&json!({
-        "about": "peerdrop format v1 test vectors; see docs/FORMAT.md section 12. Each vector: `key` (hex) and the `link` carrying it; `manifest` (hex), the bytes a store returns for the link's id (tampered in some negative vectors), with `manifest_id` the BLAKE3 of those bytes, not necessarily the link's id; `metadata_chunk_ids` and `content_chunk_ids` as that manifest lists them, or null where it does not decode; `chunks`, chunk id (hex) to sealed chunk (hex), what a store holds; `expect`, the outcome of receiving: `ok`, the files written (`blake3` is the hash of a file's content; modification times are not listed), or `error`, peerdrop's message, with `kind`, the refusal as `Type::Variant` of the error types FORMAT.md names.",
+        "about": about,
         "vectors": vectors,
     }))
     .unwrap()
         + "\n";
     if std::env::var_os("PEERDROP_BLESS").is_some() {
         fs::create_dir_all("tests/vectors").unwrap();
-        fs::write(FILE, &text).unwrap();
+        fs::write(file, &text).unwrap();
     }
-    let stored = fs::read_to_string(FILE).expect("vectors file (generate with PEERDROP_BLESS=1)");
-    assert!(stored == text, "the format changed: {FILE} no longer matches what this code produces; if intended, bump the format version and re-bless");
+    let stored = fs::read_to_string(file).expect("vectors file (generate with PEERDROP_BLESS=1)");
+    assert!(stored == text, "the format changed: {file} no longer matches what this code produces; if intended, bump the format version and re-bless");
+}
+
+#[test]
+fn vectors_behave_as_recorded() {
+    behave_as_recorded(FILE, 20);
+}
+
+#[test]
+fn the_format_is_frozen() {
+    is_frozen(FILE, ABOUT, generate());
+}
+
+#[test]
+fn expiry_vectors_behave_as_recorded() {
+    behave_as_recorded(EXPIRY_FILE, 10);
+}
+
+#[test]
+fn the_expiry_format_is_frozen() {
+    is_frozen(EXPIRY_FILE, EXPIRY_ABOUT, generate_expiry());
 }

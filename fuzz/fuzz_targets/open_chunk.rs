@@ -75,6 +75,7 @@ fuzz_target!(|data: &[u8]| {
         content_len,
         metadata_chunks: meta_ids,
         content_chunks: content_ids,
+        expires: None,
     };
     // The manifest is well formed by construction.
     assert_eq!(Manifest::decode(&manifest.encode()).as_ref(), Ok(&manifest));

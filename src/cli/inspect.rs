@@ -34,6 +34,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
         (None, None) => ("1", "pin"),
     };
     let params = link.locked().map(|l| l.params());
+    let expires = link.expires();
     if args.json {
         output::json_line(&json!({
             "version": 1,
@@ -45,6 +46,11 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
                 "kdf": "argon2id", "memory_kib": p.memory_kib, "passes": p.passes, "lanes": p.lanes,
             })),
             "hints": hints.iter().map(|(p, a)| json!({"peer": p, "addrs": a})).collect::<Vec<_>>(),
+            // The link's copy of the manifest's expiry: null when the link
+            // states none (the manifest may still carry one).
+            "expires": expires.map(|e| e.to_string()),
+            "expires_unix": expires.map(|e| e.unix()),
+            "expired": expires.map(|e| e.passed()),
             "pin_link": pin,
         }));
         return Ok(());
@@ -62,6 +68,16 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
         );
     } else {
         println!("key:         absent (pin link: can fetch and host the ciphertext, not read it)");
+    }
+    match expires {
+        Some(e) if e.passed() => {
+            println!("expires:     {e} (expired; honest peers no longer serve it)")
+        }
+        Some(e) => println!(
+            "expires:     {e} (in {}; advisory: whoever has the link and the data can keep them)",
+            crate::cli::expiry::human_duration(e.remaining())
+        ),
+        None => println!("expires:     not stated in the link"),
     }
     println!("hints:       {}", hints.len());
     for (peer, addrs) in &hints {

@@ -46,6 +46,7 @@ pub fn run_seal(args: &SealArgs) -> anyhow::Result<()> {
         &SealOptions {
             chunk_size,
             threads: 0,
+            expires: None,
         },
         |c| {
             dir.put(&c.id, c.bytes)?;
@@ -95,6 +96,8 @@ pub fn run_unseal(args: &UnsealArgs) -> anyhow::Result<()> {
         )
     })?;
     let manifest = Manifest::decode_verified(link.manifest_id(), &bytes)?;
+    // An honest reader stops at the expiry, as honest servers do.
+    link.check_manifest(&manifest, std::time::SystemTime::now())?;
     let opener = Opener::new(manifest, link.require_key()?)?;
     let total = opener.manifest().content_len;
     let bar = output::bytes_bar(total, "unsealing", args.json);

@@ -5,6 +5,7 @@
 //! everything for people goes to stderr.
 
 pub mod cat;
+pub mod expiry;
 pub mod inspect;
 pub mod local;
 pub mod ls;
@@ -284,6 +285,8 @@ pub struct SendArgs {
     /// Exit 0 as soon as the first receiver has everything.
     #[arg(long)]
     pub once: bool,
+    #[command(flatten)]
+    pub limits: Limits,
     /// Make a link without peer hints (receivers find this node on the LAN or in the DHT).
     #[arg(long)]
     pub no_hints: bool,
@@ -317,6 +320,21 @@ pub struct SendArgs {
     /// More log output on stderr (-v, -vv); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+}
+
+/// How long a share is served, and to how many: `send` and `share`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct Limits {
+    /// Stop serving after this long (30m, 2h, 7d; units s m h d w). The expiry goes into the link and
+    /// the share's manifest, so honest re-seeders, pinners and receivers stop at that time too.
+    /// Advisory: anyone who already has the link and the data can keep and re-share them (as with
+    /// Mega or ffsend).
+    #[arg(long, value_name = "DURATION", value_parser = expiry::parse_duration)]
+    pub expire: Option<std::time::Duration>,
+    /// Stop serving once N distinct receivers have proved they hold the whole share (only this node
+    /// counts; a re-seeder or pinner does not). Advisory, like --expire.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=expiry::MAX_DOWNLOADS as i64))]
+    pub max_downloads: Option<u32>,
 }
 
 /// `peerdrop receive`.

@@ -47,12 +47,18 @@ async fn run_async(args: &SendArgs) -> anyhow::Result<()> {
     let key = ShareKey::generate()?;
     let paths = args.paths.clone();
     let json = args.json;
+    // From when the command ran, not from when sealing ends.
+    let expires = crate::cli::expiry::expiry_after(args.limits.expire)?;
+    let seal = SealOptions {
+        expires,
+        ..SealOptions::default()
+    };
     let share = {
         let key = key.duplicate();
         tokio::task::spawn_blocking(move || {
             // The total is known only after the scan; the bar starts unsized.
             let bar = output::bytes_bar(0, "sealing", json);
-            let r = LocalShare::create(&paths, &key, &SealOptions::default(), |n| {
+            let r = LocalShare::create(&paths, &key, &seal, |n| {
                 bar.set_length(n.max(bar.length().unwrap_or(0)));
                 bar.set_position(n);
             });
@@ -120,9 +126,14 @@ async fn run_async(args: &SendArgs) -> anyhow::Result<()> {
         key: DoneKey::new(&key),
         to: done_tx,
     };
-    let link = crate::cli::password::lock(Link::new(id, hints, Some(key))?, password.as_ref())?
-        .to_uri_string();
-    let provider = Arc::new(LocalProvider::new(share, Some(report)));
+    let max_downloads = args.limits.max_downloads;
+    let mut provider = LocalProvider::new(share, Some(report));
+    if let Some(n) = max_downloads {
+        provider = provider.with_max_downloads(DoneKey::new(&key), n);
+    }
+    let link = Link::new(id, hints, Some(key))?.with_expiry(expires);
+    let link = crate::cli::password::lock(link, password.as_ref())?.to_uri_string();
+    let provider = Arc::new(provider);
     let drain = Drain::default();
     let web_link = match web_key {
         Some(key) => Some(crate::cli::web::start(args, provider.clone(), &addrs, &id, &key).await?),
@@ -147,6 +158,8 @@ async fn run_async(args: &SendArgs) -> anyhow::Result<()> {
             "addrs": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "files": files, "bytes": total,
             "relays": addrs.iter().filter(|a| is_relayed(a)).count(),
+            "expires": expires.map(|e| e.to_string()),
+            "max_downloads": max_downloads,
         }));
         if let Some(w) = &web_link {
             output::json_line(&json!({"event": "web_link", "link": w}));
@@ -172,10 +185,38 @@ async fn run_async(args: &SendArgs) -> anyhow::Result<()> {
                 ""
             }
         );
+        if let Some(e) = expires {
+            eprintln!(
+                "expires at {e} (in {}); stops after {} receiver(s). Advisory: whoever has the link and the data can keep them",
+                crate::cli::expiry::human_duration(e.remaining()),
+                max_downloads.map_or("any number of".to_owned(), |n| n.to_string())
+            );
+        } else if let Some(n) = max_downloads {
+            eprintln!("stops after {n} receiver(s). Advisory: whoever has the link and the data can keep them");
+        }
     }
+    let expiry = async move {
+        match expires {
+            Some(e) => tokio::time::sleep(e.remaining()).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(expiry);
+    // Distinct receivers that proved they have everything.
+    let mut received = std::collections::HashSet::new();
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
+            _ = &mut expiry => {
+                // The provider refuses everything from the expiry on.
+                let at = expires.expect("only set with an expiry");
+                if json {
+                    output::json_line(&json!({"event": "expired", "at": at.to_string()}));
+                } else {
+                    eprintln!("the share expired at {at}; no longer serving it");
+                }
+                break;
+            }
             peer = done_rx.recv() => {
                 let Some(peer) = peer else { break };
                 if json {
@@ -183,7 +224,15 @@ async fn run_async(args: &SendArgs) -> anyhow::Result<()> {
                 } else {
                     eprintln!("peer {peer} received everything");
                 }
-                if args.once {
+                // Bounded by the limit: counted only when there is one.
+                if max_downloads.is_some() {
+                    received.insert(peer);
+                }
+                let used_up = max_downloads.is_some_and(|n| received.len() >= n as usize);
+                if used_up && !json {
+                    eprintln!("{} receiver(s) have everything; no longer serving it", received.len());
+                }
+                if args.once || used_up {
                     // Let answers in progress (to other receivers) finish.
                     if !drain.drain(DRAIN_DEADLINE).await {
                         tracing::debug!("some streams were still open when stopping");

@@ -40,7 +40,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use crate::chunk::ChunkId;
 use crate::chunk::CHUNK_OVERHEAD;
 use crate::crypto::{holder_proof, ChallengeKey, DoneKey};
-use crate::manifest::ManifestId;
+use crate::manifest::{Expiry, Manifest, ManifestId};
 use crate::net::budget::{Budget, Permit};
 use crate::net::frame::{read_msg, write_msg};
 use crate::net::inbound::{InboundStream, Incoming};
@@ -96,6 +96,20 @@ pub trait Provider: Send + Sync + 'static {
     fn sources(&self, _share: &ManifestId) -> Vec<PeerAddr> {
         Vec::new()
     }
+    /// When `share` expires, if it does: read from the header of the
+    /// manifest served (docs/FORMAT.md, 4.2). From then on the server
+    /// answers every request naming the share `NotFound`, whatever the
+    /// provider, so re-seeders, pinners and partial holders stop as the
+    /// sharer does.
+    fn expires(&self, share: &ManifestId) -> Option<Expiry> {
+        self.manifest(share)
+            .and_then(|bytes| Manifest::expiry_in(&bytes))
+    }
+}
+
+/// Whether `share` has expired at `p` by this machine's clock.
+fn expired(p: &dyn Provider, share: &ManifestId) -> bool {
+    p.expires(share).is_some_and(|e| e.passed())
 }
 
 /// A receiver's `Done` as the server saw it: who proved what, against which
@@ -136,11 +150,22 @@ pub struct DoneReport {
 }
 
 /// Serves one [`LocalShare`], reporting receivers that proved they finished
-/// on a channel.
+/// on a channel. Once its manifest's expiry passes, or once as many
+/// distinct receivers as [`LocalProvider::with_max_downloads`] allows have
+/// proved they have everything, it serves nothing more.
 pub struct LocalProvider {
     share: LocalShare,
     locator: [u8; 32],
     done: Option<DoneReport>,
+    limit: Option<DownloadLimit>,
+}
+
+/// The receivers counted against `--max-downloads`.
+struct DownloadLimit {
+    key: DoneKey,
+    max: usize,
+    /// Distinct peers that proved it; at most `max`.
+    peers: Mutex<std::collections::HashSet<PeerId>>,
 }
 
 impl LocalProvider {
@@ -152,26 +177,69 @@ impl LocalProvider {
             locator: share.id().locator(),
             share,
             done,
+            limit: None,
         }
+    }
+
+    /// Stops serving once `max` distinct receivers proved, with `key` (the
+    /// share's done-proof key), that they hold the whole share.
+    pub fn with_max_downloads(mut self, key: DoneKey, max: u32) -> LocalProvider {
+        self.limit = Some(DownloadLimit {
+            key,
+            max: max as usize,
+            peers: Mutex::default(),
+        });
+        self
     }
 
     /// The share.
     pub fn share(&self) -> &LocalShare {
         &self.share
     }
+
+    /// Distinct receivers counted so far against the download limit.
+    pub fn downloads(&self) -> usize {
+        self.limit
+            .as_ref()
+            .map_or(0, |l| l.peers.lock().expect("never poisoned").len())
+    }
+
+    /// Whether the download limit has been reached.
+    pub fn used_up(&self) -> bool {
+        self.limit
+            .as_ref()
+            .is_some_and(|l| l.peers.lock().expect("never poisoned").len() >= l.max)
+    }
+
+    /// Whether the share has expired by this machine's clock.
+    pub fn expired(&self) -> bool {
+        self.share.manifest().expires.is_some_and(|e| e.passed())
+    }
+
+    /// Whether `share` is this one and still served: not expired, not
+    /// used up.
+    fn serves(&self, share: &ManifestId) -> bool {
+        *share == self.share.id() && !self.expired() && !self.used_up()
+    }
 }
 
 impl Provider for LocalProvider {
     fn manifest(&self, share: &ManifestId) -> Option<Arc<[u8]>> {
-        (*share == self.share.id()).then(|| self.share.manifest_bytes())
+        self.serves(share).then(|| self.share.manifest_bytes())
     }
 
     fn have(&self, share: &ManifestId) -> Option<Have> {
-        (*share == self.share.id()).then_some(Have::All)
+        self.serves(share).then_some(Have::All)
+    }
+
+    fn expires(&self, share: &ManifestId) -> Option<Expiry> {
+        (*share == self.share.id())
+            .then(|| self.share.manifest().expires)
+            .flatten()
     }
 
     fn chunk_len(&self, share: &ManifestId, chunk: &ChunkId) -> Option<usize> {
-        if *share != self.share.id() {
+        if !self.serves(share) {
             return None;
         }
         let m = self.share.manifest();
@@ -185,7 +253,7 @@ impl Provider for LocalProvider {
     }
 
     fn chunk(&self, share: &ManifestId, chunk: &ChunkId) -> Result<Vec<u8>, Refusal> {
-        if *share != self.share.id() {
+        if !self.serves(share) {
             return Err(Refusal::NotFound);
         }
         match self.share.chunk(chunk) {
@@ -203,7 +271,8 @@ impl Provider for LocalProvider {
     }
 
     fn holds(&self, locator: &[u8; 32]) -> Option<ManifestId> {
-        (*locator == self.locator).then(|| self.share.id())
+        let id = self.share.id();
+        (*locator == self.locator && self.serves(&id)).then_some(id)
     }
 
     /// Anyone who knows the manifest id (a pin link's holder, a peer that
@@ -211,16 +280,28 @@ impl Provider for LocalProvider {
     /// prove it (audit F-03), which is what "a receiver has everything"
     /// must mean before a one-shot sender stops.
     fn verify_done(&self, share: &ManifestId, claim: &DoneClaim) -> bool {
-        *share == self.share.id()
-            && self
-                .done
-                .as_ref()
-                .is_some_and(|d| claim.verify(share, &d.key))
+        let key = match (&self.done, &self.limit) {
+            (Some(d), _) => &d.key,
+            (None, Some(l)) => &l.key,
+            (None, None) => return false,
+        };
+        *share == self.share.id() && claim.verify(share, key)
     }
 
     fn done(&self, share: &ManifestId, peer: PeerId) {
         if *share != self.share.id() {
             return;
+        }
+        if let Some(l) = &self.limit {
+            let mut peers = l.peers.lock().expect("never poisoned");
+            // Bounded: nothing is served, so nothing proven, past `max`.
+            if peers.len() < l.max && peers.insert(peer) && peers.len() == l.max {
+                tracing::info!(
+                    share = %share,
+                    "{} receiver(s) have the whole share; no longer serving it",
+                    l.max
+                );
+            }
         }
         if let Some(d) = &self.done {
             if d.to.try_send(peer).is_err() {
@@ -920,6 +1001,9 @@ impl StreamCtx {
         ) else {
             return Response::NotFound;
         };
+        if expired(self.shared.provider.as_ref(), &share) {
+            return Response::NotFound;
+        }
         Response::Holder {
             proof: holder_proof(&share.0, nonce, &self.peer.to_bytes(), &local.to_bytes()),
         }
@@ -978,6 +1062,21 @@ async fn answer(
     next: oneshot::Sender<()>,
 ) -> Reply {
     let p = &ctx.shared.provider;
+    let named = match &req {
+        Request::Manifest { share }
+        | Request::Have { share }
+        | Request::Chunk { share, .. }
+        | Request::DoneChallenge { share }
+        | Request::ProvenDone { share, .. }
+        | Request::Done { share }
+        | Request::Peers { share, .. } => Some(share),
+        // Checked once the locator is resolved (`StreamCtx::holder`).
+        Request::Holder { .. } => None,
+    };
+    if named.is_some_and(|s| expired(p.as_ref(), s)) {
+        let _ = next.send(());
+        return Reply::Msg(Response::NotFound);
+    }
     let Request::Chunk { share, chunk } = req else {
         let _ = next.send(());
         return match req {

@@ -131,6 +131,7 @@ mod tests {
         let opts = SealOptions {
             chunk_size: Some(size),
             threads: 1,
+            expires: None,
         };
         let key = ShareKey::generate().unwrap();
         let mut chunks = std::collections::HashMap::new();

@@ -51,6 +51,7 @@ pub fn seal_mem(
         &SealOptions {
             chunk_size: ChunkSize::from_log2(chunk_log2),
             threads,
+            expires: None,
         },
         |c| {
             chunks.insert(c.id, c.bytes.to_vec());
@@ -125,6 +126,7 @@ pub fn seal_raw(
         content_len: content.0,
         metadata_chunks,
         content_chunks,
+        expires: None,
     };
     (m, chunks)
 }
@@ -136,6 +138,8 @@ pub enum ReceiveError {
     Link(peerdrop::link::ParseError),
     /// The manifest did not verify or decode.
     Manifest(peerdrop::manifest::ManifestError),
+    /// The share expired, or the link's stated expiry is not the manifest's.
+    Expiry(peerdrop::link::ExpiryError),
     /// The key does not open the manifest.
     Open(peerdrop::open::OpenError),
     /// Unsealing failed.
@@ -147,6 +151,7 @@ impl std::fmt::Display for ReceiveError {
         match self {
             ReceiveError::Link(e) => e.fmt(f),
             ReceiveError::Manifest(e) => e.fmt(f),
+            ReceiveError::Expiry(e) => e.fmt(f),
             ReceiveError::Open(e) => e.fmt(f),
             ReceiveError::Unseal(e) => e.fmt(f),
         }
@@ -192,6 +197,8 @@ pub fn receive_with(
     let link = Link::parse_read_link(link).map_err(ReceiveError::Link)?;
     let m =
         Manifest::decode_verified(link.manifest_id(), manifest).map_err(ReceiveError::Manifest)?;
+    link.check_manifest(&m, std::time::SystemTime::now())
+        .map_err(ReceiveError::Expiry)?;
     let opener = Opener::new(m, link.require_key().unwrap()).map_err(ReceiveError::Open)?;
     // Hands out whatever it holds, even over the size asked for: the
     // receiving side must catch that itself.

@@ -76,8 +76,12 @@ export function parseFragment(fragment) {
 // ---- manifest (FORMAT.md 4) ----
 
 export const HEADER_LEN = 56;
+// Version 2 adds the expiry after the version-1 header (FORMAT.md 4.2).
+export const HEADER_LEN_EXPIRY = HEADER_LEN + 8;
 export const MAX_CHUNKS_PER_STREAM = 1 << 18;
-export const MAX_MANIFEST_LEN = HEADER_LEN + 2 * MAX_CHUNKS_PER_STREAM * 32;
+export const MAX_MANIFEST_LEN = HEADER_LEN_EXPIRY + 2 * MAX_CHUNKS_PER_STREAM * 32;
+// 9999-12-31T23:59:59Z, the latest expiry a manifest may carry.
+export const MAX_EXPIRY = 253402300799;
 export const MAX_METADATA_LEN = 64 * 1024 * 1024;
 export const CHUNK_OVERHEAD = 28;
 export const METADATA = 0;
@@ -90,24 +94,37 @@ function chunkCount(len, size) {
   return n === 0n ? 1n : n;
 }
 
+// An expiry as the CLI shows it: RFC 3339 in UTC, to the second.
+export function showExpiry(secs) {
+  return new Date(secs * 1000).toISOString().replace('.000Z', 'Z');
+}
+
 // Checks and parses manifest bytes already known to hash to the link's id
-// (the caller checks the id first, FORMAT.md 4.1 step 2).
-export function decodeManifest(bytes) {
+// (the caller checks the id first, FORMAT.md 4.1 step 2). A share whose
+// expiry has passed at `nowMs` is refused, as the CLI refuses it (7.6).
+export function decodeManifest(bytes, nowMs = Date.now()) {
   const len = bytes.length;
   if (len > MAX_MANIFEST_LEN) throw new ShareError(`manifest too large: ${len} bytes, the limit is ${MAX_MANIFEST_LEN}`, 'source');
-  const short = () => new ShareError(`manifest truncated: ${len} bytes, a manifest has at least ${HEADER_LEN}`, 'source');
-  if (len < 5) throw short();
+  const short = (min) => new ShareError(`manifest truncated: ${len} bytes, a manifest has at least ${min}`, 'source');
+  if (len < 5) throw short(HEADER_LEN);
   if (!(bytes[0] === 0x50 && bytes[1] === 0x44 && bytes[2] === 0x4d && bytes[3] === 0x46)) {
     throw new ShareError('not a peerdrop manifest (bad magic bytes)');
   }
-  if (bytes[4] !== 1) {
-    throw new ShareError(`manifest version ${bytes[4]} is not supported by this peerdrop (supports 1); upgrade peerdrop`);
+  if (bytes[4] !== 1 && bytes[4] !== 2) {
+    throw new ShareError(`manifest version ${bytes[4]} is not supported by this peerdrop (supports 1 and 2); upgrade peerdrop`);
   }
-  if (len < HEADER_LEN) throw short();
+  const headerLen = bytes[4] === 2 ? HEADER_LEN_EXPIRY : HEADER_LEN;
+  if (len < headerLen) throw short(headerLen);
   const log2 = bytes[5];
   if (log2 < 10 || log2 > 26) throw new ShareError(`manifest declares an invalid chunk size 2^${log2}`);
   if (bytes[6] !== 0 || bytes[7] !== 0) throw new ShareError('manifest has non-zero reserved bytes');
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let expires = null;
+  if (headerLen === HEADER_LEN_EXPIRY) {
+    const e = view.getBigUint64(56, true);
+    if (e === 0n || e > BigInt(MAX_EXPIRY)) throw new ShareError(`manifest declares an invalid expiry ${e} (seconds since 1970)`);
+    expires = Number(e);
+  }
   const metadataLen = view.getBigUint64(40, true);
   const contentLen = view.getBigUint64(48, true);
   if (metadataLen > BigInt(MAX_METADATA_LEN)) {
@@ -121,12 +138,12 @@ export function decodeManifest(bytes) {
       throw new ShareError(`manifest declares ${count} ${stream} chunks, the limit is ${MAX_CHUNKS_PER_STREAM}`);
     }
   }
-  const expected = HEADER_LEN + 32 * (Number(m) + Number(c));
+  const expected = headerLen + 32 * (Number(m) + Number(c));
   if (len !== expected) throw new ShareError(`manifest is ${len} bytes but its declared sizes need ${expected}`);
   const ids = [[], []];
   const seen = new Set();
   for (let i = 0; i < Number(m) + Number(c); i++) {
-    const id = bytes.subarray(HEADER_LEN + 32 * i, HEADER_LEN + 32 * (i + 1));
+    const id = bytes.subarray(headerLen + 32 * i, headerLen + 32 * (i + 1));
     const stream = i < Number(m) ? METADATA : CONTENT;
     const index = stream === METADATA ? i : i - Number(m);
     const h = hex(id);
@@ -134,12 +151,16 @@ export function decodeManifest(bytes) {
     seen.add(h);
     ids[stream].push(id);
   }
+  if (expires !== null && nowMs >= expires * 1000) {
+    throw new ShareError(`this share expired at ${showExpiry(expires)}; its sharer set it to stop then (ask them for a new link)`);
+  }
   return {
     chunkSize: Number(size),
     commitment: bytes.subarray(8, 40),
     // Below 2^44 after the count checks: safe as Numbers.
     streamLen: [Number(metadataLen), Number(contentLen)],
     ids,
+    expires,
   };
 }
 

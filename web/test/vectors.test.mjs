@@ -1,20 +1,22 @@
-// Runs every format vector (tests/vectors/format-v1.json) through the page's
+// Runs every format vector (tests/vectors/format-v1.json, and the
+// version-2 manifests of tests/vectors/expiry-v2.json) through the page's
 // receive path, as tests/vectors.rs does for the Rust one: the page must
 // accept exactly the shares peerdrop accepts, with the same errors.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { blake3 } from '@noble/hashes/blake3.js';
-import { base32Decode, hex, CONTENT } from '../src/format.js';
+import { base32Decode, hex, CONTENT, decodeManifest } from '../src/format.js';
 import { verifyManifest, checkKey, openChunk, readMetadata } from '../src/open.js';
 
-const file = new URL('../../tests/vectors/format-v1.json', import.meta.url);
-const { vectors } = JSON.parse(readFileSync(file, 'utf8'));
+const load = (name) => JSON.parse(readFileSync(new URL(`../../tests/vectors/${name}`, import.meta.url), 'utf8')).vectors;
 const unhex = (s) => Uint8Array.from(s.match(/../g) ?? [], (h) => parseInt(h, 16));
 
 async function receive(v) {
   const [body, keyPart] = v.link.split('#');
-  const id = base32Decode(body.split('/')[1]);
+  // A web link carries no expiry (docs/WEB.md): the page goes by the
+  // manifest's alone, so the link's `?expires=` is dropped here.
+  const id = base32Decode(body.split('?')[0].split('/')[1]);
   const key = base32Decode(keyPart);
   const manifest = verifyManifest(id, unhex(v.manifest));
   const aead = checkKey(manifest, key);
@@ -34,15 +36,29 @@ async function receive(v) {
   });
 }
 
-for (const v of vectors) {
-  test(v.name, async () => {
-    if (v.expect.ok) {
-      assert.deepEqual(await receive(v), v.expect.ok);
-    } else {
-      await assert.rejects(receive(v), (e) => {
-        assert.equal(e.message, v.expect.error);
-        return true;
-      });
-    }
-  });
+for (const file of ['format-v1.json', 'expiry-v2.json']) {
+  for (const v of load(file)) {
+    // Refusals of the link's stated expiry: a web link states none.
+    const kind = v.expect.kind ?? '';
+    if (kind.startsWith('ExpiryError::Mismatch') || kind.startsWith('ParseError::')) continue;
+    test(`${file}: ${v.name}`, async () => {
+      if (v.expect.ok) {
+        assert.deepEqual(await receive(v), v.expect.ok);
+      } else {
+        await assert.rejects(receive(v), (e) => {
+          assert.equal(e.message, v.expect.error);
+          return true;
+        });
+      }
+    });
+  }
 }
+
+test('a version-2 manifest decodes its expiry and is refused once it has passed', () => {
+  const v = load('expiry-v2.json').find((x) => x.name === 'expiry-not-stated');
+  const bytes = unhex(v.manifest);
+  assert.equal(decodeManifest(bytes).expires, 253402300799);
+  assert.equal(decodeManifest(unhex(load('format-v1.json')[0].manifest)).expires, null);
+  assert.throws(() => decodeManifest(bytes, 253402300799 * 1000), /this share expired at 9999-12-31T23:59:59Z/);
+  assert.equal(decodeManifest(bytes, 253402300798 * 1000).expires, 253402300799);
+});

@@ -10,7 +10,6 @@ use super::scheduler::run_queue;
 use super::sources::Sources;
 use super::{FetchError, FetchOptions, ProgressTx};
 use crate::chunk::Stream;
-use crate::crypto::ShareKey;
 use crate::link::Link;
 use crate::manifest::Manifest;
 use crate::meta::Metadata;
@@ -36,10 +35,15 @@ pub(super) struct Opened {
     pub(super) peers: Vec<PeerId>,
 }
 
-/// Connects, gets the manifest and the file list, and verifies both.
-pub(super) async fn open_share(src: &mut Sources, key: &ShareKey) -> Result<Opened, FetchError> {
+/// Connects, gets the manifest and the file list, and verifies both. An
+/// expired share, by the link or its manifest, is refused before the key
+/// is checked (docs/FORMAT.md, 7.6): the link's before anything is asked.
+pub(super) async fn open_share(src: &mut Sources, link: &Link) -> Result<Opened, FetchError> {
+    let key = link.require_key()?;
+    link.check_time(std::time::SystemTime::now())?;
     let peers = src.connect().await?;
     let (manifest, peers) = get_manifest(src, peers).await?;
+    link.check_manifest(&manifest, std::time::SystemTime::now())?;
     let opener = Arc::new(Opener::new(manifest.clone(), key)?);
     // The file list, collected in order.
     let n_meta = manifest.metadata_chunks.len() as u64;
@@ -73,9 +77,8 @@ pub async fn list(
     opts: &FetchOptions,
     progress: ProgressTx,
 ) -> Result<Listing, FetchError> {
-    let key = link.require_key()?;
     let mut src = Sources::new(client, *link.manifest_id(), sources, opts, progress);
-    let o = open_share(&mut src, key).await?;
+    let o = open_share(&mut src, link).await?;
     Ok(Listing {
         manifest: o.manifest,
         metadata: o.metadata,

@@ -9,6 +9,7 @@ use super::session::Fault;
 use super::sources::Sources;
 use super::FetchError;
 use crate::crypto::{holder_proof, proofs_match, random_32};
+use crate::link::ExpiryError;
 use crate::manifest::{Manifest, MAX_MANIFEST_LEN};
 use crate::net::frame::{read_msg, read_payload, write_msg};
 use crate::net::node::XFER;
@@ -26,6 +27,11 @@ pub(super) async fn get_manifest(
         for (k, &peer) in all.iter().enumerate() {
             match try_manifest(src, peer).await {
                 Ok(Some(m)) => {
+                    // Every copy has the same expiry (it is part of the
+                    // id): no other source can help.
+                    if let Some(e) = m.expires.filter(|e| e.passed()) {
+                        return Err(ExpiryError::Expired(e).into());
+                    }
                     // The sharer chose the chunk size (up to 64 MiB): from
                     // here on, chunks in flight are bounded in bytes.
                     src.opts = src.opts.within_memory(m.chunk_size.bytes());

@@ -331,6 +331,10 @@ pub enum FetchError {
     /// The link has no key.
     #[error(transparent)]
     Link(#[from] crate::link::ParseError),
+    /// The share expired, or the link's stated expiry is not the
+    /// manifest's.
+    #[error(transparent)]
+    Expiry(#[from] crate::link::ExpiryError),
     /// The `--only`/`--exclude` patterns take nothing of this share.
     #[error(transparent)]
     Select(#[from] SelectError),
@@ -365,7 +369,7 @@ pub async fn fetch(
         metadata,
         opener,
         peers,
-    } = open_share(&mut f, key).await?;
+    } = open_share(&mut f, link).await?;
     let subset = if opts.selection.is_everything() {
         Subset::everything(&metadata)
     } else {

@@ -64,14 +64,13 @@ pub async fn stream_file(
     progress: ProgressTx,
     out: Box<dyn Write + Send>,
 ) -> Result<u64, FetchError> {
-    let key = link.require_key()?;
     let mut src = Sources::new(client, *link.manifest_id(), sources, opts, progress);
     let Opened {
         manifest,
         metadata,
         opener,
         mut peers,
-    } = open_share(&mut src, key).await?;
+    } = open_share(&mut src, link).await?;
     let mut offset = 0;
     let mut file = None;
     for e in metadata.entries() {
