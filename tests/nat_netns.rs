@@ -11,12 +11,15 @@
 //!   inbound data stream is recorded with the kind of its connection);
 //! - symmetric NATs (ports randomised): punching cannot work, the transfer
 //!   completes through a relay, and the fetcher's status says relayed;
+//! - the same with relays that close a circuit after 2 MiB: a share four
+//!   times larger still completes, through one new circuit after another.
 //!
 //! Runs as root with iptables (as in CI); reported as skipped otherwise.
 
 mod common;
 
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use common::nat::*;
 use common::netns::Nat;
@@ -70,4 +73,55 @@ fn symmetric_nats_complete_relayed_and_status_says_so() {
         direct, 0,
         "the sharer served {direct} data stream(s) directly"
     );
+}
+
+#[test]
+fn a_relayed_transfer_larger_than_one_circuit_completes() {
+    if skip() {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // Counted both ways, handshakes and framing included: with 1 MiB
+    // chunks one circuit carries one chunk, perhaps two, then the relay
+    // closes it.
+    const LIMIT: usize = 2 << 20;
+    let w = World::build(
+        "l",
+        Nat::Symmetric,
+        &format!("relay_max_circuit_bytes = {LIMIT}\n"),
+    );
+    let started = Instant::now();
+    let conn = w.transfer(4 * LIMIT);
+    let took = started.elapsed();
+    assert_eq!(
+        conn["relayed"], true,
+        "a direct connection through two port-randomising NATs: {conn}"
+    );
+    let a_id = w.a.json(&["status"])["peer_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let log = log_of(&w.b.dir);
+    let circuits = log
+        .lines()
+        .filter(|l| l.contains("connected through a relay") && l.contains(&a_id))
+        .count();
+    assert!(
+        circuits >= 4,
+        "{} MiB went through {circuits} circuit(s) of at most {} MiB\nfetcher log:\n{}",
+        (4 * LIMIT) >> 20,
+        LIMIT >> 20,
+        log_tail(&w.b.dir)
+    );
+    // The circuits ended by the relay's limit are not the sharer's fault.
+    assert!(
+        !log.contains("dropping source"),
+        "the fetcher dropped a source:\n{}",
+        log_tail(&w.b.dir)
+    );
+    eprintln!(
+        "{} MiB through {circuits} circuits in {took:?}",
+        (4 * LIMIT) >> 20
+    );
+    assert!(took < Duration::from_secs(60), "the transfer took {took:?}");
 }

@@ -36,7 +36,7 @@ pub fn start(dir: &Path, ns: &str, args: &[&str], config: &str) -> Daemon {
         .env_remove("PEERDROP_DATA_DIR")
         .env(
             "RUST_LOG",
-            "info,peerdrop::net::node=debug,peerdrop::net::node::event_loop=info",
+            "info,peerdrop::net::node=debug,peerdrop::net::node::event_loop=info,peerdrop::net::fetch=debug",
         )
         .stdout(Stdio::null())
         .stderr(log)

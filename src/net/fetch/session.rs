@@ -58,6 +58,11 @@ pub(super) enum Fault {
     /// The peer is serving as much as it will ([`Response::Busy`]): ask
     /// again after this long. Not held against it unless it keeps saying so.
     Busy(Duration),
+    /// The session ran through a relay, delivered chunks, then lost its
+    /// connection: a relay closes a circuit at its byte or time limit.
+    /// Not held against the peer, which is reconnected at once (through a
+    /// new circuit, or directly).
+    CircuitEnded(String),
 }
 
 impl Fault {
@@ -171,6 +176,14 @@ impl<V: Verify> Session<V> {
     pub(super) async fn run(mut self) -> (PeerId, SessionEnd, u64) {
         self.job.queue().join(self.peer, Instant::now());
         self.job.changed();
+        // Connected by now (the scheduler starts sessions with connected
+        // sources), so this says what the stream below goes through.
+        let relayed = self
+            .job
+            .client
+            .only_relayed(self.peer)
+            .await
+            .unwrap_or(false);
         let mut end = match self.exchange().await {
             Ok(end) | Err(end) => end,
         };
@@ -179,6 +192,15 @@ impl<V: Verify> Session<V> {
         while let Some((i, h)) = self.verifying.pop_front() {
             if let Err(fatal @ SessionEnd::Fatal(_)) = self.settle(i, h).await {
                 end = fatal;
+            }
+        }
+        // A circuit that carried chunks and then closed reached its relay's
+        // limit (or the relay went away); one that closes before carrying
+        // a chunk still counts as a strike, so a relay whose limit is too
+        // small for one chunk cannot keep a fetch going forever.
+        if let SessionEnd::Fault(Fault::Lost(reason)) = &end {
+            if relayed && self.delivered > 0 {
+                end = Fault::CircuitEnded(reason.clone()).into();
             }
         }
         let taken = std::mem::take(&mut self.taken);

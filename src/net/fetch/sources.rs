@@ -16,6 +16,12 @@ use crate::net::addr::ip_of;
 use crate::net::node::Client;
 use crate::net::{is_quic, PeerAddr};
 
+/// The pause before reconnecting to a source whose circuit a relay closed:
+/// the session sees its stream fail a moment before the node sees the
+/// connection go, and a dial meanwhile would find the dying connection
+/// (and cost a strike when the stream on it fails).
+const CIRCUIT_REDIAL: Duration = Duration::from_millis(100);
+
 /// Most IP addresses whose strikes one fetch remembers.
 const MAX_BLAMED_IPS: usize = 1024;
 
@@ -211,6 +217,10 @@ impl Sources {
                 None
             }
             Fault::Busy(pause) => self.busy(peer, pause).await,
+            Fault::CircuitEnded(reason) => {
+                tracing::info!(%peer, %reason, "the relayed connection to a source ended after it carried chunks (a relay's limit); going on through a new one");
+                Some(CIRCUIT_REDIAL)
+            }
         }
     }
 

@@ -78,8 +78,8 @@ pub(super) struct EventLoop {
     >,
     /// Dials waiting for their connection, with the addresses not yet tried.
     pending_dial: HashMap<ConnectionId, PendingDial>,
-    /// Dials that found another dial to the same peer under way, waiting
-    /// for its outcome.
+    /// Dials that found another of these dials to the same peer under way,
+    /// waiting for its outcome.
     dial_waiters: HashMap<PeerId, Vec<oneshot::Sender<Result<(), NetError>>>>,
     /// Peers on the LAN, from mDNS (hints only: Noise authenticates them).
     discovered: LanPeers,
@@ -181,17 +181,27 @@ impl EventLoop {
                     let _ = reply.send(Ok(()));
                     return false;
                 }
+                if self.pending_dial.values().any(|(p, ..)| *p == peer) {
+                    self.wait_for(peer, reply);
+                    return false;
+                }
+                // Dials other behaviours started are not waited for: a
+                // hole punch's dial to addresses a NAT filters takes the
+                // transport's whole timeout (10 s) to fail, and one starts
+                // on every new relayed connection.
                 if addrs.is_empty() {
                     // Let the behaviours (mDNS, the DHT) supply addresses.
                     let opts = DialOpts::peer_id(peer)
-                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .condition(PeerCondition::Disconnected)
                         .build();
                     let id = opts.connection_id();
                     match self.swarm.dial(opts) {
                         Ok(()) => {
                             self.pending_dial.insert(id, (peer, Vec::new(), reply));
                         }
-                        Err(DialError::DialPeerConditionFalse(_)) => self.wait_for(peer, reply),
+                        Err(DialError::DialPeerConditionFalse(_)) => {
+                            let _ = reply.send(Ok(()));
+                        }
                         Err(e) => {
                             let _ = reply.send(Err(NetError::Dial {
                                 peer,
@@ -253,6 +263,9 @@ impl EventLoop {
                 self.reach
                     .await_direct(peer, Instant::now() + timeout, reply);
             }
+            Command::OnlyRelayed(peer, reply) => {
+                let _ = reply.send(self.reach.only_relayed(&peer));
+            }
             Command::Disconnect(peer) => {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
@@ -274,8 +287,8 @@ impl EventLoop {
         false
     }
 
-    /// Answers `reply` when the dial already under way to `peer` ends (or at
-    /// once if connected).
+    /// Answers `reply` when this loop's dial already under way to `peer`
+    /// ends (or at once if connected).
     fn wait_for(&mut self, peer: PeerId, reply: oneshot::Sender<Result<(), NetError>>) {
         if self.swarm.is_connected(&peer) {
             let _ = reply.send(Ok(()));
@@ -295,14 +308,24 @@ impl EventLoop {
     ) {
         loop {
             let Some(round) = rest.pop() else {
-                let _ = reply.send(Err(NetError::Dial {
-                    peer,
-                    reason: last_error,
-                }));
+                // Another dial (a hole punch, an inbound connection) may
+                // have connected meanwhile.
+                let connected = self.swarm.is_connected(&peer);
+                let waiters = self.dial_waiters.remove(&peer).unwrap_or_default();
+                for r in waiters.into_iter().chain([reply]) {
+                    let _ = r.send(if connected {
+                        Ok(())
+                    } else {
+                        Err(NetError::Dial {
+                            peer,
+                            reason: last_error.clone(),
+                        })
+                    });
+                }
                 return;
             };
             let opts = DialOpts::peer_id(peer)
-                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .condition(PeerCondition::Disconnected)
                 .addresses(round)
                 .build();
             let id = opts.connection_id();
@@ -312,8 +335,8 @@ impl EventLoop {
                     return;
                 }
                 Err(DialError::DialPeerConditionFalse(_)) => {
-                    // Already connected or being dialled: wait for that one.
-                    self.wait_for(peer, reply);
+                    // Connected already.
+                    let _ = reply.send(Ok(()));
                     return;
                 }
                 Err(e) => {
@@ -566,7 +589,13 @@ impl EventLoop {
             } => {
                 // An accepted circuit counts as relayed, not direct.
                 let addr = &remote_addr(&endpoint);
-                tracing::debug!(peer = %peer_id, %addr, "connected");
+                if is_relayed(addr) {
+                    // At info: a transfer that outlives a relay's limits
+                    // goes on through one circuit after another.
+                    tracing::info!(peer = %peer_id, %addr, "connected through a relay");
+                } else {
+                    tracing::debug!(peer = %peer_id, %addr, "connected");
+                }
                 for relayed in self.reach.connected(peer_id, connection_id, addr) {
                     tracing::info!(peer = %peer_id, %addr, "direct connection; closing the relayed one");
                     self.swarm.close_connection(relayed);
@@ -575,8 +604,11 @@ impl EventLoop {
                 if let Some((_, _, reply)) = self.pending_dial.remove(&connection_id) {
                     replies.push(reply);
                 }
+                let punch = is_relayed(addr)
+                    && !self.punch_wait.is_zero()
+                    && !self.reach.unpunchable(&peer_id, Instant::now());
                 for reply in replies {
-                    if is_relayed(addr) && !self.punch_wait.is_zero() {
+                    if punch {
                         // Hole punching starts on this connection: give it
                         // a moment, so bulk streams go on the direct one.
                         let deadline = Instant::now() + self.punch_wait;
@@ -588,17 +620,11 @@ impl EventLoop {
             }
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
-                peer_id,
                 error,
+                ..
             } => {
-                if let Some(waiters) = peer_id.and_then(|p| self.dial_waiters.remove(&p)) {
-                    for w in waiters {
-                        let _ = w.send(Err(NetError::Dial {
-                            peer: peer_id.expect("checked above"),
-                            reason: error.to_string(),
-                        }));
-                    }
-                }
+                // Waiters are answered when this loop's own dial to the
+                // peer gives up (in `dial_next`), not when any dial fails.
                 if let Some((peer, rest, reply)) = self.pending_dial.remove(&connection_id) {
                     self.dial_next(peer, rest, reply, error.to_string());
                 }
@@ -721,8 +747,11 @@ impl EventLoop {
                 cause,
                 ..
             } => {
-                tracing::debug!(peer = %peer_id, ?cause, "connection closed");
-                self.reach.closed(peer_id, connection_id);
+                if self.reach.closed(peer_id, connection_id) {
+                    tracing::info!(peer = %peer_id, ?cause, "relayed connection closed");
+                } else {
+                    tracing::debug!(peer = %peer_id, ?cause, "connection closed");
+                }
                 if self.shutdown.is_some() && self.swarm.connected_peers().next().is_none() {
                     if let Some(reply) = self.shutdown.take() {
                         let _ = reply.send(());

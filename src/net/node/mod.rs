@@ -166,6 +166,7 @@ pub(crate) enum Command {
     ReachStatus(oneshot::Sender<ReachStatus>),
     KnownPeers(oneshot::Sender<Vec<KnownPeer>>),
     WaitDirect(PeerId, Duration, oneshot::Sender<bool>),
+    OnlyRelayed(PeerId, oneshot::Sender<bool>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -264,6 +265,13 @@ impl Client {
     /// `timeout` passes (false).
     pub async fn wait_direct(&self, peer: PeerId, timeout: Duration) -> Result<bool, NetError> {
         self.call(|tx| Command::WaitDirect(peer, timeout, tx)).await
+    }
+
+    /// Whether `peer` is connected through relays only (false when not
+    /// connected, or once a connection to it is direct): streams opened to
+    /// it now go through a circuit, which its relay closes at a limit.
+    pub async fn only_relayed(&self, peer: PeerId) -> Result<bool, NetError> {
+        self.call(|tx| Command::OnlyRelayed(peer, tx)).await
     }
 
     /// Closes every connection to `peer` (for one that misbehaved).

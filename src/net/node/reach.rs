@@ -3,7 +3,7 @@
 //! hole punching outcomes, and the callers waiting for a direct connection.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libp2p::core::transport::ListenerId;
 use libp2p::swarm::ConnectionId;
@@ -19,6 +19,13 @@ use crate::net::status::{KnownPeer, PeerConnections, PunchStats, Reachability};
 const MAX_KNOWN: usize = 1024;
 /// Most addresses remembered per known peer.
 const MAX_KNOWN_ADDRS: usize = 8;
+/// How long after hole punching to a peer gave up a new relayed connection
+/// to it is answered at once, instead of waiting for another punch: NATs
+/// do not change their ways that fast, and a transfer that outlives a
+/// relay's limits goes through one new circuit after another.
+const UNPUNCHABLE_FOR: Duration = Duration::from_secs(600);
+/// Most peers remembered as not to be punched through to.
+const MAX_UNPUNCHABLE: usize = 1024;
 
 /// A caller waiting for a direct connection to a peer.
 enum Waiter {
@@ -49,6 +56,9 @@ pub(super) struct Reach {
     waiters: HashMap<PeerId, Vec<Waiter>>,
     /// Hole punching outcomes.
     pub(super) punches: PunchStats,
+    /// Peers hole punching to gave up on lately (failed, or not done by a
+    /// waiting dial's deadline), with when.
+    unpunchable: HashMap<PeerId, Instant>,
 }
 
 impl Reach {
@@ -80,6 +90,7 @@ impl Reach {
             .filter(|(_, a)| is_relayed(a))
             .map(|(c, _)| *c)
             .collect();
+        self.unpunchable.remove(&peer);
         for w in self.waiters.remove(&peer).unwrap_or_default() {
             match w {
                 Waiter::Dial(_, r) => {
@@ -93,14 +104,16 @@ impl Reach {
         relayed
     }
 
-    /// Forgets a closed connection.
-    pub(super) fn closed(&mut self, peer: PeerId, id: ConnectionId) {
-        if let Some(c) = self.conns.get_mut(&peer) {
-            c.remove(&id);
-            if c.is_empty() {
-                self.conns.remove(&peer);
-            }
+    /// Forgets a closed connection; true if it was relayed.
+    pub(super) fn closed(&mut self, peer: PeerId, id: ConnectionId) -> bool {
+        let Some(c) = self.conns.get_mut(&peer) else {
+            return false;
+        };
+        let relayed = c.remove(&id).is_some_and(|a| is_relayed(&a));
+        if c.is_empty() {
+            self.conns.remove(&peer);
         }
+        relayed
     }
 
     /// Whether some connection to `peer` is direct.
@@ -108,6 +121,13 @@ impl Reach {
         self.conns
             .get(peer)
             .is_some_and(|c| c.values().any(|a| !is_relayed(a)))
+    }
+
+    /// Whether `peer` is connected, and through relays only.
+    pub(super) fn only_relayed(&self, peer: &PeerId) -> bool {
+        self.conns
+            .get(peer)
+            .is_some_and(|c| !c.is_empty() && c.values().all(is_relayed))
     }
 
     /// One remote address per connected peer, a direct one if any.
@@ -174,10 +194,34 @@ impl Reach {
             .push(Waiter::Direct(deadline, reply));
     }
 
+    /// Whether hole punching to `peer` gave up lately, so that a dial
+    /// ending on a relayed connection to it need not wait for a punch.
+    pub(super) fn unpunchable(&self, peer: &PeerId, now: Instant) -> bool {
+        self.unpunchable
+            .get(peer)
+            .is_some_and(|t| now.duration_since(*t) < UNPUNCHABLE_FOR)
+    }
+
+    /// Remembers that hole punching to `peer` gave up at `now`.
+    fn gave_up_punching(&mut self, peer: PeerId, now: Instant) {
+        if !self.unpunchable.contains_key(&peer) && self.unpunchable.len() >= MAX_UNPUNCHABLE {
+            self.unpunchable
+                .retain(|_, t| now.duration_since(*t) < UNPUNCHABLE_FOR);
+            if self.unpunchable.len() >= MAX_UNPUNCHABLE {
+                let oldest = self.unpunchable.iter().min_by_key(|(_, t)| **t);
+                if let Some(p) = oldest.map(|(p, _)| *p) {
+                    self.unpunchable.remove(&p);
+                }
+            }
+        }
+        self.unpunchable.insert(peer, now);
+    }
+
     /// Hole punching to `peer` gave up: dials waiting for it are answered
     /// (the relayed connection stands).
     pub(super) fn punch_failed(&mut self, peer: PeerId) {
         self.punches.failed += 1;
+        self.gave_up_punching(peer, Instant::now());
         if let Some(ws) = self.waiters.get_mut(&peer) {
             let (dials, rest): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(ws)
                 .into_iter()
@@ -194,7 +238,8 @@ impl Reach {
 
     /// Answers the waiters whose deadline passed.
     pub(super) fn expire(&mut self, now: Instant) {
-        for ws in self.waiters.values_mut() {
+        let mut gave_up = Vec::new();
+        for (peer, ws) in self.waiters.iter_mut() {
             let (due, keep): (Vec<Waiter>, Vec<Waiter>) =
                 std::mem::take(ws).into_iter().partition(|w| match w {
                     Waiter::Dial(t, _) | Waiter::Direct(t, _) => *t <= now,
@@ -203,6 +248,9 @@ impl Reach {
             for w in due {
                 match w {
                     Waiter::Dial(_, r) => {
+                        // Still relayed at the deadline: the punch did not
+                        // work in time (DCUtR's own failure may come later).
+                        gave_up.push(*peer);
                         let _ = r.send(Ok(()));
                     }
                     Waiter::Direct(_, r) => {
@@ -212,6 +260,9 @@ impl Reach {
             }
         }
         self.waiters.retain(|_, ws| !ws.is_empty());
+        for peer in gave_up {
+            self.gave_up_punching(peer, now);
+        }
     }
 
     /// Learns what `peer` said of itself. Returns its addresses ordered
@@ -308,8 +359,10 @@ mod tests {
             ConnectionId::new_unchecked(1),
             ConnectionId::new_unchecked(2),
         );
+        assert!(!r.only_relayed(&peer));
         assert!(r.connected(peer, c1, &relayed).is_empty());
         assert!(!r.is_direct(&peer));
+        assert!(r.only_relayed(&peer));
         let (tx, rx) = oneshot::channel();
         r.await_punch(
             peer,
@@ -323,13 +376,32 @@ mod tests {
             dtx,
         );
         assert_eq!(r.connected(peer, c2, &direct), vec![c1]);
+        assert!(!r.only_relayed(&peer));
         assert!(rx.await.unwrap().is_ok());
         assert!(drx.await.unwrap());
         assert_eq!(r.one_addr_each(), vec![(peer, direct.clone())]);
-        r.closed(peer, c1);
+        assert!(r.closed(peer, c1), "the closed connection was relayed");
         let c = r.connections();
         assert_eq!(c[0].direct, vec![direct]);
         assert!(c[0].relayed.is_empty());
+    }
+
+    #[test]
+    fn a_peer_punching_gave_up_on_is_not_waited_for_again_until_direct() {
+        let mut r = Reach::default();
+        let peer = PeerId::random();
+        let now = Instant::now();
+        assert!(!r.unpunchable(&peer, now));
+        r.punch_failed(peer);
+        assert!(r.unpunchable(&peer, Instant::now()));
+        assert!(!r.unpunchable(&peer, Instant::now() + UNPUNCHABLE_FOR));
+        let direct: Multiaddr = "/ip4/203.0.113.9/tcp/2".parse().unwrap();
+        r.connected(peer, ConnectionId::new_unchecked(1), &direct);
+        assert!(!r.unpunchable(&peer, Instant::now()));
+        for _ in 0..2 * MAX_UNPUNCHABLE {
+            r.gave_up_punching(PeerId::random(), now);
+        }
+        assert_eq!(r.unpunchable.len(), MAX_UNPUNCHABLE);
     }
 
     #[tokio::test]
