@@ -315,3 +315,78 @@ fn send_expire_is_shown_by_inspect_and_ends_the_share() {
     );
     assert_eq!(final_names_in(dest.path()), Vec::<String>::new());
 }
+
+/// An honest pinner holds the ciphertext of a share that expires, and
+/// serves it until then; from the expiry on it answers `NotFound`, the
+/// holder question too, though it never had the key (the expiry is in the
+/// manifest it verified).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_share_is_refused_by_an_honest_pinner() {
+    tokio::time::timeout(LIMIT, async {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = sub(&tmp, "slides.pdf");
+        fs::write(&f, bytes(9, 300 << 10)).unwrap();
+        let mut c = Command::new(BIN);
+        c.arg("send")
+            .arg(&f)
+            .args(["--expire", "12s", "--json", "--no-mdns"])
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut sender = Proc(c.spawn().unwrap());
+        let mut out = BufReader::new(sender.0.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let link = Link::parse_read_link(v["link"].as_str().unwrap()).unwrap();
+        let expires = link.expires().unwrap();
+        let id = *link.manifest_id();
+        let pin_link = link.to_pin_link().to_uri_string();
+        assert!(pin_link.ends_with(&format!("?expires={}", expires.unix())));
+
+        let pinner = common::daemon::Daemon::start(&sub(&tmp, "pinner"));
+        let o = common::daemon::cli(&pinner.dir, &["pin", &pin_link]);
+        assert!(o.status.success(), "{}", common::daemon::err(&o));
+        // The sharer is gone: only the pinner can answer now.
+        drop(sender);
+        let status = pinner.json(&["status"]);
+        let server = Server {
+            client: node::spawn(NodeConfig::default()).unwrap(),
+            addr: peerdrop::net::PeerAddr {
+                peer: status["peer_id"].as_str().unwrap().parse().unwrap(),
+                addrs: vec![status["listen"][0].as_str().unwrap().parse().unwrap()],
+            },
+        };
+        let asker = &server.client;
+        let holder = Request::Holder {
+            locator: id.locator(),
+            nonce: [6; 32],
+        };
+        assert!(matches!(
+            ask(asker, &server, Request::Manifest { share: id }).await,
+            Some(Response::Manifest { .. })
+        ));
+        assert!(matches!(
+            ask(asker, &server, holder.clone()).await,
+            Some(Response::Holder { .. })
+        ));
+        assert!(!expires.passed(), "pinning took longer than the expiry");
+
+        wait_past(expires, Duration::from_secs(10)).await;
+        for req in [
+            Request::Manifest { share: id },
+            Request::Have { share: id },
+            holder,
+        ] {
+            assert_eq!(
+                ask(asker, &server, req.clone()).await,
+                Some(Response::NotFound),
+                "{req:?} after the expiry"
+            );
+        }
+        server.client.shutdown().await;
+    })
+    .await
+    .expect("within the time limit");
+}
