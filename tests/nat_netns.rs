@@ -12,7 +12,10 @@
 //! - symmetric NATs (ports randomised): punching cannot work, the transfer
 //!   completes through a relay, and the fetcher's status says relayed;
 //! - the same with relays that close a circuit after 2 MiB: a share four
-//!   times larger still completes, through one new circuit after another.
+//!   times larger still completes, through one new circuit after another;
+//! - cone NATs whose routers forward no TCP: the punch works over QUIC
+//!   alone, and the sharer served every data stream over a direct QUIC
+//!   connection.
 //!
 //! Runs as root with iptables (as in CI); reported as skipped otherwise.
 
@@ -36,6 +39,13 @@ fn cone_nats_are_hole_punched_and_the_transfer_runs_direct() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let w = World::build("c", Nat::Cone, "");
     let conn = w.transfer(4 << 20);
+    assert_punched(&w, &conn);
+}
+
+/// The fetcher's connection to the sharer (`conn`, its status entry) ended
+/// direct, and the sharer served data streams directly and none through a
+/// relay.
+fn assert_punched(w: &World, conn: &serde_json::Value) {
     assert_eq!(
         conn["relayed"],
         false,
@@ -124,4 +134,25 @@ fn a_relayed_transfer_larger_than_one_circuit_completes() {
         (4 * LIMIT) >> 20
     );
     assert!(took < Duration::from_secs(60), "the transfer took {took:?}");
+}
+
+#[test]
+fn cone_nats_are_hole_punched_over_quic_alone() {
+    if skip() {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let w = World::build_with("q", Nat::Cone, "", Transports::QuicOnly);
+    let conn = w.transfer(2 << 20);
+    assert_punched(&w, &conn);
+    let log = log_of(&w.a.dir);
+    let direct: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("inbound data stream") && l.contains("relayed=false"))
+        .collect();
+    assert!(
+        direct.iter().all(|l| l.contains("/quic-v1")),
+        "a data stream came on a direct connection that is not QUIC:\n{}",
+        direct.join("\n")
+    );
 }

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::daemon::*;
-use super::netns::{self, home, Nat, Netns};
+use super::netns::{self, exec_in, home, Nat, Netns};
 use super::{bytes, sub};
 
 pub fn skip() -> bool {
@@ -163,8 +163,20 @@ impl Public {
     /// Adds home `side` (0 for A, 1 for B) behind a router with `nat`;
     /// returns the namespace of its host.
     pub fn home(&self, net: &mut Netns, tag: &str, side: usize, nat: Nat) -> String {
+        self.home_with(net, tag, side, nat, Transports::Both)
+    }
+
+    /// As [`Public::home`], with a router that forwards only `transports`.
+    pub fn home_with(
+        &self,
+        net: &mut Netns,
+        tag: &str,
+        side: usize,
+        nat: Nat,
+        transports: Transports,
+    ) -> String {
         let name = ["a", "b"][side];
-        let (_router, host) = home(
+        let (router, host) = home(
             net,
             &self.bridge,
             &format!("{tag}{name}"),
@@ -172,6 +184,15 @@ impl Public {
             81 + side as u8,
             nat,
         );
+        if transports == Transports::QuicOnly {
+            // Both ways, so no TCP connection, direct or to a relay, is
+            // ever made from the home: every candidate a punch can use is
+            // a QUIC one.
+            exec_in(
+                &router,
+                &["iptables", "-I", "FORWARD", "-p", "tcp", "-j", "DROP"],
+            );
+        }
         host
     }
 
@@ -184,6 +205,16 @@ impl Public {
             });
         }
     }
+}
+
+/// What a home's router forwards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transports {
+    /// TCP and UDP.
+    Both,
+    /// UDP only (TCP dropped both ways): the home's nodes reach others over
+    /// QUIC alone.
+    QuicOnly,
 }
 
 /// The network and its daemons; namespaces and processes go with it.
@@ -205,13 +236,24 @@ impl World {
     /// starts three public daemons with `relay_config`, and a daemon in
     /// each home, and waits until home A holds two circuit reservations.
     pub fn build(tag: &str, nat: Nat, relay_config: &str) -> World {
+        World::build_with(tag, nat, relay_config, Transports::Both)
+    }
+
+    /// As [`World::build`], with home routers that forward `transports`
+    /// only (and the home daemons' bootstrap address a QUIC one when TCP is
+    /// not forwarded).
+    pub fn build_with(tag: &str, nat: Nat, relay_config: &str, transports: Transports) -> World {
         let tmp = tempfile::tempdir().unwrap();
         let mut net = Netns::with_prefix("rp");
         let public = Public::build(&mut net, &tmp, tag, relay_config);
         let mut homes = Vec::new();
         let mut hosts = Vec::new();
         for (i, side) in ["a", "b"].iter().enumerate() {
-            let host = public.home(&mut net, tag, i, nat);
+            let host = public.home_with(&mut net, tag, i, nat, transports);
+            let bootstrap = match transports {
+                Transports::Both => public.addrs[i].clone(),
+                Transports::QuicOnly => public.addrs[i].replace("/tcp/4001/", "/udp/4001/quic-v1/"),
+            };
             // Each home knows one public daemon, not the same one.
             let d = start(
                 &sub(&tmp, side),
@@ -222,7 +264,7 @@ impl World {
                     "--listen",
                     "/ip4/0.0.0.0/udp/0/quic-v1",
                     "--bootstrap",
-                    &public.addrs[i],
+                    &bootstrap,
                 ],
                 "",
             );
