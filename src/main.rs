@@ -42,6 +42,7 @@ fn main() -> ExitCode {
         Command::Cancel(a) => (a.job.json, cli::remote::cancel(a)),
         Command::Retry(a) => (a.json, cli::remote::retry(a)),
         Command::Priority(a) => (a.json, cli::remote::priority(a)),
+        Command::Ui(a) => (false, cli::ui::run(a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

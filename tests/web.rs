@@ -265,7 +265,19 @@ fn open_in_browser(ns: Option<&str>, url: &str, out: &Path, screenshot: Option<&
         "url": url, "out": out, "timeoutMs": 150_000, "chromium": CHROMIUM,
         "screenshot": screenshot, "phone": screenshot.is_some(),
     });
-    let script = browser_dir().join("receive.mjs");
+    let json = run_script(ns, "receive.mjs", &opts);
+    // The page loads nothing from anywhere but the node, and the key never
+    // leaves the page: not in a request, not in a Referer.
+    let origin = url.split('#').next().unwrap();
+    let key = url.rsplit('/').next().unwrap();
+    let (json, requests) = checked_requests(json, &[origin], key);
+    Outcome { json, requests }
+}
+
+/// Runs tests/browser/SCRIPT with `opts` (inside namespace `ns`, if given)
+/// and returns the JSON line it prints; bounded: the script has its own
+/// deadline, and the process is killed if it overruns it.
+fn run_script(ns: Option<&str>, script: &str, opts: &Value) -> Value {
     let mut cmd = match ns {
         Some(ns) => {
             let mut c = Command::new("ip");
@@ -274,7 +286,7 @@ fn open_in_browser(ns: Option<&str>, url: &str, out: &Path, screenshot: Option<&
         }
         None => Command::new("node"),
     };
-    cmd.arg(&script)
+    cmd.arg(browser_dir().join(script))
         .arg(opts.to_string())
         .current_dir(browser_dir())
         .stdout(Stdio::piped())
@@ -284,15 +296,19 @@ fn open_in_browser(ns: Option<&str>, url: &str, out: &Path, screenshot: Option<&
     let line = String::from_utf8_lossy(&out.stdout);
     let json: Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| {
         panic!(
-            "receive.mjs printed no result ({e}): {line}\n{}",
+            "{script} printed no result ({e}): {line}\n{}",
             String::from_utf8_lossy(&out.stderr)
         )
     });
     assert!(json["fatal"].is_null(), "the browser script failed: {json}");
-    // The page loads nothing from anywhere but the node, and the key never
-    // leaves the page: not in a request, not in a Referer.
-    let origin = url.split('#').next().unwrap();
-    let key = url.rsplit('/').next().unwrap();
+    json
+}
+
+/// Checks that every request the pages made went to one of `origins` (or
+/// a `blob:`), without `secret` and without a `Referer`, and that the
+/// console shows no CSP violation or script error; returns the result
+/// without its request list, and the requested URLs.
+fn checked_requests(mut json: Value, origins: &[&str], secret: &str) -> (Value, Vec<String>) {
     let requests: Vec<String> = json["requests"]
         .as_array()
         .unwrap()
@@ -302,19 +318,17 @@ fn open_in_browser(ns: Option<&str>, url: &str, out: &Path, screenshot: Option<&
     for r in json["requests"].as_array().unwrap() {
         let u = r["url"].as_str().unwrap();
         assert!(
-            u.starts_with(origin) || u.starts_with("blob:"),
+            origins.iter().any(|o| u.starts_with(o)) || u.starts_with("blob:"),
             "a request left the node's origin: {u}"
         );
-        assert!(!u.contains(key), "the key was sent: {u}");
+        assert!(!u.contains(secret), "the key was sent: {u}");
         let referer = r["referer"].as_str().unwrap_or("");
         assert!(referer.is_empty(), "a Referer was sent: {r}");
     }
-    let mut json = json;
     // Checked above; too long for the messages below.
     json.as_object_mut().unwrap().remove("requests");
-    // No CSP violation or script error.
     assert_eq!(json["console"], serde_json::json!([]), "console: {json}");
-    Outcome { json, requests }
+    (json, requests)
 }
 
 fn wait_with_deadline(mut child: Child, limit: Duration) -> std::process::Output {
@@ -744,4 +758,336 @@ fn a_daemon_with_web_on_serves_its_shares_to_chromium() {
         common::daemon::err(&out)
     );
     assert!(d2.json(&["status"])["web"].is_null());
+}
+
+/// One HTTP/1.1 request to `addr` (the whole request text, `Connection:
+/// close` added) and the answer's status and text; bounded by socket
+/// deadlines.
+fn http(addr: &str, head: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = head.trim_end().replace('\n', "\r\n");
+    req.push_str(&format!(
+        "\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    ));
+    if body.is_empty() && head.starts_with("GET") {
+        req = req.replace("Content-Length: 0\r\n", "");
+    }
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    (status, text)
+}
+
+/// The body of an HTTP answer.
+fn body_of(answer: &str) -> &str {
+    answer.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+/// `peerdrop ui`'s link, split into the listener's address and the token.
+fn ui_link_of(dir: &Path) -> (String, String, String) {
+    let out = common::daemon::cli(dir, &["ui"]);
+    assert!(out.status.success(), "{}", common::daemon::err(&out));
+    let link = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let rest = link.strip_prefix("http://").unwrap();
+    let (addr, token) = rest.split_once("/?token=").unwrap();
+    (link.clone(), addr.to_owned(), token.to_owned())
+}
+
+/// The UI listens on loopback only and answers nothing without its token,
+/// from another origin, or under another host name (DNS rebinding); with
+/// them it answers control requests exactly as the socket does and takes
+/// uploads, bounded in size and refusing unsafe names.
+#[test]
+fn the_ui_needs_its_token_its_origin_and_its_host() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = sub(&tmp, "node");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("peerdrop.toml"), "ui_max_upload = 1000\n").unwrap();
+    let d = common::daemon::Daemon::start(&dir);
+    let (link, addr, token) = ui_link_of(&dir);
+    assert!(addr.starts_with("127.0.0.1:"), "{link}");
+    assert_eq!(d.json(&["status"])["ui"].as_str(), Some(addr.as_str()));
+    assert_eq!(token.len(), 64);
+    // Kept owner-only, and the same link after a restart.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(dir.join("ui.token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let host = format!("Host: {addr}");
+    let origin = format!("Origin: http://{addr}");
+    let tok = format!("X-Peerdrop-Token: {token}");
+
+    // The page, with its token in its own URLs, and the strict headers.
+    let (code, page) = http(&addr, &format!("GET /?token={token} HTTP/1.1\n{host}"), b"");
+    assert_eq!(code, 200, "{page}");
+    assert!(body_of(&page).contains(&format!("/ui.js?token={token}")));
+    let lower = page.to_ascii_lowercase();
+    assert!(lower.contains(&format!(
+        "content-security-policy: {}",
+        peerdrop::web::CSP.to_ascii_lowercase()
+    )));
+    assert!(lower.contains("cache-control: no-store"));
+    assert!(lower.contains("referrer-policy: no-referrer"));
+    let (code, _) = http(
+        &addr,
+        &format!("GET /ui.js?token={token} HTTP/1.1\n{host}"),
+        b"",
+    );
+    assert_eq!(code, 200);
+
+    // Refused: no token, a wrong one, another origin, another host.
+    let list = br#"{"version":1,"cmd":"list"}"#;
+    let json = "Content-Type: application/json";
+    let post = |extra: &str| http(&addr, &format!("POST /api/control HTTP/1.1\n{extra}"), list);
+    let mut wrong = token.clone().into_bytes();
+    wrong[0] = if wrong[0] == b'a' { b'b' } else { b'a' };
+    let wrong = format!("X-Peerdrop-Token: {}", String::from_utf8(wrong).unwrap());
+    for (what, headers, want) in [
+        ("no token", format!("{host}\n{origin}\n{json}"), 401),
+        (
+            "a wrong token",
+            format!("{host}\n{origin}\n{json}\n{wrong}"),
+            403,
+        ),
+        (
+            "another origin",
+            format!("{host}\nOrigin: http://evil.example\n{json}\n{tok}"),
+            403,
+        ),
+        (
+            "a cross-site fetch",
+            format!("{host}\nSec-Fetch-Site: cross-site\n{json}\n{tok}"),
+            403,
+        ),
+        (
+            "a rebound host name",
+            format!(
+                "Host: evil.example:{}\n{json}\n{tok}",
+                addr.rsplit(':').next().unwrap()
+            ),
+            421,
+        ),
+        ("no host", format!("{json}\n{tok}"), 421),
+        (
+            "not JSON",
+            format!("{host}\n{origin}\n{tok}\nContent-Type: text/plain"),
+            415,
+        ),
+    ] {
+        let (code, answer) = post(&headers);
+        assert_eq!(code, want, "{what}: {answer}");
+        assert!(
+            !body_of(&answer).contains("\"ok\""),
+            "{what} was answered: {answer}"
+        );
+    }
+    let (code, _) = http(&addr, &format!("GET / HTTP/1.1\n{host}"), b"");
+    assert_eq!(code, 401, "the page without its token");
+
+    // Allowed: the control protocol's own answers, errors included.
+    let (code, answer) = post(&format!("{host}\n{origin}\n{json}\n{tok}"));
+    assert_eq!(code, 200, "{answer}");
+    let reply: Value = serde_json::from_str(body_of(&answer).trim()).unwrap();
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert!(reply["shares"].as_array().unwrap().is_empty());
+    let (_, answer) = http(
+        &addr,
+        &format!("POST /api/control?token={token} HTTP/1.1\n{host}\n{json}"),
+        br#"{"version":1,"cmd":"nope"}"#,
+    );
+    let reply: Value = serde_json::from_str(body_of(&answer).trim()).unwrap();
+    assert_eq!(reply["code"], "bad_request", "{reply}");
+
+    // An upload is stored in the data dir and shared from there.
+    let upload = |name: &str, data: &[u8]| {
+        http(
+            &addr,
+            &format!("POST /api/upload?name={name} HTTP/1.1\n{host}\n{origin}\n{tok}"),
+            data,
+        )
+    };
+    let (code, answer) = upload("hello%20there.txt", b"hello from the UI");
+    assert_eq!(code, 200, "{answer}");
+    let reply: Value = serde_json::from_str(body_of(&answer).trim()).unwrap();
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["files"], 1);
+    let list = d.json(&["list"]);
+    assert_eq!(list["shares"][0]["names"][0], "hello there.txt", "{list}");
+    let stored: Vec<PathBuf> = fs::read_dir(dir.join("uploads"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("hello there.txt"))
+        .collect();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(fs::read(&stored[0]).unwrap(), b"hello from the UI");
+    // Too large, or a name the share format refuses: nothing kept.
+    let (code, _) = upload("big.bin", &[7; 1001]);
+    assert_eq!(code, 413);
+    for bad in ["..", "a%2Fb", "%2E%2E%2Fx", "CON"] {
+        let (code, answer) = upload(bad, b"x");
+        assert_eq!(code, 400, "{bad}: {answer}");
+    }
+    assert_eq!(fs::read_dir(dir.join("uploads")).unwrap().count(), 1);
+    // The data dir itself is still refused.
+    let (_, answer) = http(
+        &addr,
+        &format!("POST /api/control HTTP/1.1\n{host}\n{origin}\n{tok}\n{json}"),
+        format!(
+            r#"{{"version":1,"cmd":"share","paths":[{:?}]}}"#,
+            dir.join("uploads").to_str().unwrap()
+        )
+        .as_bytes(),
+    );
+    assert!(
+        body_of(&answer).contains("\"code\":\"invalid\""),
+        "{answer}"
+    );
+
+    // A QR code of a link, as SVG.
+    let (code, answer) = http(
+        &addr,
+        &format!("POST /api/qr HTTP/1.1\n{host}\n{origin}\n{tok}"),
+        reply["link"].as_str().unwrap().as_bytes(),
+    );
+    assert_eq!(code, 200);
+    assert!(body_of(&answer).contains("<svg"), "{answer}");
+
+    // The token survives a restart; a UI not on loopback is refused.
+    drop(d);
+    let d = common::daemon::Daemon::start(&dir);
+    assert_eq!(ui_link_of(&dir).2, token);
+    drop(d);
+    fs::write(dir.join("peerdrop.toml"), "ui_listen = \"0.0.0.0:0\"\n").unwrap();
+    let mut c = Command::new(BIN);
+    c.args([
+        "daemon",
+        "--no-mdns",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--data-dir",
+    ])
+    .arg(&dir);
+    let out = common::daemon::bounded(c);
+    assert!(!out.status.success());
+    assert!(
+        common::daemon::err(&out).contains("is not a loopback address"),
+        "{}",
+        common::daemon::err(&out)
+    );
+}
+
+/// The local UI in chromium: on daemon A's UI a file is shared by its path
+/// and listed with its link and QR code, and another is shared by dropping
+/// it; on daemon B's UI that link is fetched (through B, from A) until
+/// done, byte-identical, and a fetch of a link nobody serves is cancelled.
+/// Every request stays on the UI's origin, with no Referer, and the
+/// console shows no CSP violation.
+#[test]
+fn the_ui_in_chromium_shares_fetches_and_cancels() {
+    if !browser_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let a_dir = sub(&tmp, "a");
+    let b_dir = sub(&tmp, "b");
+    let a = common::daemon::Daemon::start(&a_dir);
+    let b = common::daemon::Daemon::start(&b_dir);
+    let (a_link, a_addr, _) = ui_link_of(&a_dir);
+    let (b_link, b_addr, _) = ui_link_of(&b_dir);
+
+    let file = sub(&tmp, "src").join("report.pdf");
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let data = bytes(31, (3 << 20) + 77);
+    fs::write(&file, &data).unwrap();
+    // A link nobody serves: sealed into a folder no node reads.
+    let mut seal = Command::new(BIN);
+    seal.arg("seal")
+        .arg(&file)
+        .arg("--out")
+        .arg(sub(&tmp, "sealed"));
+    let out = common::daemon::bounded(seal);
+    assert!(out.status.success(), "{}", common::daemon::err(&out));
+    let stuck = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let got_dir = sub(&tmp, "got");
+    let stuck_dir = sub(&tmp, "stuck");
+    let shot = tmp.path().join("ui.png");
+    let json = run_script(
+        None,
+        "ui.mjs",
+        &serde_json::json!({
+            "a": a_link, "b": b_link, "chromium": CHROMIUM, "timeoutMs": 150_000,
+            "sharePath": file, "shareName": "report.pdf",
+            "dropName": "dropped.txt", "dropText": "dropped on the UI\n",
+            "fetchOut": got_dir, "stuckLink": stuck, "stuckOut": stuck_dir,
+            "screenshot": shot, "screenshotB": tmp.path().join("ui-jobs.png"),
+        }),
+    );
+    let (json, _) = checked_requests(
+        json,
+        &[&format!("http://{a_addr}/"), &format!("http://{b_addr}/")],
+        // The share's key: the page never sends it anywhere but to the
+        // daemon that runs the fetch, and only in a request body.
+        "#",
+    );
+    assert_eq!(json["errorA"], Value::Null, "{json}");
+    assert_eq!(json["errorB"], Value::Null, "{json}");
+
+    // Listed with its link: the daemon's own read link for the share.
+    let id = json["shareId"].as_str().unwrap();
+    let want = a.json(&["link", id])["link"].as_str().unwrap().to_owned();
+    assert!(same_share(json["link"].as_str().unwrap(), &want), "{json}");
+    // Dropped: stored under A's uploads/, shared from there.
+    let list = a.json(&["list"]);
+    let dropped = json["droppedId"].as_str().unwrap();
+    let row = list["shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == dropped)
+        .unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(row["names"][0], "dropped.txt");
+    assert!(same_share(
+        json["droppedLink"].as_str().unwrap(),
+        a.json(&["link", dropped])["link"].as_str().unwrap()
+    ));
+    // Fetched through B, byte-identical.
+    assert_eq!(json["fetchState"], "done", "{json}");
+    assert!(fs::read(got_dir.join("report.pdf")).unwrap() == data);
+    // Cancelled, and nothing of it written.
+    assert_eq!(json["stuckState"], "cancelled", "{json}");
+    let fetches = b.json(&["list"])["fetches"].clone();
+    let stuck_row = fetches
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == json["stuckId"])
+        .unwrap_or_else(|| panic!("{fetches}"));
+    assert_eq!(stuck_row["status"]["state"], "cancelled");
+    assert!(!stuck_dir.exists() || final_names_in(&stuck_dir).is_empty());
+    if std::env::var_os("PEERDROP_WEB_SCREENSHOT").is_some() {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+        fs::copy(&shot, docs.join("ui.png")).unwrap();
+        fs::copy(tmp.path().join("ui-jobs.png"), docs.join("ui-jobs.png")).unwrap();
+    }
+}
+
+/// Whether two read links name the same share with the same key (their
+/// peer hints change as the node learns its addresses).
+fn same_share(a: &str, b: &str) -> bool {
+    let a: peerdrop::link::Link = a.parse().unwrap();
+    let b: peerdrop::link::Link = b.parse().unwrap();
+    a.manifest_id() == b.manifest_id()
+        && a.key().unwrap().expose_secret() == b.key().unwrap().expose_secret()
 }

@@ -16,6 +16,7 @@ pub mod receive;
 pub mod relays;
 pub mod remote;
 pub mod send;
+pub mod ui;
 pub mod web;
 
 use std::io::{IsTerminal, Read};
@@ -76,6 +77,8 @@ pub enum Command {
     Retry(JobArgs),
     /// Run a queued fetch or pin next, before the rest of the queue.
     Priority(JobArgs),
+    /// Print the link of the daemon's local web UI (http://127.0.0.1:PORT/?token=…).
+    Ui(UiArgs),
 }
 
 /// Where the daemon keeps its data (and its control socket).
@@ -206,6 +209,16 @@ pub struct PinArgs {
     /// Print JSON lines.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `peerdrop ui`.
+#[derive(Args, Debug)]
+pub struct UiArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    /// Also open it in the browser (with xdg-open).
+    #[arg(long)]
+    pub open: bool,
 }
 
 /// Commands that take only `--json`.

@@ -358,6 +358,9 @@ pub fn status(a: &JsonArgs) -> anyhow::Result<()> {
     println!("peer cache: {} peer(s) to bootstrap from", r.cached_peers);
     println!("LAN peers: {} (found by mDNS)", r.lan_peers);
     println!("re-seeding: {}", if r.reseed { "on" } else { "off" });
+    if let Some(u) = r.ui {
+        println!("ui:        http://{u}/ (`peerdrop ui` prints its link, with the token)");
+    }
     if let Some(w) = r.web {
         println!("web:       http://{w}/ (browsers on the LAN; share --web prints a share's link)");
     }

@@ -58,6 +58,12 @@ pub struct Config {
     pub web: bool,
     /// Where the web server listens when `web` is on.
     pub web_listen: SocketAddr,
+    /// Serve the local web UI (`peerdrop ui`) on loopback.
+    pub ui: bool,
+    /// Where the UI listens: a loopback address.
+    pub ui_listen: SocketAddr,
+    /// Largest file the UI takes by drag and drop, in bytes.
+    pub ui_max_upload: u64,
 }
 
 impl Default for Config {
@@ -86,6 +92,9 @@ impl Default for Config {
             relays: Vec::new(),
             web: false,
             web_listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            ui: true,
+            ui_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ui_max_upload: 4 << 30,
         }
     }
 }

@@ -93,11 +93,16 @@ impl Daemon {
         let Ok(own) = fs::canonicalize(&self.data_dir) else {
             return Ok(());
         };
+        // What the local UI stored there holds no key and no identity.
+        let uploads = own.join(crate::web::ui::UPLOAD_DIR);
         for p in paths {
             // A path that does not resolve is reported by the scan.
             let Ok(real) = fs::canonicalize(p) else {
                 continue;
             };
+            if real.starts_with(&uploads) && real != uploads {
+                continue;
+            }
             if own.starts_with(&real) || real.starts_with(&own) {
                 return Err(RequestError::HoldsDataDir {
                     path: p.clone(),
@@ -534,6 +539,7 @@ impl Daemon {
             cached_peers: self.peers.len() as u64,
             lan_peers: reach.lan_peers as u64,
             web: self.web,
+            ui: self.ui.get().copied(),
         }
     }
 }

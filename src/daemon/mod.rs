@@ -151,6 +151,8 @@ pub struct Daemon {
     stale: stale::StaleShares,
     /// The address web links name, when browsers are served (`web`).
     web: Option<std::net::SocketAddr>,
+    /// Where the local web UI listens, once it does.
+    ui: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 /// Starts the daemon and runs it until `shutdown` resolves.
@@ -257,6 +259,7 @@ pub async fn run(
         peers: peer_book,
         stale: stale::StaleShares::default(),
         web: lan_web.as_ref().map(|w| w.link_addr),
+        ui: std::sync::OnceLock::new(),
     });
     daemon.restore();
     daemon
@@ -275,6 +278,7 @@ pub async fn run(
             ..ServeConfig::default()
         },
     ));
+    let local_ui = web::LocalUi::start(&config, daemon.clone()).await?;
     let (listener, socket) = data_dir::bind_control(&data_dir)?;
     let control_task = tokio::spawn(control::serve(
         listener,
@@ -290,6 +294,9 @@ pub async fn run(
     let _ = fs::remove_file(&socket);
     if let Some(w) = lan_web {
         w.stop();
+    }
+    if let Some(u) = local_ui {
+        u.stop();
     }
     stopper.stop();
     let aborted = daemon.job_tasks.drain(JOB_DRAIN).await;

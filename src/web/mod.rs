@@ -16,6 +16,7 @@
 
 pub mod assets;
 mod io;
+pub mod ui;
 
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -4,39 +4,26 @@
 //
 // Usage: node receive.mjs '{"url": "...", "out": "DIR", "timeoutMs": 120000,
 //                           "screenshot": "PATH", "phone": true}'
-import { chromium } from 'playwright-core';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { launch, watch } from './launch.mjs';
 
 const opts = JSON.parse(process.argv[2]);
 const deadline = Date.now() + (opts.timeoutMs ?? 120000);
 const left = () => Math.max(1000, deadline - Date.now());
 
-// A fresh profile, and the flags that keep chromium off the network.
-const profile = mkdtempSync(join(tmpdir(), 'pd-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: opts.chromium ?? '/usr/bin/chromium',
-  headless: true,
+const browser = await launch(opts, {
   acceptDownloads: true,
   downloadsPath: opts.out,
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--no-first-run', '--disable-sync',
-  ],
   viewport: opts.phone ? { width: 390, height: 844 } : { width: 1280, height: 800 },
   deviceScaleFactor: opts.phone ? 2 : 1,
   isMobile: !!opts.phone,
   hasTouch: !!opts.phone,
 });
+const context = browser.context;
 const result = { state: null, error: null, ms: null, bytes: null, downloads: [], requests: [], console: [] };
 try {
   const page = context.pages()[0] ?? (await context.newPage());
-  page.on('request', (r) => result.requests.push({ url: r.url(), referer: r.headers()['referer'] ?? null }));
-  page.on('console', (m) => {
-    if (m.type() === 'error' || m.type() === 'warning') result.console.push(m.text());
-  });
-  page.on('pageerror', (e) => result.console.push(`pageerror: ${e.message}`));
+  watch(page, result);
   const downloads = [];
   page.on('download', (d) => downloads.push(d));
   await page.goto(opts.url, { timeout: left() });
@@ -59,7 +46,6 @@ try {
 } catch (e) {
   result.fatal = String(e?.stack ?? e);
 } finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
+  await browser.close();
 }
 process.stdout.write(JSON.stringify(result) + '\n');

@@ -5,6 +5,7 @@
 
 import { downloadZip } from 'client-zip';
 import { ShareError, parseFragment, hex, MAX_MANIFEST_LEN, METADATA, CONTENT } from './format.js';
+import { human } from './human.js';
 import { verifyManifest, checkKey, openChunk, readMetadata, sealedLen } from './open.js';
 
 const $ = (id) => document.getElementById(id);
@@ -14,17 +15,6 @@ const REQUEST_TIMEOUT_MS = 60000;
 const SHOWN_ENTRIES = 500;
 
 const stop = new AbortController();
-
-function human(n) {
-  const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  let x = Number(n);
-  while (x >= 1024 && i < u.length - 1) {
-    x /= 1024;
-    i++;
-  }
-  return i === 0 ? `${x} B` : `${x.toFixed(1)} ${u[i]}`;
-}
 
 function status(text) {
   $('status').textContent = text;

@@ -18,4 +18,4 @@ mod server;
 
 pub use client::{call, ClientError};
 pub use proto::*;
-pub(in crate::daemon) use server::serve;
+pub(in crate::daemon) use server::{run_detached, serve};

@@ -588,6 +588,10 @@ pub struct StatusReply {
     /// serve browsers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub web: Option<std::net::SocketAddr>,
+    /// Where the local web UI listens (loopback; `peerdrop ui` prints its
+    /// link with the token). Absent when the daemon serves no UI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ui: Option<std::net::SocketAddr>,
 }
 
 /// Whether other peers can dial this node.

@@ -265,6 +265,22 @@ pub(in crate::daemon) async fn run(daemon: &Arc<Daemon>, req: Request) -> Outcom
     Outcome::Line(line)
 }
 
+/// The final line for request line `line` without following a job: a
+/// `fetch` or `pin` is answered as detached once started or joined (the
+/// local web UI polls `list` for progress instead).
+pub(in crate::daemon) async fn run_detached(daemon: &Arc<Daemon>, line: &str) -> Vec<u8> {
+    let req = match parse_request(line.trim()) {
+        Ok(r) => r,
+        Err(e) => return line_of(&failure(&e)),
+    };
+    match run(daemon, req).await {
+        Outcome::Line(line) => line,
+        Outcome::Job { id, .. } => {
+            final_line(&JobReply::Detached(JobDetached { id, detached: true }))
+        }
+    }
+}
+
 /// Most progress lines a second while a job is followed.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
