@@ -68,11 +68,16 @@ fn a_one_shot_send_behind_a_cone_nat_is_received_direct_in_another_home() {
     let stdout = sender.0.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
+        // Read to the end, not just to the link: `send` restores SIGPIPE's
+        // default, so a pipe closed after the link would kill it at its
+        // next event (it prints "listening" right after the link).
+        let mut tx = Some(tx);
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let v: serde_json::Value = serde_json::from_str(&line).unwrap();
             if v["event"] == "link" {
-                let _ = tx.send(v["link"].as_str().unwrap().to_owned());
-                return;
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(v["link"].as_str().unwrap().to_owned());
+                }
             }
         }
     });
