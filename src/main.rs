@@ -15,6 +15,9 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // Before anything that could hold a key: no core file, no same-user
+    // ptrace (audit F-15).
+    cli::harden::no_core_dumps();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -6,6 +6,7 @@
 
 pub mod cat;
 pub mod expiry;
+pub mod harden;
 pub mod inspect;
 pub mod local;
 pub mod ls;
