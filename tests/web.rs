@@ -955,6 +955,10 @@ fn the_ui_needs_its_token_its_origin_and_its_host() {
         "{answer}"
     );
 
+    // Unsharing it removes the stored copy.
+    d.json(&["unshare", reply["id"].as_str().unwrap()]);
+    assert_eq!(fs::read_dir(dir.join("uploads")).unwrap().count(), 0);
+
     // A QR code of a link, as SVG.
     let (code, answer) = http(
         &addr,

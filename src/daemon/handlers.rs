@@ -437,17 +437,40 @@ impl Daemon {
         let id = served_id(&self.state.lock().expect("never poisoned"), prefix)?;
         // Its chunks stay, as the unshare of a finished pin leaves them.
         self.stop_job(JobKind::Pin, &id, true).await;
-        self.commit(|tx| {
-            if tx.state().shares.iter().any(|s| s.id == id) {
-                tx.change(Change::Unshare { id });
-            }
-            if tx.state().pins.iter().any(|p| p.id == id) {
-                tx.change(Change::Unpin { id });
-            }
-        })
-        .await?;
+        let uploads = self.data_dir.join(crate::web::ui::UPLOAD_DIR);
+        let dropped = self
+            .commit(|tx| {
+                let st = tx.state();
+                // Folders the local UI stored a dropped file in for this
+                // share alone: copies the daemon made, removed with it.
+                let dropped: Vec<PathBuf> = st
+                    .shares
+                    .iter()
+                    .filter(|s| s.id == id)
+                    .flat_map(|s| s.roots.values())
+                    .filter_map(|r| r.parent())
+                    .filter(|f| f.parent() == Some(uploads.as_path()))
+                    .filter(|f| {
+                        !st.shares
+                            .iter()
+                            .any(|o| o.id != id && o.roots.values().any(|r| r.starts_with(f)))
+                    })
+                    .map(PathBuf::from)
+                    .collect();
+                if st.shares.iter().any(|s| s.id == id) {
+                    tx.change(Change::Unshare { id });
+                }
+                if tx.state().pins.iter().any(|p| p.id == id) {
+                    tx.change(Change::Unpin { id });
+                }
+                dropped
+            })
+            .await?;
         let _ = fs::remove_dir_all(self.share_dir(&id));
         self.registry.remove(&id);
+        for f in dropped {
+            let _ = fs::remove_dir_all(f);
+        }
         Ok(UnshareReply { id })
     }
 
