@@ -306,7 +306,14 @@ fn twenty_fetches_at_once_from_one_daemon() {
         assert!(o.status.success(), "{}", err(&o));
         assert_eq!(fs::read(out.join("popular.bin")).unwrap(), want);
     }
-    assert!(a.json(&["status"])["uploaded_bytes"].as_u64().unwrap() >= 20 * (6 << 20));
+    // Every byte left the sharer at least once (it was the only holder);
+    // receivers that fetch at the same time also serve each other (peer
+    // exchange, PROTOCOL.md 5.4), so it may upload well under 20 copies.
+    let up = a.json(&["status"])["uploaded_bytes"].as_u64().unwrap();
+    assert!(
+        up >= 6 << 20,
+        "the sharer uploaded {up} bytes for 20 receivers of 6 MiB"
+    );
 }
 
 #[test]
