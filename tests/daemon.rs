@@ -781,6 +781,8 @@ fn share_many(a: &Daemon, dir: &Path, n: usize, threads: usize) -> Vec<String> {
                     let req = ShareRequest {
                         paths: vec![paths[base + j].clone()],
                         hints: true,
+                        expires: None,
+                        max_downloads: None,
                     };
                     *link = call(&adir, req, |_, _| {}).unwrap().link;
                 }

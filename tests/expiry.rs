@@ -11,6 +11,7 @@ mod common;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -202,6 +203,35 @@ async fn max_downloads_one_refuses_a_second_receiver() {
     .expect("within the time limit");
 }
 
+/// `peerdrop send --expire EXPIRE --json` of `file` on loopback: the
+/// process, its link, and its later JSON lines.
+fn send_expiring(file: &std::path::Path, expire: &str) -> (Proc, String, Receiver<String>) {
+    let mut c = Command::new(BIN);
+    c.arg("send")
+        .arg(file)
+        .args(["--expire", expire, "--json", "--no-mdns"])
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut sender = Proc(c.spawn().unwrap());
+    let mut out = BufReader::new(sender.0.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let link = v["link"].as_str().unwrap().to_owned();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in out.lines() {
+            let Ok(l) = l else { return };
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    (sender, link, lines)
+}
+
 /// Runs the CLI with `args`, bounded.
 fn peerdrop(args: &[&str]) -> std::process::Output {
     let mut c = Command::new(BIN);
@@ -219,20 +249,7 @@ fn send_expire_is_shown_by_inspect_and_ends_the_share() {
     let tmp = tempfile::tempdir().unwrap();
     let f = sub(&tmp, "notes.txt");
     fs::write(&f, b"gone soon").unwrap();
-    let mut c = Command::new(BIN);
-    c.arg("send")
-        .arg(&f)
-        .args(["--expire", "3s", "--json", "--no-mdns"])
-        .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut sender = Proc(c.spawn().unwrap());
-    let mut out = BufReader::new(sender.0.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-    let link = v["link"].as_str().unwrap().to_owned();
+    let (mut sender, link, lines) = send_expiring(&f, "3s");
     let parsed = Link::parse_read_link(&link).unwrap();
     let expires = parsed.expires().expect("the link states the expiry");
     assert!(
@@ -254,15 +271,6 @@ fn send_expire_is_shown_by_inspect_and_ends_the_share() {
     );
 
     // The sender says it expired, and exits by itself.
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in out.lines() {
-            let Ok(l) = l else { return };
-            if tx.send(l).is_err() {
-                return;
-            }
-        }
-    });
     let deadline = Instant::now() + expires.remaining() + Duration::from_secs(30);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -326,20 +334,8 @@ async fn an_expired_share_is_refused_by_an_honest_pinner() {
         let tmp = tempfile::tempdir().unwrap();
         let f = sub(&tmp, "slides.pdf");
         fs::write(&f, bytes(9, 300 << 10)).unwrap();
-        let mut c = Command::new(BIN);
-        c.arg("send")
-            .arg(&f)
-            .args(["--expire", "12s", "--json", "--no-mdns"])
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut sender = Proc(c.spawn().unwrap());
-        let mut out = BufReader::new(sender.0.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        let link = Link::parse_read_link(v["link"].as_str().unwrap()).unwrap();
+        let (sender, link, _lines) = send_expiring(&f, "12s");
+        let link = Link::parse_read_link(&link).unwrap();
         let expires = link.expires().unwrap();
         let id = *link.manifest_id();
         let pin_link = link.to_pin_link().to_uri_string();
@@ -389,4 +385,72 @@ async fn an_expired_share_is_refused_by_an_honest_pinner() {
     })
     .await
     .expect("within the time limit");
+}
+
+/// The daemon's `share --expire --max-downloads 1`: the link states the
+/// expiry, one receiver gets the share, `list` then says `used_up` and a
+/// second receiver is refused; after the expiry `list` says `expired`.
+#[test]
+fn a_daemon_share_is_used_up_then_expires() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = sub(&tmp, "minutes.txt");
+    fs::write(&f, b"for one reader only").unwrap();
+    let d = common::daemon::Daemon::start(&sub(&tmp, "daemon"));
+    let r = d.json(&[
+        "share",
+        f.to_str().unwrap(),
+        "--expire",
+        "8s",
+        "--max-downloads",
+        "1",
+    ]);
+    let link = r["link"].as_str().unwrap().to_owned();
+    let expires = Link::parse_read_link(&link).unwrap().expires().unwrap();
+    let state = || d.json(&["list"])["shares"][0]["state"].clone();
+    assert_eq!(state(), "serving");
+    // `link` gives it again with the expiry.
+    let id = r["id"].as_str().unwrap();
+    let again = d.json(&["link", &id[..12]])["link"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        again.contains(&format!("?expires={}#", expires.unix())),
+        "{again}"
+    );
+
+    let receive = |dest: &std::path::Path| {
+        peerdrop(&[
+            "receive",
+            "--no-mdns",
+            "--yes",
+            "--wait",
+            "5",
+            "-o",
+            dest.to_str().unwrap(),
+            &link,
+        ])
+    };
+    let first = tempfile::tempdir().unwrap();
+    let o = receive(first.path());
+    assert!(o.status.success(), "{}", common::daemon::err(&o));
+    assert_eq!(
+        fs::read(first.path().join("minutes.txt")).unwrap(),
+        b"for one reader only"
+    );
+    assert_eq!(state(), "used_up");
+    let second = tempfile::tempdir().unwrap();
+    let o = receive(second.path());
+    assert!(!o.status.success(), "a second receiver got it");
+    assert_eq!(final_names_in(second.path()), Vec::<String>::new());
+
+    let deadline = Instant::now() + expires.remaining() + Duration::from_secs(10);
+    while !expires.passed() {
+        assert!(
+            Instant::now() < deadline,
+            "the clock did not reach {expires}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(state(), "expired");
 }

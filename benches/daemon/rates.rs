@@ -333,6 +333,8 @@ fn share_batch(
         let req = ShareRequest {
             paths: vec![files[i].clone()],
             hints: true,
+            expires: None,
+            max_downloads: None,
         };
         *got[i - base].lock().unwrap() = call(dir, req, |_, _| {})?.link;
         Ok(())
@@ -446,6 +448,8 @@ fn latencies(dir: &Path, file: &Path) -> BoxResult<Vec<Latency>> {
         let req = ShareRequest {
             paths: vec![file.to_owned()],
             hints: true,
+            expires: None,
+            max_downloads: None,
         };
         call(dir, req, |_, _| {})?;
         Ok(())

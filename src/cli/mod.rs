@@ -145,6 +145,8 @@ pub struct ShareArgs {
     /// Also draw the link as a QR code on stderr (the web link, with --web).
     #[arg(long)]
     pub qr: bool,
+    #[command(flatten)]
+    pub limits: Limits,
     /// Print the answer as JSON.
     #[arg(long)]
     pub json: bool,

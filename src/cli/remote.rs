@@ -92,6 +92,8 @@ pub fn share(a: &ShareArgs) -> anyhow::Result<()> {
     let req = ShareRequest {
         paths,
         hints: !a.no_hints,
+        expires: crate::cli::expiry::expiry_after(a.limits.expire)?,
+        max_downloads: a.limits.max_downloads,
     };
     // Asked before the daemon seals; the password never reaches it: the
     // link is locked here.
@@ -258,6 +260,8 @@ pub fn list(a: &JsonArgs) -> anyhow::Result<()> {
             match s.state {
                 ShareState::Serving => "serving",
                 ShareState::Stale => "stale",
+                ShareState::Expired => "expired",
+                ShareState::UsedUp => "used up",
             },
             match s.origin {
                 Origin::Shared => "shared",

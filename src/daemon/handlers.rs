@@ -21,6 +21,7 @@ use crate::daemon::control::{
 };
 use crate::daemon::ids::find_id;
 use crate::daemon::journal::Change;
+use crate::daemon::registry::Served;
 use crate::daemon::state::{FetchRecord, JobStatus, Origin, PinRecord, State, StoredKey};
 use crate::daemon::{Daemon, IdError, JobProgress, KeptShareError, RequestError};
 use crate::link::Link;
@@ -33,7 +34,12 @@ use crate::store::share::LocalShare;
 impl Daemon {
     /// `share`: seals the paths (reading them once) and serves them.
     pub async fn share(self: &Arc<Self>, req: ShareRequest) -> Result<ShareReply, RequestError> {
-        let ShareRequest { paths, hints } = req;
+        let ShareRequest {
+            paths,
+            hints,
+            expires,
+            max_downloads,
+        } = req;
         if let Some(p) = paths.iter().find(|p| !p.is_absolute()) {
             return Err(RequestError::NotAbsolute(p.clone()));
         }
@@ -42,7 +48,11 @@ impl Daemon {
         let seal_key = key.duplicate();
         let seal_paths = paths.clone();
         let share = tokio::task::spawn_blocking(move || {
-            LocalShare::create(&seal_paths, &seal_key, &SealOptions::default(), |_| {})
+            let opts = SealOptions {
+                expires,
+                ..SealOptions::default()
+            };
+            LocalShare::create(&seal_paths, &seal_key, &opts, |_| {})
         })
         .await??;
         let skipped = share
@@ -67,7 +77,14 @@ impl Daemon {
             })
             .collect();
         let metadata = share.source().metadata();
-        let rec = self.serve_share(&key, share.manifest(), metadata, roots, Origin::Shared)?;
+        let rec = self.serve_share(
+            &key,
+            share.manifest(),
+            metadata,
+            roots,
+            Origin::Shared,
+            max_downloads,
+        )?;
         let id = rec.id;
         self.commit(|tx| tx.change(Change::Share(rec))).await?;
         let link = if hints {
@@ -75,6 +92,7 @@ impl Daemon {
         } else {
             Link::new(id, Vec::new(), Some(key))
                 .expect("no hints")
+                .with_expiry(expires)
                 .to_uri_string()
         };
         Ok(ShareReply {
@@ -381,10 +399,11 @@ impl Daemon {
                 names: s.roots.keys().cloned().collect(),
                 files: s.files as u64,
                 bytes: s.bytes,
-                state: if !stale.is_empty() && stale.contains(&s.id) {
-                    ShareState::Stale
-                } else {
-                    ShareState::Serving
+                state: match self.registry.get(&s.id).as_deref() {
+                    Some(Served::Local(p)) if p.expired() => ShareState::Expired,
+                    Some(Served::Local(p)) if p.used_up() => ShareState::UsedUp,
+                    _ if !stale.is_empty() && stale.contains(&s.id) => ShareState::Stale,
+                    _ => ShareState::Serving,
                 },
             })
             .collect();

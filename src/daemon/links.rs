@@ -18,8 +18,11 @@ impl Daemon {
             addrs: self.listen_addrs().await,
         }
         .to_hint();
+        // The link states the manifest's expiry, as `share` printed it.
+        let expires = crate::net::serve::Provider::expires(&*self.registry, &id);
         Link::new(id, vec![hint], key)
             .expect("one hint is within the caps")
+            .with_expiry(expires)
             .to_uri_string()
     }
 

@@ -8,8 +8,9 @@ use std::sync::{Arc, RwLock};
 use libp2p::PeerId;
 
 use crate::chunk::{ChunkId, Stream};
+use crate::crypto::DoneKey;
 use crate::manifest::{Manifest, ManifestId};
-use crate::net::serve::{LocalProvider, Provider, Refusal};
+use crate::net::serve::{DoneClaim, LocalProvider, Provider, Refusal};
 use crate::store::chunks::ChunkDir;
 use crate::store::share::LocalShare;
 use crate::wire::Have;
@@ -61,10 +62,15 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Serves `share`.
-    pub fn add_local(&self, share: LocalShare) {
+    /// Serves `share`; with `limit`, until that many distinct receivers
+    /// proved with the done-proof key that they hold it.
+    pub fn add_local(&self, share: LocalShare, limit: Option<(DoneKey, u32)>) {
         let id = share.id();
-        self.insert(id, Served::Local(Box::new(LocalProvider::new(share, None))));
+        let mut p = LocalProvider::new(share, None);
+        if let Some((key, n)) = limit {
+            p = p.with_max_downloads(key, n);
+        }
+        self.insert(id, Served::Local(Box::new(p)));
     }
 
     /// Serves a pin.
@@ -139,7 +145,19 @@ impl Provider for Registry {
         shares.keys().find(|id| id.locator() == *locator).copied()
     }
 
+    /// Only a share served with a download limit counts (and so checks)
+    /// proofs.
+    fn verify_done(&self, share: &ManifestId, claim: &DoneClaim) -> bool {
+        match self.get(share).as_deref() {
+            Some(Served::Local(p)) => p.verify_done(share, claim),
+            _ => false,
+        }
+    }
+
     fn done(&self, share: &ManifestId, peer: PeerId) {
         tracing::info!(%peer, share = %share, "a peer completed a fetch");
+        if let Some(Served::Local(p)) = self.get(share).as_deref() {
+            p.done(share, peer);
+        }
     }
 }

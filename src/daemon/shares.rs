@@ -102,7 +102,10 @@ impl Daemon {
         let roots: HashMap<String, PathBuf> = rec.roots.clone().into_iter().collect();
         let source = Source::from_metadata(metadata, &roots)?;
         let share = LocalShare::open(source, &key, manifest).ok_or(KeptShareError::WrongKey)?;
-        self.registry.add_local(share);
+        let limit = rec
+            .max_downloads
+            .map(|n| (crate::crypto::DoneKey::new(&key), n));
+        self.registry.add_local(share, limit);
         self.announce(id);
         Ok(())
     }
@@ -117,6 +120,7 @@ impl Daemon {
         metadata: &Metadata,
         roots: BTreeMap<String, PathBuf>,
         origin: Origin,
+        max_downloads: Option<u32>,
     ) -> Result<ShareRecord, KeptShareError> {
         let id = manifest.id();
         let (m, meta) = (manifest.encode(), metadata.encode());
@@ -145,6 +149,7 @@ impl Daemon {
             files: metadata.file_count(),
             manifest,
             metadata: metadata_blob,
+            max_downloads,
         };
         self.serve_record(&rec)?;
         Ok(rec)

@@ -109,6 +109,10 @@ pub struct ShareRecord {
     /// The encoded file list, kept beside the manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Blob>,
+    /// Distinct receivers after which it is no longer served (counted
+    /// again from zero after a restart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_downloads: Option<u32>,
 }
 
 /// Largest manifest plus file list kept inside a share record: a small

@@ -154,6 +154,8 @@ impl ui::Control for UiControl {
         let line = control::request_line(&control::Request::Share(control::ShareRequest {
             paths: vec![path],
             hints: true,
+            expires: None,
+            max_downloads: None,
         }));
         self.answer(line)
     }

@@ -138,6 +138,15 @@ pub struct ShareRequest {
     /// Put this node's addresses in the link (default true).
     #[serde(default = "yes")]
     pub hints: bool,
+    /// When the share expires, in Unix seconds (docs/FORMAT.md 7.6): it
+    /// goes into the manifest and the link, and every honest node stops
+    /// serving the share then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<crate::manifest::Expiry>,
+    /// Stop serving once this many distinct receivers proved they hold the
+    /// whole share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_downloads: Option<u32>,
 }
 
 fn yes() -> bool {
@@ -487,6 +496,11 @@ pub enum ShareState {
     /// A file changed since it was made (or it could not be loaded): its
     /// chunks are refused.
     Stale,
+    /// Its expiry has passed: nothing of it is served.
+    Expired,
+    /// As many receivers as its download limit allows have it: nothing of
+    /// it is served.
+    UsedUp,
 }
 
 /// A fetch in `list`.

@@ -105,8 +105,15 @@ impl Daemon {
             .filter_map(|p| Some((p.file_name()?.to_str()?.to_owned(), p.clone())))
             .collect();
         let key = link.key().expect("a read link");
-        self.serve_share(key, &done.manifest, &done.metadata, roots, Origin::Fetched)
-            .inspect_err(|e| tracing::warn!("cannot re-seed {}: {e}", link.manifest_id()))
-            .ok()
+        self.serve_share(
+            key,
+            &done.manifest,
+            &done.metadata,
+            roots,
+            Origin::Fetched,
+            None,
+        )
+        .inspect_err(|e| tracing::warn!("cannot re-seed {}: {e}", link.manifest_id()))
+        .ok()
     }
 }
