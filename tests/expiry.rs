@@ -381,6 +381,7 @@ async fn an_expired_share_is_refused_by_an_honest_pinner() {
                 "{req:?} after the expiry"
             );
         }
+        assert_eq!(pinner.json(&["list"])["pins"][0]["expired"], true);
         server.client.shutdown().await;
     })
     .await

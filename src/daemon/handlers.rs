@@ -434,6 +434,8 @@ impl Daemon {
                     bytes,
                     total,
                     sources: p.sources.clone(),
+                    expired: crate::net::serve::Provider::expires(&*self.registry, &p.id)
+                        .is_some_and(|e| e.passed()),
                 }
             })
             .collect();

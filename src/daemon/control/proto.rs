@@ -533,6 +533,9 @@ pub struct PinRow {
     pub total: u64,
     /// Sources, as multiaddrs.
     pub sources: Vec<String>,
+    /// The share's expiry has passed: the pin is no longer served.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expired: bool,
 }
 
 /// `cancel`'s, `retry`'s and `priority`'s answer: where the job stands now.
