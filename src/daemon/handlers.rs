@@ -150,7 +150,7 @@ impl Daemon {
         let rank = self.jobs.lock().expect("never poisoned").back();
         // Checked and recorded under the state lock, so two requests for
         // the same share cannot both start it.
-        self.commit(|tx| {
+        let (joined, durable) = self.commit_soon(|tx| {
             if self.live(JobKind::Fetch, &id) {
                 // Join it, but only if it is the same request.
                 return match tx.state().fetches.iter().find(|f| f.id == id) {
@@ -178,14 +178,18 @@ impl Daemon {
                 exclude: req.exclude,
             }));
             Ok(())
-        })
-        .await??;
+        });
+        joined?;
         let progress = JobProgress {
             bytes: 0,
             total: 0,
             status: JobStatus::Queued,
         };
-        Ok((id, self.enqueue(JobKind::Fetch, id, rank, progress)))
+        let rx = self.enqueue(JobKind::Fetch, id, rank, progress);
+        // The job starts while its record is flushed (a crash before that
+        // loses a request nobody was answered yet): the answer waits.
+        durable.wait().await?;
+        Ok((id, rx))
     }
 
     /// `pin`: queues (or joins) a background pin; refuses read links, so

@@ -328,21 +328,23 @@ impl Daemon {
     /// durable (journalled and flushed, together with any other changes
     /// made meanwhile).
     async fn commit<T>(&self, change: impl FnOnce(&mut Tx) -> T) -> Result<T, StoreError> {
-        let (out, durable) = {
-            let mut st = self.state.lock().expect("never poisoned");
-            let mut tx = Tx::new(&mut st);
-            let out = change(&mut tx);
-            let changes = tx.into_changes();
-            // Submitted under the lock: the journal's order is the state's.
-            let durable = (!changes.is_empty()).then(|| self.store.submit(changes));
-            (out, durable)
-        };
-        if let Some(d) = durable {
-            // The writer answers every change it takes, and refuses new
-            // ones once closed: a dropped answer is a writer that panicked.
-            d.await.map_err(|_| StoreError::writer_gone())??;
-        }
+        let (out, durable) = self.commit_soon(change);
+        durable.wait().await?;
         Ok(out)
+    }
+
+    /// Changes the state under its lock and queues the changes for the
+    /// journal; returns at once, with what tells when they are durable. For
+    /// a caller that can start work which does not depend on them (a job
+    /// whose record is being flushed) before it answers.
+    fn commit_soon<T>(&self, change: impl FnOnce(&mut Tx) -> T) -> (T, Durable) {
+        let mut st = self.state.lock().expect("never poisoned");
+        let mut tx = Tx::new(&mut st);
+        let out = change(&mut tx);
+        let changes = tx.into_changes();
+        // Submitted under the lock: the journal's order is the state's.
+        let durable = (!changes.is_empty()).then(|| self.store.submit(changes));
+        (out, Durable(durable))
     }
 
     /// Changes the state under its lock and queues the changes for the
@@ -379,5 +381,21 @@ impl Daemon {
     fn announce(&self, id: ManifestId) {
         let client = self.client.clone();
         tokio::spawn(async move { client.provide(id.locator().to_vec()).await });
+    }
+}
+
+/// Resolves once changes given to the journal are durable (at once if
+/// there were none).
+#[must_use = "the changes may not be durable yet"]
+struct Durable(Option<tokio::sync::oneshot::Receiver<Result<(), StoreError>>>);
+
+impl Durable {
+    async fn wait(self) -> Result<(), StoreError> {
+        match self.0 {
+            // The writer answers every change it takes, and refuses new
+            // ones once closed: a dropped answer is a writer that panicked.
+            Some(d) => d.await.map_err(|_| StoreError::writer_gone())?,
+            None => Ok(()),
+        }
     }
 }

@@ -207,9 +207,10 @@ impl Dir {
         Ok(rfs::fsync(&self.fd)?)
     }
 
-    /// `syncfs`: flushes the whole file system holding this folder.
+    /// `syncfs`: flushes the whole file system holding this folder (one
+    /// flush shared with the other callers at the time, `store::flush`).
     pub fn sync_fs(&self) -> io::Result<()> {
-        Ok(rfs::syncfs(&self.fd)?)
+        crate::store::flush::sync_fs(&self.fd)
     }
 
     /// Free bytes available to this user on this folder's file system.

@@ -7,12 +7,14 @@
 //!   renamed into place only once complete and verified;
 //! - [`handle`] reaches paths below a held folder one name at a time,
 //!   never through a link (all output goes through it);
+//! - [`flush`] shares one `syncfs` among the outputs finishing at once;
 //! - [`chunks`] keeps sealed chunks and manifests in a folder, by id;
 //! - [`resume`] finds what an interrupted run left that still verifies
 //!   (staged output, stored chunks), so it is not fetched again;
 //! - [`unseal`] drives a whole share from a chunk source to an output.
 
 pub mod chunks;
+pub mod flush;
 pub mod handle;
 pub mod output;
 pub mod resume;

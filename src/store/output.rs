@@ -898,15 +898,10 @@ fn set_mtime_fd(f: &File, t: Timestamp) -> io::Result<()> {
 }
 
 /// Flushes the whole file system holding `path` (one `syncfs` instead of an
-/// `fsync` per file, which matters for shares of thousands of small files).
+/// `fsync` per file, which matters for shares of thousands of small files;
+/// shared with other callers at the time, `store::flush`).
 pub fn sync_fs(path: &Path) -> io::Result<()> {
-    let d = File::open(path)?;
-    // SAFETY: syncfs on a file descriptor we own.
-    if unsafe { libc::syncfs(d.as_raw_fd()) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    crate::store::flush::sync_fs(File::open(path)?)
 }
 
 #[cfg(test)]

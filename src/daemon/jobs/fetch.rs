@@ -68,10 +68,15 @@ impl Daemon {
                 (JobStatus::Failed { error }, None)
             }
         };
-        // The re-seeded share and the fetch's end in one journal write: one
-        // `fdatasync` for both. The share goes first, so a crash that keeps
-        // only it leaves the fetch to resume, which finds it in place.
-        self.commit_or_log(|tx| {
+        // The re-seeded share and the fetch's end in one journal write. The
+        // share goes first, so a crash that keeps only it leaves the fetch
+        // to resume, which finds it in place. Not waited for: the files
+        // themselves are durable already (the output flushed them before
+        // its renames), and a crash that loses this write only makes the
+        // restarted daemon run the fetch again, which finds the share in
+        // place (checked, nothing written) and re-seeds it; waiting would
+        // put an `fdatasync` between every small fetch and its answer.
+        self.note(|tx| {
             if let Some(share) = reseeded {
                 tx.change(Change::Share(share));
             }
@@ -87,8 +92,7 @@ impl Daemon {
                     f.key = None;
                 }
             })
-        })
-        .await;
+        });
         status
     }
 
