@@ -465,6 +465,115 @@ impl RateLimit {
     }
 }
 
+/// Most chunks whose sends [`Turns`] counts; past this the counts start
+/// again from zero (only the order of answers depends on them).
+const MAX_COUNTED: usize = 1 << 16;
+
+/// How long a chunk answer may be passed over in favour of chunks sent
+/// fewer times before it goes first regardless (well within a fetcher's
+/// 30 s answer deadline, and `queue_wait`).
+const TURN_PATIENCE: Duration = Duration::from_secs(10);
+
+/// The upload limit for chunk answers, handing out turns so that the chunk
+/// sent the fewest times so far goes first (then the one waiting longest;
+/// one passed over for [`TURN_PATIENCE`] goes first regardless). With many
+/// receivers of one share asking a capped sharer at once, the chunks nobody
+/// has yet leave before the copies they could also get from each other, so
+/// the crowd holds the whole share sooner (docs/PROTOCOL.md, "Peer
+/// exchange"). The limit itself is [`RateLimit`]'s: one schedule for the
+/// node, no burst.
+struct Turns {
+    bytes_per_sec: u64,
+    state: Mutex<TurnState>,
+}
+
+#[derive(Default)]
+struct TurnState {
+    /// When the next turn may start.
+    next_free: Option<Instant>,
+    /// Answers waiting for a turn: at most one per open stream (a stream
+    /// writes its answers in order).
+    waiting: Vec<Waiter>,
+    /// Chunks sent so far, by id (at most [`MAX_COUNTED`]).
+    sent: HashMap<ChunkId, u32>,
+    /// Whether a task is handing out turns.
+    dispatching: bool,
+}
+
+struct Waiter {
+    chunk: ChunkId,
+    len: usize,
+    since: Instant,
+    go: oneshot::Sender<()>,
+}
+
+impl Turns {
+    fn new(bytes_per_sec: u64) -> Arc<Turns> {
+        Arc::new(Turns {
+            bytes_per_sec: bytes_per_sec.max(1),
+            state: Mutex::default(),
+        })
+    }
+
+    /// Waits for the turn to send `len` bytes of `chunk`.
+    async fn take(self: &Arc<Self>, chunk: ChunkId, len: usize) {
+        let (go, turn) = oneshot::channel();
+        {
+            let mut st = self.state.lock().expect("never poisoned");
+            st.waiting.push(Waiter {
+                chunk,
+                len,
+                since: Instant::now(),
+                go,
+            });
+            if !st.dispatching {
+                st.dispatching = true;
+                tokio::spawn(self.clone().dispatch());
+            }
+        }
+        // Dropped only if the dispatcher is gone (the runtime stops).
+        let _ = turn.await;
+    }
+
+    /// Hands out turns while answers wait: at each turn's start, the best
+    /// waiting answer goes.
+    async fn dispatch(self: Arc<Self>) {
+        loop {
+            let at = self.state.lock().expect("never poisoned").next_free;
+            if let Some(at) = at {
+                tokio::time::sleep_until(at.into()).await;
+            }
+            let mut st = self.state.lock().expect("never poisoned");
+            // Answers given up meanwhile (their stream ended) take no turn.
+            st.waiting.retain(|w| !w.go.is_closed());
+            let now = Instant::now();
+            let best = st
+                .waiting
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, w)| {
+                    let overdue = now.saturating_duration_since(w.since) >= TURN_PATIENCE;
+                    let sent = st.sent.get(&w.chunk).copied().unwrap_or(0);
+                    (!overdue, if overdue { 0 } else { sent }, w.since)
+                })
+                .map(|(k, _)| k);
+            let Some(k) = best else {
+                st.dispatching = false;
+                return;
+            };
+            let w = st.waiting.swap_remove(k);
+            if st.sent.len() >= MAX_COUNTED && !st.sent.contains_key(&w.chunk) {
+                st.sent.clear();
+            }
+            *st.sent.entry(w.chunk).or_default() += 1;
+            let start = st.next_free.map_or(now, |t| t.max(now));
+            st.next_free =
+                Some(start + Duration::from_secs_f64(w.len as f64 / self.bytes_per_sec as f64));
+            let _ = w.go.send(());
+        }
+    }
+}
+
 /// Open streams and answer slots, per peer and per address.
 #[derive(Default)]
 struct Streams {
@@ -577,7 +686,7 @@ struct Shared {
     cpu: Semaphore,
     /// The memory budget, in bytes, shared fairly across addresses.
     memory: Arc<Budget<AddrKey>>,
-    rate: Option<RateLimit>,
+    rate: Option<Arc<Turns>>,
     streams: Mutex<Streams>,
     bans: Mutex<Bans>,
     /// Bumped at every new ban, so streams of a banned peer end at once
@@ -710,7 +819,7 @@ pub async fn serve(mut incoming: Incoming, provider: Arc<dyn Provider>, config: 
         provider,
         cpu: Semaphore::new(config.cpu_jobs.max(1)),
         memory: Budget::new(config.memory.max(DEFAULT_RESERVE)),
-        rate: config.max_rate.map(RateLimit::new),
+        rate: config.max_rate.map(Turns::new),
         config,
         streams: Mutex::default(),
         bans: Mutex::default(),
@@ -785,8 +894,8 @@ async fn write_timed<W: AsyncWrite + Unpin>(
 enum Reply {
     Msg(Response),
     Manifest(Arc<[u8]>),
-    /// A chunk and the budget it holds until written.
-    Chunk(Vec<u8>, Reserved),
+    /// A chunk, its id, and the budget it holds until written.
+    Chunk(Vec<u8>, ChunkId, Reserved),
 }
 
 /// A chunk answer's hold on the memory budget and on its address's answer
@@ -871,9 +980,9 @@ async fn handle(
                         write_timed(&mut wr, &head, stall).await?;
                         write_timed(&mut wr, &bytes, stall).await?;
                     }
-                    Reply::Chunk(bytes, reserved) => {
+                    Reply::Chunk(bytes, chunk, reserved) => {
                         if let Some(rate) = &shared.rate {
-                            rate.take(bytes.len()).await;
+                            rate.take(chunk, bytes.len()).await;
                         }
                         let head = wire::encode(&Response::Chunk { len: bytes.len() as u32 });
                         write_timed(&mut wr, &head, stall).await?;
@@ -1126,7 +1235,7 @@ async fn answer(
                     None => return ctx.busy(),
                 };
             }
-            Reply::Chunk(bytes, reserved)
+            Reply::Chunk(bytes, chunk, reserved)
         }
         Ok(Err(Refusal::Stale)) => Reply::Msg(Response::Stale),
         Ok(Err(Refusal::NotFound)) | Err(_) => Reply::Msg(Response::NotFound),
@@ -1262,6 +1371,30 @@ mod tests {
         let b = s.bans.lock().unwrap();
         assert!(b.until.contains_key(&AddrOrPeer::Peer(lo)));
         assert!(!b.until.contains_key(&AddrOrPeer::Addr(AddrKey::Peer(lo))));
+    }
+
+    /// Under the upload limit, a chunk not sent yet goes before one sent
+    /// already, whichever asked first.
+    #[tokio::test]
+    async fn the_chunk_sent_fewest_times_goes_first() {
+        let turns = Turns::new(1_000_000);
+        let (a, b) = (ChunkId([1; 32]), ChunkId([2; 32]));
+        // A goes out once: a 100 ms turn, during which both wait.
+        turns.take(a, 100_000).await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let again = |c: ChunkId| {
+            let (turns, order) = (turns.clone(), order.clone());
+            tokio::spawn(async move {
+                turns.take(c, 1000).await;
+                order.lock().unwrap().push(c);
+            })
+        };
+        let first = again(a);
+        tokio::task::yield_now().await;
+        let second = again(b);
+        first.await.unwrap();
+        second.await.unwrap();
+        assert_eq!(*order.lock().unwrap(), [b, a]);
     }
 
     #[test]

@@ -513,14 +513,28 @@ pub async fn fetch(
     }
     // Tell the sources, proving the key; a one-shot sender stops on this.
     // Best effort. Only for the whole share: `Done` says "I hold it all"
-    // (a part does not count as a download).
+    // (a part does not count as a download). Only those still connected
+    // (in a swarm, receivers that finished have gone: opening a stream to
+    // one would wait out the whole timeout), all at once (one after the
+    // other, a crowd's members took 5 s each).
     let done_key = crate::crypto::DoneKey::new(key);
-    for peer in peers.into_iter().filter(|_| whole) {
-        let told = send_done(client, peer, share, &done_key);
-        if let Ok(Err(e)) = tokio::time::timeout(opts.retry.done_timeout, told).await {
-            tracing::debug!(%peer, error = %e, "telling a source we are done failed");
-        }
-    }
+    let connected: HashSet<PeerId> = match client.connected().await {
+        Ok(c) => c.into_iter().map(|(p, _)| p).collect(),
+        Err(_) => HashSet::new(),
+    };
+    let tells = peers
+        .into_iter()
+        .filter(|p| whole && connected.contains(p))
+        .map(|peer| {
+            let done_key = &done_key;
+            async move {
+                let told = send_done(client, peer, share, done_key);
+                if let Ok(Err(e)) = tokio::time::timeout(opts.retry.done_timeout, told).await {
+                    tracing::debug!(%peer, error = %e, "telling a source we are done failed");
+                }
+            }
+        });
+    futures::future::join_all(tells).await;
     Ok(Fetched {
         paths,
         files,

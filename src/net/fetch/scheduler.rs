@@ -377,10 +377,11 @@ impl Queue {
     }
 
     /// Whether `peer` may take one more chunk: within its pipeline (which
-    /// opens as it delivers), and, unless it is the `sole` live source of
-    /// that chunk, only if it would deliver it before the sources together
-    /// are expected to finish everything left, or sooner than any other
-    /// source could.
+    /// opens as it delivers), and only if it would deliver it before the
+    /// sources together are expected to finish everything left, or sooner
+    /// than any other source could. If it is the `sole` live source of that
+    /// chunk: with nothing in flight always, and with something in flight
+    /// never while other sources are live.
     fn wants(&self, peer: PeerId, now: Instant, sole: bool) -> bool {
         let mine = self.in_flight(peer).len();
         let delivered = self.sources.get(&peer).map_or(0, |s| s.rate.delivered);
@@ -389,9 +390,19 @@ impl Queue {
             return false;
         }
         if sole {
-            // Waiting for faster sources would wait for ever: they do not
-            // hold it (yet).
-            return true;
+            // Waiting for other sources would wait for ever: they do not
+            // hold it (yet). One at a time while there are others, though:
+            // they may soon hold what this one would be asked next (a
+            // crowd's members, from the sharer), and a request queued
+            // behind others at a busy source is a choice made long before
+            // its answer.
+            let others = self.sources.iter().any(|(p, s)| *p != peer && s.live);
+            if mine == 0 {
+                return true;
+            }
+            if others {
+                return false;
+            }
         }
         let Some(finish) = self.finish(peer, now) else {
             // Not measured yet: one chunk to measure it by.
