@@ -85,12 +85,25 @@ impl Reach {
         if is_relayed(addr) {
             return Vec::new();
         }
-        let relayed = conns
+        let relayed: Vec<ConnectionId> = conns
             .iter()
             .filter(|(_, a)| is_relayed(a))
             .map(|(c, _)| *c)
             .collect();
         self.unpunchable.remove(&peer);
+        // libp2p-stream opens a stream on a connection picked at random
+        // among the peer's, and the relayed ones only go once their close
+        // is processed: waiters are answered when the last of them has
+        // closed, so no bulk stream lands on a relayed connection that is
+        // going away (it would be waited out to the request timeout).
+        if relayed.is_empty() {
+            self.answer_direct(peer);
+        }
+        relayed
+    }
+
+    /// Answers every caller waiting for `peer` to be direct.
+    fn answer_direct(&mut self, peer: PeerId) {
         for w in self.waiters.remove(&peer).unwrap_or_default() {
             match w {
                 Waiter::Dial(_, r) => {
@@ -101,7 +114,6 @@ impl Reach {
                 }
             }
         }
-        relayed
     }
 
     /// Forgets a closed connection; true if it was relayed.
@@ -113,7 +125,17 @@ impl Reach {
         if c.is_empty() {
             self.conns.remove(&peer);
         }
+        if relayed && self.settled_direct(&peer) {
+            self.answer_direct(peer);
+        }
         relayed
+    }
+
+    /// Whether `peer` has a direct connection and no relayed one left.
+    fn settled_direct(&self, peer: &PeerId) -> bool {
+        self.conns
+            .get(peer)
+            .is_some_and(|c| c.values().any(|a| !is_relayed(a)) && !c.values().any(is_relayed))
     }
 
     /// Whether some connection to `peer` is direct.
@@ -184,7 +206,7 @@ impl Reach {
         deadline: Instant,
         reply: oneshot::Sender<bool>,
     ) {
-        if self.is_direct(&peer) {
+        if self.settled_direct(&peer) {
             let _ = reply.send(true);
             return;
         }
@@ -239,7 +261,14 @@ impl Reach {
     /// Answers the waiters whose deadline passed.
     pub(super) fn expire(&mut self, now: Instant) {
         let mut gave_up = Vec::new();
+        let direct: std::collections::HashSet<PeerId> = self
+            .waiters
+            .keys()
+            .filter(|p| self.is_direct(p))
+            .copied()
+            .collect();
         for (peer, ws) in self.waiters.iter_mut() {
+            let is_direct = direct.contains(peer);
             let (due, keep): (Vec<Waiter>, Vec<Waiter>) =
                 std::mem::take(ws).into_iter().partition(|w| match w {
                     Waiter::Dial(t, _) | Waiter::Direct(t, _) => *t <= now,
@@ -250,11 +279,14 @@ impl Reach {
                     Waiter::Dial(_, r) => {
                         // Still relayed at the deadline: the punch did not
                         // work in time (DCUtR's own failure may come later).
-                        gave_up.push(*peer);
+                        // Direct but a relayed one not closed yet: punched.
+                        if !is_direct {
+                            gave_up.push(*peer);
+                        }
                         let _ = r.send(Ok(()));
                     }
                     Waiter::Direct(_, r) => {
-                        let _ = r.send(false);
+                        let _ = r.send(is_direct);
                     }
                 }
             }
@@ -369,18 +401,23 @@ mod tests {
             Instant::now() + std::time::Duration::from_secs(60),
             tx,
         );
-        let (dtx, drx) = oneshot::channel();
+        let (dtx, mut drx) = oneshot::channel();
         r.await_direct(
             peer,
             Instant::now() + std::time::Duration::from_secs(60),
             dtx,
         );
+        let mut rx = rx;
         assert_eq!(r.connected(peer, c2, &direct), vec![c1]);
         assert!(!r.only_relayed(&peer));
-        assert!(rx.await.unwrap().is_ok());
-        assert!(drx.await.unwrap());
+        // Not before the relayed connection is gone: a stream opened now
+        // could land on it (libp2p-stream picks a connection at random).
+        assert!(rx.try_recv().is_err());
+        assert!(drx.try_recv().is_err());
         assert_eq!(r.one_addr_each(), vec![(peer, direct.clone())]);
         assert!(r.closed(peer, c1), "the closed connection was relayed");
+        assert!(rx.await.unwrap().is_ok());
+        assert!(drx.await.unwrap());
         let c = r.connections();
         assert_eq!(c[0].direct, vec![direct]);
         assert!(c[0].relayed.is_empty());
