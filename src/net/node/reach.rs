@@ -139,10 +139,9 @@ impl Reach {
     }
 
     /// Whether some connection to `peer` is direct.
+    #[cfg(test)]
     pub(super) fn is_direct(&self, peer: &PeerId) -> bool {
-        self.conns
-            .get(peer)
-            .is_some_and(|c| c.values().any(|a| !is_relayed(a)))
+        has_direct(self.conns.get(peer))
     }
 
     /// Whether `peer` is connected, and through relays only.
@@ -261,14 +260,9 @@ impl Reach {
     /// Answers the waiters whose deadline passed.
     pub(super) fn expire(&mut self, now: Instant) {
         let mut gave_up = Vec::new();
-        let direct: std::collections::HashSet<PeerId> = self
-            .waiters
-            .keys()
-            .filter(|p| self.is_direct(p))
-            .copied()
-            .collect();
+        let conns = &self.conns;
         for (peer, ws) in self.waiters.iter_mut() {
-            let is_direct = direct.contains(peer);
+            let is_direct = has_direct(conns.get(peer));
             let (due, keep): (Vec<Waiter>, Vec<Waiter>) =
                 std::mem::take(ws).into_iter().partition(|w| match w {
                     Waiter::Dial(t, _) | Waiter::Direct(t, _) => *t <= now,
@@ -370,6 +364,11 @@ impl Reach {
         }
         Some(v)
     }
+}
+
+/// Whether one of a peer's connections (`conns`) is direct.
+fn has_direct(conns: Option<&HashMap<ConnectionId, Multiaddr>>) -> bool {
+    conns.is_some_and(|c| c.values().any(|a| !is_relayed(a)))
 }
 
 #[cfg(test)]
