@@ -227,7 +227,7 @@ fn resume_and_place(dest: &Path, s: &Sealed, opts: &OutputOptions) -> Result<(),
     assert!(out.resumed());
     let mut out = out;
     let subset = Subset::everything(&s.metadata);
-    let good = resume::staged_content(&out, &s.resealer, &subset)?;
+    let good = resume::staged_content(&mut out, &s.resealer, &subset)?;
     let size = s.resealer.manifest().chunk_size.bytes();
     for i in subset.chunks(size) {
         if !good.contains(&i) {

@@ -6,6 +6,7 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -325,6 +326,214 @@ async fn an_interrupted_partial_fetch_resumes_with_what_it_has() {
     .unwrap();
 }
 
+/// Content chunk indices asked for among `asked`, as a set.
+fn content_indices(asked: &[ChunkId], manifest: &peerdrop::manifest::Manifest) -> BTreeSet<u64> {
+    let index: HashMap<&ChunkId, u64> = manifest
+        .content_chunks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c, i as u64))
+        .collect();
+    asked.iter().filter_map(|c| index.get(c).copied()).collect()
+}
+
+/// The content range of the files `pick` chooses, which must be one run
+/// (a folder's files are contiguous in the sorted file list).
+fn range_of(m: &Metadata, pick: impl Fn(&str) -> bool) -> (u64, u64) {
+    let (mut offset, mut range) = (0, None::<(u64, u64)>);
+    for e in m.entries() {
+        if e.kind == EntryKind::File && pick(e.path.as_str()) {
+            let r = range.get_or_insert((offset, offset));
+            assert_eq!(r.1, offset, "not one run: {}", e.path.as_str());
+            r.1 = offset + e.size;
+        }
+        offset += e.size;
+    }
+    range.expect("something picked")
+}
+
+/// What a wider fetch into a folder holding an earlier part asks for: the
+/// chunks of its choice (by `chosen`), but for those wholly inside the
+/// content range `kept` (checked from the disk by sealing them again).
+fn chunks_beyond(
+    m: &Metadata,
+    chunk: u64,
+    chosen: impl Fn(&str) -> bool,
+    kept: (u64, u64),
+) -> BTreeSet<u64> {
+    let len = m.content_len();
+    chunks_for(m, chunk, chosen)
+        .into_iter()
+        .filter(|i| !(i * chunk >= kept.0 && ((i + 1) * chunk).min(len) <= kept.1))
+        .collect()
+}
+
+fn only(patterns: &[&str], force: bool, merge: bool) -> FetchOptions {
+    let only: Vec<String> = patterns.iter().map(|s| s.to_string()).collect();
+    FetchOptions {
+        selection: Selection::new(&only, &[]).unwrap(),
+        output: peerdrop::store::output::OutputOptions { force, merge },
+        ..quick()
+    }
+}
+
+/// The folders `names` of [`thousand_files`]'s tree, as they land under a
+/// destination.
+fn folders_of(root: &Path, names: &[&str]) -> Tree {
+    let mut want: Tree = read_tree(root)
+        .into_iter()
+        .filter(|(p, _)| names.iter().any(|n| p.split('/').next() == Some(n)))
+        .map(|(p, v)| (format!("tree/{p}"), v))
+        .collect();
+    want.insert("tree".into(), (true, false, Vec::new()));
+    want
+}
+
+/// Whether a path is inside one of `folders`.
+fn in_folders(folders: &[&str]) -> impl Fn(&str) -> bool {
+    let folders: Vec<String> = folders.iter().map(|f| format!("{f}/")).collect();
+    move |p: &str| folders.iter().any(|f| p.starts_with(f))
+}
+
+/// Issue 13: `receive --only tree/d3`, then `--only tree/d3 --only
+/// tree/d4` into the same folder. Without --merge the second is refused
+/// before any content is asked for (it would write into the existing
+/// `tree`); with it, the files of d3 found in place are checked from the
+/// disk and kept, and only the chunks of d4 (and of d3's first chunk,
+/// shared with d2, which could not be checked offline) are asked for. The
+/// result is exactly d3 and d4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wider_fetch_keeps_the_earlier_part_and_asks_only_for_the_rest() {
+    tokio::time::timeout(LIMIT, async {
+        let tmp = tempfile::tempdir().unwrap();
+        let (root, key, id, counting, server) = serve_thousand(&tmp).await;
+        let link = link_for(&key, id, &[&server]);
+        let dest = sub(&tmp, "dest");
+        let (r, _) = fetch_link(&link, &dest, &only(&["tree/d3"], false, false)).await;
+        let first = r.unwrap();
+        let (m, manifest) = (&first.metadata, &first.manifest);
+        let before = counting.asked().len();
+
+        let wider = ["tree/d3", "tree/d4"];
+        let (r, _) = fetch_link(&link, &dest, &only(&wider, false, false)).await;
+        match r {
+            Err(FetchError::Output(peerdrop::store::output::OutputError::Conflict(p))) => {
+                assert_eq!(p, dest.join("tree"))
+            }
+            r => panic!("{:?}", r.map(|d| d.paths)),
+        }
+        let asked = counting.asked();
+        assert!(content_indices(&asked[before..], manifest).is_empty());
+        assert_eq!(names_in(&dest), ["tree"], "no staging folder left");
+        let before = asked.len();
+
+        let (r, events) = fetch_link(&link, &dest, &only(&wider, false, true)).await;
+        let done = r.unwrap_or_else(|e| panic!("{e}: {events:?}"));
+        let asked = content_indices(&counting.asked()[before..], manifest);
+        let d3 = range_of(m, in_folders(&["tree/d3"]));
+        let want = chunks_beyond(m, 1 << 14, in_folders(&wider), d3);
+        assert_eq!(asked, want, "only the chunks the new files need");
+        let all = chunks_for(m, 1 << 14, in_folders(&wider)).len();
+        assert!(asked.len() * 3 < all * 2, "{} of {all}", asked.len());
+        // All of d3 but what its two end chunks hold.
+        let kept: u64 = d3.1 - d3.0;
+        assert!(
+            done.resumed_bytes + 2 * (1 << 14) >= kept,
+            "{} of {kept}",
+            done.resumed_bytes
+        );
+        assert_eq!(read_tree(&dest), folders_of(&root, &["d3", "d4"]));
+        assert_eq!(names_in(&dest), ["tree"]);
+        eprintln!(
+            "wider fetch: {} of the {all} chunks of d3+d4 asked for, {} bytes kept",
+            asked.len(),
+            done.resumed_bytes
+        );
+        server.client.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
+/// Issue 13: a share of two folders `a` and `b`. Fetching `a`, then `a`
+/// and `b` (no --merge needed: nothing is written into `a`) asks only for
+/// b's chunks. A file of `a` changed since (same size) is refused before
+/// any content is asked for, naming `a` without --merge and the file with
+/// it; --force replaces it; the refusals leave the folder as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_earlier_part_is_reused_only_if_it_checks_out() {
+    tokio::time::timeout(LIMIT, async {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut a = Tree::new();
+        a.insert("1.bin".into(), (false, false, bytes(11, 40_000)));
+        a.insert("2.bin".into(), (false, false, bytes(12, 30_000)));
+        a.insert("s/3.bin".into(), (false, false, bytes(13, 5_000)));
+        let mut b = Tree::new();
+        b.insert("4.bin".into(), (false, false, bytes(14, 50_000)));
+        b.insert("5.bin".into(), (false, false, bytes(15, 100)));
+        let (ra, rb) = (sub(&tmp, "a"), sub(&tmp, "b"));
+        write_tree(&ra, &a);
+        write_tree(&rb, &b);
+        let key = ShareKey::generate().unwrap();
+        let opts = SealOptions {
+            chunk_size: ChunkSize::from_log2(14),
+            ..SealOptions::default()
+        };
+        let share = LocalShare::create(&[ra.clone(), rb.clone()], &key, &opts, |_| {}).unwrap();
+        let (id, manifest) = (share.id(), share.manifest().clone());
+        let m = share.source().metadata().clone();
+        let counting = Counting::new(share, usize::MAX);
+        let server = start_server("/ip4/127.0.0.1/tcp/0", counting.clone()).await;
+        let link = link_for(&key, id, &[&server]);
+        let dest = sub(&tmp, "dest");
+
+        fetch_link(&link, &dest, &only(&["/a"], false, false))
+            .await
+            .0
+            .unwrap();
+        assert_eq!(read_tree(&dest.join("a")), read_tree(&ra));
+        let before = counting.asked().len();
+        let both = ["/a", "/b"];
+        let (r, events) = fetch_link(&link, &dest, &only(&both, false, false)).await;
+        r.unwrap_or_else(|e| panic!("{e}: {events:?}"));
+        let asked = content_indices(&counting.asked()[before..], &manifest);
+        let in_a = range_of(&m, in_folders(&["a"]));
+        assert_eq!(asked, chunks_beyond(&m, 1 << 14, |_| true, in_a));
+        assert!(!asked.contains(&0) && !asked.contains(&1), "{asked:?}");
+        assert_eq!(read_tree(&dest.join("a")), read_tree(&ra));
+        assert_eq!(read_tree(&dest.join("b")), read_tree(&rb));
+
+        // Chunk 1 (bytes 16,384 to 32,767) lies inside a/1.bin.
+        fs::remove_dir_all(dest.join("b")).unwrap();
+        let one = dest.join("a/1.bin");
+        let mut changed = fs::read(&one).unwrap();
+        changed[20_000] ^= 1;
+        fs::write(&one, &changed).unwrap();
+        let before = counting.asked().len();
+        for (merge, named) in [(false, dest.join("a")), (true, one.clone())] {
+            let (r, _) = fetch_link(&link, &dest, &only(&both, false, merge)).await;
+            let e = r.map(|d| d.paths).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("{} already exists", named.display())),
+                "{e}"
+            );
+            assert_eq!(names_in(&dest), ["a"], "nothing placed, nothing staged");
+            assert_eq!(fs::read(&one).unwrap(), changed);
+        }
+        assert!(content_indices(&counting.asked()[before..], &manifest).is_empty());
+        fetch_link(&link, &dest, &only(&both, true, true))
+            .await
+            .0
+            .unwrap();
+        assert_eq!(read_tree(&dest.join("a")), read_tree(&ra));
+        assert_eq!(read_tree(&dest.join("b")), read_tree(&rb));
+        assert_eq!(names_in(&dest), ["a", "b"]);
+        server.client.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
 /// A `Write` whose bytes the test keeps.
 #[derive(Clone, Default)]
 struct Collect(Arc<Mutex<Vec<u8>>>);
@@ -620,6 +829,46 @@ fn the_daemon_fetches_part_of_a_share_and_resumes_that_part_after_a_restart() {
     );
     // A part is not the share: nothing is re-seeded.
     assert_eq!(b.json(&["list"])["shares"], serde_json::json!([]));
+    drop(b);
+    rt.block_on(server.client.shutdown());
+}
+
+/// Issue 13, the daemon's `fetch`: a part, then a wider part with --merge
+/// into the same folder asks only for the chunks the new files need, and
+/// the result is exactly both parts.
+#[test]
+fn the_daemon_fetches_more_of_a_share_keeping_the_part_it_has() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = thousand_files(&tmp);
+    let key = ShareKey::generate().unwrap();
+    let share = share_of(&root, &key);
+    let id = share.id();
+    let manifest = share.manifest().clone();
+    let m = share.source().metadata().clone();
+    let counting = Counting::new(share, usize::MAX);
+    let server = rt.block_on(start_server("/ip4/127.0.0.1/tcp/0", counting.clone()));
+    let link = link_for(&key, id, &[&server]).to_uri_string();
+    let bdir = sub(&tmp, "B");
+    let out = sub(&tmp, "out");
+    let b = Daemon::start(&bdir);
+
+    let o = fetch(&bdir, &link, &out, &["--only", "tree/d5"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let before = counting.asked().len();
+    let o = fetch(
+        &bdir,
+        &link,
+        &out,
+        &["--only", "tree/d5", "--only", "tree/d6", "--merge"],
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    let asked = content_indices(&counting.asked()[before..], &manifest);
+    let wider: &[&str] = &["tree/d5", "tree/d6"];
+    let d5 = range_of(&m, in_folders(&["tree/d5"]));
+    assert_eq!(asked, chunks_beyond(&m, 1 << 14, in_folders(wider), d5));
+    assert_eq!(read_tree(&out), folders_of(&root, &["d5", "d6"]));
+    assert_eq!(names_in(&out), ["tree"]);
     drop(b);
     rt.block_on(server.client.shutdown());
 }

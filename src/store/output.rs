@@ -23,11 +23,21 @@
 //! flushed, counts an entry gone from staging but present at its final path
 //! as placed, and only finishes the renames.
 //!
-//! A run that finds every entry already at its final path, with the right
-//! kinds and sizes and no staging folder (a previous run finished, but died
-//! before it could say so), checks those files instead: if every chunk
-//! seals again to its id, the share is there and nothing is written; if
-//! not, the files are someone else's and are left alone.
+//! Files already at their final paths with the share's sizes (an earlier
+//! run of this share put them there: an earlier part of it, `--only`, or
+//! the whole share by a run that died before it could say so) are
+//! **found**, not refused at once: each is checked against the share
+//! ([`crate::store::resume::staged_content`] seals again every chunk it
+//! can assemble from the files on disk; the bytes of a chunk fetched anyway
+//! are compared with the file in [`Output::write_content`]). A found file
+//! that matches is kept where it is, never written or renamed, and the
+//! chunks only it needs are not fetched. One that does not match is
+//! someone else's: it is refused, naming it, unless `--force` replaces it
+//! (then it is fetched whole again). Checking never widens what is written
+//! without `--merge`: a top-level folder that exists is written into only
+//! with it, so without it every entry of the share below such a folder must
+//! already be there (folders as folders, files found and matching), which
+//! writes nothing into it.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -129,12 +139,25 @@ enum Plan {
     Covered,
     /// Already moved into place by an interrupted run.
     Placed,
+    /// A file already at its final path with the share's size: checked,
+    /// then kept (never written or renamed), or refused.
+    Found,
 }
 
-/// Why an entry's path was refused by the plan: the error to give if files
-/// found in place turn out not to be the share.
+/// A file found at its final path (see the module docs).
 #[derive(Clone, Debug)]
-enum Taken {
+pub(crate) struct Found {
+    /// The refusal if it is not the share's file: [`OutputError::Exists`]
+    /// naming it, or [`OutputError::Conflict`] naming the top-level folder
+    /// it is in when that folder may not be written into (no `--merge`).
+    pub(crate) refusal: Taken,
+    /// Whether `--force` lets a run replace it instead.
+    pub(crate) replaceable: bool,
+}
+
+/// The error to give if a found file turns out not to be the share's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Taken {
     /// [`OutputError::Exists`].
     Exists(PathBuf),
     /// [`OutputError::Conflict`].
@@ -158,20 +181,21 @@ pub struct Output {
     dest_dir: Dir,
     /// The staging folder (holds the lock and `tree/`).
     staging: PathBuf,
-    /// The staging folder, held; `None` when nothing is staged (present).
-    staging_dir: Option<Dir>,
+    /// The staging folder, held.
+    staging_dir: Dir,
     /// `staging/tree`: where entries are written.
     tree: PathBuf,
     /// Reaches entries below `tree` one name at a time, never through a
     /// link (shared with the threads that read staged content back).
     walker: Mutex<Walker>,
+    /// The same below the destination, to read found files.
+    final_walker: Mutex<Walker>,
     metadata: Metadata,
     /// Content offset and entry index of each file, in content order.
     files: Vec<(u64, usize)>,
     plan: Vec<Plan>,
-    /// The staging folder's lock; closing it releases the lock. None when
-    /// the share is already in place (nothing is staged).
-    _lock: Option<File>,
+    /// The staging folder's lock; closing it releases the lock.
+    _lock: File,
     /// The file last written to, kept open for sequential writes.
     open: Option<(usize, File)>,
     /// Bytes written to the open file since its writeback was last started.
@@ -183,10 +207,8 @@ pub struct Output {
     resumed: bool,
     /// Whether that run had verified everything and begun the renames.
     placing: bool,
-    /// Set when the share looks already placed by a finished run (the
-    /// refusal the plan gave, kept for when the check fails): `tree` is
-    /// then the destination itself, read to be checked, never written.
-    present: Option<Taken>,
+    /// Files found at their final paths, by entry index.
+    found: HashMap<usize, Found>,
 }
 
 /// Name of the staging folder for a share.
@@ -275,30 +297,18 @@ impl Output {
             staging: &staging,
         };
         let placing_tree = placing.then_some(earlier_tree.as_ref());
-        let plan = match plan(&places, &metadata, opts, placing_tree) {
-            // The one refusal that is not an error: this very share, already
-            // in place (checked by resealing before it counts). Not a merge:
-            // nothing is written.
-            Err(e)
-                if dest_dir.stat(&name).ok().flatten().is_none()
-                    && looks_placed(&dest_dir, &metadata) =>
-            {
-                let taken = match e {
-                    OutputError::Exists(p) => Taken::Exists(p),
-                    OutputError::Conflict(p) => Taken::Conflict(p),
-                    e => return Err(e),
-                };
-                return Output::already_placed(dest, dest_dir, staging, metadata, taken);
-            }
-            plan => plan?,
-        };
+        let (plan, found) = plan(&places, &metadata, opts, placing_tree)?;
         let available = dest_dir.free_space().map_err(at(dest))?;
         // Only a previous run leaves staged bytes; looking each file up when
         // there is no staging folder costs a failed lookup per file.
         let present = earlier_tree.map_or(0, |t| staged_bytes(&t, &metadata));
+        // Found files are kept in place (or, with --force, replaced: their
+        // old copy is gone once the new one is renamed over it).
+        let found_bytes: u64 = found.keys().map(|&i| metadata.entries()[i].size).sum();
         let needed = metadata
             .content_len()
             .saturating_sub(present)
+            .saturating_sub(found_bytes)
             .saturating_add(FREE_SPACE_MARGIN);
         // Placing moves staged bytes, it writes none.
         if available < needed && !placing {
@@ -367,80 +377,98 @@ impl Output {
                 }
             }
         }
-        let metadata_len = metadata.entries().len();
+        let mut timed = vec![false; metadata.entries().len()];
+        for &i in found.keys() {
+            // Not staged: nothing of theirs to time, flush or rename.
+            timed[i] = true;
+        }
+        let final_walker = Walker::new(&dest_dir).map_err(at(dest))?;
         Ok(Output {
             dest: dest.to_owned(),
             dest_dir,
             staging,
-            staging_dir: Some(staging_dir),
+            staging_dir,
             tree,
             walker: Mutex::new(walker),
+            final_walker: Mutex::new(final_walker),
             metadata,
             files,
             plan,
-            _lock: Some(lock),
+            _lock: lock,
             open: None,
             unflushed: 0,
-            timed: vec![false; metadata_len],
+            timed,
             resumed,
             placing,
-            present: None,
+            found,
         })
     }
 
-    /// A share whose every entry is already where it goes (`taken` is the
-    /// first that was found there): its files are read, to be checked.
-    fn already_placed(
-        dest: &Path,
-        dest_dir: Dir,
-        staging: PathBuf,
-        metadata: Metadata,
-        taken: Taken,
-    ) -> Result<Output, OutputError> {
-        let mut files = Vec::new();
-        let mut offset = 0;
-        for (i, e) in metadata.entries().iter().enumerate() {
-            if e.kind == EntryKind::File {
-                files.push((offset, i));
-                offset += e.size;
-            }
+    /// Whether anything on disk must be checked before fetching: a previous
+    /// run's staged content ([`Output::resumed`]) or found files (see the
+    /// module docs); [`crate::store::resume::staged_content`] does it.
+    pub fn needs_check(&self) -> bool {
+        self.resumed || !self.found.is_empty()
+    }
+
+    /// How many files of the share were found at their final paths (kept
+    /// if they check out).
+    pub fn found_count(&self) -> usize {
+        self.found.len()
+    }
+
+    /// The found file of entry `idx`, if it is one.
+    pub(crate) fn found(&self, idx: usize) -> Option<&Found> {
+        self.found.get(&idx)
+    }
+
+    /// Gives up the found file of entry `idx` (it did not check out, and
+    /// `--force` replaces it): it is staged and renamed over the old one
+    /// like any replaced file, so all of its content must be written.
+    pub(crate) fn replace_found(&mut self, idx: usize) {
+        if self.found.remove(&idx).is_some() {
+            self.plan[idx] = Plan::Replace;
+            self.timed[idx] = false;
         }
-        let n = metadata.entries().len();
-        let walker = Walker::new(&dest_dir).map_err(at(dest))?;
-        Ok(Output {
-            dest: dest.to_owned(),
-            dest_dir,
-            staging,
-            staging_dir: None,
-            tree: dest.to_owned(),
-            walker: Mutex::new(walker),
-            metadata,
-            files,
-            plan: vec![Plan::Placed; n],
-            _lock: None,
-            open: None,
-            unflushed: 0,
-            timed: vec![true; n],
-            resumed: true,
-            placing: false,
-            present: Some(taken),
-        })
     }
 
-    /// Whether the share's entries were all found at their final paths with
-    /// no staging folder: [`crate::store::resume::staged_content`] must then
-    /// find every chunk intact, or the files are someone else's.
-    pub fn present(&self) -> bool {
-        self.present.is_some()
+    /// Gives up every found file that `--force` may replace (see
+    /// [`Output::replace_found`]): for a caller that writes all content
+    /// anyway.
+    pub fn replace_all_found(&mut self) {
+        let replaceable: Vec<usize> = self
+            .found
+            .iter()
+            .filter(|(_, f)| f.replaceable)
+            .map(|(&i, _)| i)
+            .collect();
+        for i in replaceable {
+            self.replace_found(i);
+        }
     }
 
-    /// The error for files in the way, when [`Output::present`] files turn
-    /// out not to be the share.
-    pub fn taken(&self) -> OutputError {
-        self.present
-            .clone()
-            .unwrap_or_else(|| Taken::Exists(self.dest.clone()))
-            .into()
+    /// Entry indices of the files holding any of the `len` content bytes
+    /// at `offset`, in order (empty files hold none).
+    pub(crate) fn files_at(&self, offset: u64, len: u64) -> impl Iterator<Item = usize> + '_ {
+        let end = offset + len;
+        let entries = self.metadata.entries();
+        let k = self
+            .files
+            .partition_point(|&(o, i)| o + entries[i].size <= offset);
+        self.files[k..]
+            .iter()
+            .take_while(move |&&(o, _)| o < end)
+            .filter(move |&&(_, i)| entries[i].size > 0)
+            .map(|&(_, i)| i)
+    }
+
+    /// Removes the staging folder if this run made it (nothing of a
+    /// previous run's is lost): for a run refused before it wrote anything,
+    /// so that a refusal leaves the destination as it was. Best effort.
+    pub fn discard(&self) {
+        if !self.resumed {
+            let _ = self.remove_staging();
+        }
     }
 
     /// Whether a previous run's staging folder was reused: its content is
@@ -470,18 +498,40 @@ impl Output {
         })
     }
 
-    /// Reads staged content at `offset` (for verifying a resumed run).
+    /// Where entry `idx`'s bytes are read from: its final path if it was
+    /// found there, else its staged copy.
+    fn path_of(&self, idx: usize) -> PathBuf {
+        let rel = self.metadata.entries()[idx].path.as_str();
+        match self.found.contains_key(&idx) {
+            true => self.dest.join(rel),
+            false => self.tree.join(rel),
+        }
+    }
+
+    /// Opens entry `idx`'s file for reading, where [`Output::path_of`]
+    /// says, one name at a time and never through a link.
+    fn open_to_read(&self, idx: usize) -> Result<File, OutputError> {
+        let rel = self.metadata.entries()[idx].path.as_str();
+        let (walker, base) = match self.found.contains_key(&idx) {
+            true => (&self.final_walker, &self.dest),
+            false => (&self.walker, &self.tree),
+        };
+        let mut w = lock(walker);
+        let (dir, name) = parent_of(&mut w, base, rel)?;
+        Ok(dir
+            .open_file(name, OFlags::RDONLY, 0)
+            .map_err(at(&base.join(rel)))?)
+    }
+
+    /// Reads content at `offset`: staged by a previous run, or in a found
+    /// file (for checking them).
     pub fn read_content(&self, mut offset: u64, mut buf: &mut [u8]) -> Result<(), OutputError> {
         while !buf.is_empty() {
             let (start, idx) = self.file_at(offset)?;
             let entry = &self.metadata.entries()[idx];
             let n = ((start + entry.size - offset) as usize).min(buf.len());
-            let path = self.tree.join(entry.path.as_str());
-            let f = {
-                let mut w = lock(&self.walker);
-                let (dir, name) = parent_of(&mut w, &self.tree, entry.path.as_str())?;
-                dir.open_file(name, OFlags::RDONLY, 0).map_err(at(&path))?
-            };
+            let f = self.open_to_read(idx)?;
+            let path = self.path_of(idx);
             f.read_exact_at(&mut buf[..n], offset - start)
                 .map_err(at(&path))?;
             offset += n as u64;
@@ -502,15 +552,27 @@ impl Output {
 
     /// Writes verified plaintext at `offset` of the content stream.
     pub fn write_content(&mut self, mut offset: u64, mut data: &[u8]) -> Result<(), OutputError> {
-        if self.present.is_some() {
-            // Those are final paths: never written, only checked.
-            return Err(self.taken());
-        }
         while !data.is_empty() {
             // Files of size zero take no bytes; find the one holding `offset`.
             let (start, idx) = self.file_at(offset)?;
             let entry = &self.metadata.entries()[idx];
             let n = ((start + entry.size - offset) as usize).min(data.len());
+            if let Some(found) = self.found.get(&idx) {
+                // A final path: never written, only compared with what
+                // verified (the bytes of a chunk fetched for other files,
+                // or one that could not be checked from the disk alone).
+                let mut there = vec![0; n];
+                let f = self.open_to_read(idx)?;
+                let path = self.dest.join(entry.path.as_str());
+                f.read_exact_at(&mut there, offset - start)
+                    .map_err(at(&path))?;
+                if there != data[..n] {
+                    return Err(found.refusal.clone().into());
+                }
+                offset += n as u64;
+                data = &data[n..];
+                continue;
+            }
             let path = self.tree.join(entry.path.as_str());
             if self.open.as_ref().map(|(i, _)| *i) != Some(idx) {
                 let w = self.walker.get_mut().unwrap_or_else(|p| p.into_inner());
@@ -552,9 +614,6 @@ impl Output {
     pub fn finish(mut self) -> Result<Vec<PathBuf>, OutputError> {
         self.open = None;
         let entries = self.metadata.entries();
-        if self.present.is_some() {
-            return Ok(top_level(&self.dest, entries));
-        }
         if !self.placing {
             self.seal_staging()?;
         }
@@ -630,7 +689,7 @@ impl Output {
             dir.set_mtime(name, e.mtime.secs, e.mtime.nanos)
                 .map_err(at(&path))?;
         }
-        let staging = self.staging_dir()?;
+        let staging = &self.staging_dir;
         staging.sync_fs().map_err(at(&self.staging))?;
         let marker = self.staging.join(PLACING);
         staging
@@ -641,17 +700,11 @@ impl Output {
         Ok(())
     }
 
-    /// The held staging folder (there is one unless the share was found
-    /// already in place, which never stages).
-    fn staging_dir(&self) -> Result<&Dir, OutputError> {
-        self.staging_dir.as_ref().ok_or_else(|| self.taken())
-    }
-
     /// Removes a placed share's staging folder, the `placing` marker last: a
     /// crash in the middle leaves the marker, and the next run only finishes
     /// the removal instead of finding its own files in the way.
     fn remove_staging(&self) -> Result<(), OutputError> {
-        let staging = self.staging_dir()?;
+        let staging = &self.staging_dir;
         let gone = |r: io::Result<()>, name: &str| match r {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(at(&self.staging.join(name))(e)),
             _ => Ok(()),
@@ -676,29 +729,6 @@ fn top_level(dest: &Path, entries: &[crate::meta::Entry]) -> Vec<PathBuf> {
     top
 }
 
-/// Whether every entry is at its final path with the kind and size the
-/// share gives it (links never count): a finished run's output, or a
-/// stranger's files, which checking the content tells apart.
-fn looks_placed(dest: &Dir, metadata: &Metadata) -> bool {
-    let Ok(mut w) = Walker::new(dest) else {
-        return false;
-    };
-    metadata.entries().iter().all(|e| {
-        let Ok((dir, name)) = w.parent(e.path.as_str()) else {
-            return false;
-        };
-        dir.stat(name)
-            .ok()
-            .flatten()
-            .is_some_and(|st| match e.kind {
-                EntryKind::Dir => handle::kind(&st) == FileType::Directory,
-                EntryKind::File => {
-                    handle::kind(&st) == FileType::RegularFile && st.st_size as u64 == e.size
-                }
-            })
-    })
-}
-
 /// Where a plan looks: the held destination, and the paths to name.
 struct Places<'a> {
     dest_dir: &'a Dir,
@@ -707,18 +737,24 @@ struct Places<'a> {
     staging: &'a Path,
 }
 
-/// What to do with each entry; fails on the first path that is taken.
-/// Every path is looked at below the held destination, one name at a time.
-/// `placing` is `Some(tree)` when an interrupted run had begun the
-/// renames (`None` inside if its `tree/` is gone): an entry gone from
-/// `tree` was moved into place by it.
+/// What to do with each entry, and the files found in place (by entry
+/// index); fails on the first path that is taken. Every path is looked at
+/// below the held destination, one name at a time. `placing` is
+/// `Some(tree)` when an interrupted run had begun the renames (`None`
+/// inside if its `tree/` is gone): an entry gone from `tree` was moved into
+/// place by it.
 fn plan(
     at_: &Places<'_>,
     metadata: &Metadata,
     opts: &OutputOptions,
     placing: Option<Option<&Dir>>,
-) -> Result<Vec<Plan>, OutputError> {
+) -> Result<(Vec<Plan>, HashMap<usize, Found>), OutputError> {
     let mut plan = Vec::with_capacity(metadata.entries().len());
+    let mut found = HashMap::new();
+    // Top-level folders that exist while the caller did not ask to merge:
+    // nothing may be written into them (F-07), so everything of the share
+    // below them must already be there.
+    let mut kept_tops: HashSet<&str> = HashSet::new();
     // Folders that reach their final place whole (moved now, placed by an
     // interrupted run, or inside such a folder): what is in them is covered.
     // A parent is listed before what it holds, so one look-up of the parent
@@ -730,7 +766,7 @@ fn plan(
         Some(t) => Some(Walker::new(t).map_err(at(at_.tree))?),
         None => None,
     };
-    for e in metadata.entries() {
+    for (i, e) in metadata.entries().iter().enumerate() {
         let rel = e.path.as_str();
         if e.path.parent().is_some_and(|p| moved_dirs.contains(p)) {
             if e.kind == EntryKind::Dir {
@@ -762,6 +798,12 @@ fn plan(
             }
         }
         let is_dir = |st: &handle::Stat| handle::kind(st) == FileType::Directory;
+        let top = rel.split('/').next().unwrap_or(rel);
+        let kept_top = e.path.parent().is_some() && kept_tops.contains(top);
+        let refusal = match kept_top {
+            true => Taken::Conflict(at_.dest.join(top)),
+            false => Taken::Exists(to.clone()),
+        };
         let p = match there {
             None => {
                 if e.kind == EntryKind::Dir {
@@ -769,23 +811,40 @@ fn plan(
                 }
                 Plan::Move
             }
-            Some(st)
-                if is_dir(&st)
-                    && e.kind == EntryKind::Dir
-                    && !opts.merge
-                    && e.path.parent().is_none() =>
-            {
-                return Err(OutputError::Conflict(to))
+            Some(st) if is_dir(&st) && e.kind == EntryKind::Dir => {
+                if !opts.merge && e.path.parent().is_none() {
+                    kept_tops.insert(rel);
+                }
+                Plan::Merge
             }
-            Some(st) if is_dir(&st) && e.kind == EntryKind::Dir => Plan::Merge,
             Some(st) if is_dir(&st) => return Err(OutputError::Blocked(to)),
             Some(_) if e.kind == EntryKind::Dir => return Err(OutputError::Blocked(to)),
-            Some(_) if !opts.force => return Err(OutputError::Exists(to)),
+            // Perhaps an earlier part of this very share: checked before
+            // it counts. Not while placing: that run checked all it kept,
+            // and left staged (to be renamed) only what it wrote.
+            Some(st)
+                if placing.is_none()
+                    && handle::kind(&st) == FileType::RegularFile
+                    && st.st_size as u64 == e.size =>
+            {
+                found.insert(
+                    i,
+                    Found {
+                        refusal,
+                        replaceable: opts.force && !kept_top,
+                    },
+                );
+                Plan::Found
+            }
+            Some(_) if !opts.force || kept_top => return Err(refusal.into()),
             Some(_) => Plan::Replace,
         };
+        if kept_top && matches!(p, Plan::Move | Plan::Replace) {
+            return Err(OutputError::Conflict(at_.dest.join(top)));
+        }
         plan.push(p);
     }
-    Ok(plan)
+    Ok((plan, found))
 }
 
 /// Bytes a previous run's staging files really occupy (they are sparse, so
@@ -951,7 +1010,7 @@ mod tests {
             staging: &dest.join("staging"),
         };
         let t = std::time::Instant::now();
-        let p = plan(&places, metadata, opts, None);
+        let p = plan(&places, metadata, opts, None).map(|(p, _)| p);
         (p, t.elapsed())
     }
 
@@ -1084,17 +1143,36 @@ mod tests {
         assert!(!dest.join(staging_name(&id)).exists());
     }
 
-    /// Without the marker, a file at a final path is someone else's.
+    /// Without the marker, a file at a final path is someone else's until
+    /// it checks out: one of another size is refused at once, one of the
+    /// share's size when its bytes differ from what verified, and it is
+    /// never written.
     #[test]
     fn a_run_interrupted_before_placing_still_refuses_existing_files() {
         let tmp = tempfile::tempdir().unwrap();
         let dest = tmp.path();
         let id = ManifestId([6; 32]);
         drop(staged(dest, &id));
-        fs::write(dest.join("z"), b"mine").unwrap();
+        fs::write(dest.join("z"), b"mine!").unwrap();
         let r = Output::create(dest, &id, share(), &OutputOptions::default());
         assert!(matches!(r, Err(OutputError::Exists(p)) if p == dest.join("z")));
+        fs::write(dest.join("z"), b"mine").unwrap();
+        let mut out = Output::create(dest, &id, share(), &OutputOptions::default()).unwrap();
+        assert_eq!(out.found_count(), 1);
+        let r = out.write_content(0, b"aaabbzzzz");
+        assert!(matches!(r, Err(OutputError::Exists(p)) if p == dest.join("z")));
         assert_eq!(fs::read(dest.join("z")).unwrap(), b"mine");
+        drop(out);
+        // The same bytes as the share: kept, not renamed over.
+        fs::write(dest.join("z"), b"zzzz").unwrap();
+        let mut out = Output::create(dest, &id, share(), &OutputOptions::default()).unwrap();
+        out.write_content(0, b"aaabbzzzz").unwrap();
+        let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap());
+        let before = ino(&dest.join("z"));
+        out.finish().unwrap();
+        assert_eq!(ino(&dest.join("z")), before, "kept in place");
+        assert_eq!(fs::read(dest.join("album/sub/b")).unwrap(), b"bb");
+        assert!(!dest.join(staging_name(&id)).exists());
     }
 
     /// An entry placed by the interrupted run and then removed by hand is

@@ -7,6 +7,8 @@
 //! again. No sockets here: a fetch over the network and an offline unseal
 //! can both resume with these.
 
+use std::collections::HashSet;
+
 use crate::chunk::Stream;
 use crate::manifest::Manifest;
 use crate::seal::Resealer;
@@ -14,17 +16,27 @@ use crate::select::Subset;
 use crate::store::chunks::ChunkDir;
 use crate::store::output::{Output, OutputError};
 
-/// Re-verifies a previous run's staged content by sealing it again and
-/// comparing with the manifest (sealing is deterministic). Only the chunks
-/// of `subset` (the part of the share being fetched) whose bytes are all
-/// chosen can be checked this way; the others (shared with an unchosen
-/// neighbour) are fetched again. Returns the content chunk indices that
-/// match, in order. For an output found already in place
-/// ([`Output::present`]), anything short of every chunk is
-/// [`OutputError::Exists`]. Runs on [`crate::pipeline::default_threads`]
-/// threads, fewer for big chunks ([`crate::pipeline::threads_within`]).
+/// Re-verifies what is on disk before fetching: a previous run's staged
+/// content, and the files found at their final paths
+/// ([`Output::needs_check`]), by sealing each chunk again from those bytes
+/// and comparing with the manifest (sealing is deterministic). Only the
+/// chunks of `subset` (the part of the share being fetched) whose bytes are
+/// all chosen and all on disk can be checked this way; the others are
+/// fetched, and the bytes of found files in them are compared when they
+/// arrive ([`Output::write_content`]). Returns the content chunk indices
+/// that match, in order: these are not fetched.
+///
+/// A found file is kept if every chunk holding its bytes matched. One in a
+/// chunk that did not match (or could not be checked) is replaced when the
+/// caller asked to (`--force`: it is fetched whole and staged); otherwise it
+/// is kept only if the fetched bytes match it. A chunk that does not match
+/// and whose bytes are all in found files refused in the same words is
+/// refused now, before anything is fetched; the staging folder this run
+/// made is then removed ([`Output::discard`]), so the destination is left
+/// as it was. Runs on [`crate::pipeline::default_threads`] threads, fewer
+/// for big chunks ([`crate::pipeline::threads_within`]).
 pub fn staged_content(
-    output: &Output,
+    output: &mut Output,
     resealer: &Resealer,
     subset: &Subset,
 ) -> Result<Vec<u64>, OutputError> {
@@ -36,9 +48,11 @@ pub fn staged_content(
         return Ok(subset.chunks(size));
     }
     let wanted = subset.chunks(size);
-    let count = wanted.len() as u64;
     let mut wanted = wanted.into_iter();
-    let mut good = Vec::new();
+    // Per chunk: None when it could not be assembled from the disk, else
+    // whether it sealed again to its id.
+    let mut checked: Vec<(u64, Option<bool>)> = Vec::new();
+    let out: &Output = output;
     crate::pipeline::ordered(
         crate::pipeline::threads_within(
             crate::pipeline::default_threads(),
@@ -57,24 +71,65 @@ pub fn staged_content(
             // A file not written yet (or cut short) just means "fetch it".
             let present = subset
                 .map(offset, len)
-                .all(|(to, r)| output.read_content(to, &mut buf[r]).is_ok());
+                .all(|(to, r)| out.read_content(to, &mut buf[r]).is_ok());
             Ok(Some((i, present.then_some(buf))))
         },
         |(i, buf): (u64, Option<Vec<u8>>)| {
-            let ok = buf.is_some_and(|b| resealer.reseal(Stream::Content, i, &b).is_ok());
+            let ok = buf.map(|b| resealer.reseal(Stream::Content, i, &b).is_ok());
             Ok::<_, OutputError>((i, ok))
         },
-        |(i, ok)| {
-            if ok {
-                good.push(i);
-            }
+        |r| {
+            checked.push(r);
             Ok(())
         },
     )?;
-    if output.present() && good.len() as u64 != count {
-        // Files of the right names and sizes that are not the share: they
-        // belong to someone else and stay untouched.
-        return Err(output.taken());
+    // The files (entry indices) holding chosen bytes of chunk `i`.
+    let files_of = |out: &Output, i: u64| -> Vec<usize> {
+        let len = m.plaintext_len(Stream::Content, i);
+        let mut v: Vec<usize> = subset
+            .map(i * size, len)
+            .flat_map(|(to, r)| out.files_at(to, r.len() as u64).collect::<Vec<_>>())
+            .collect();
+        v.dedup();
+        v
+    };
+    let mut good = Vec::new();
+    let mut unproven: HashSet<usize> = HashSet::new();
+    for &(i, ok) in &checked {
+        if ok == Some(true) {
+            good.push(i);
+            continue;
+        }
+        let files = files_of(out, i);
+        if ok == Some(false) {
+            // All of its bytes are in found files that would be refused
+            // alike: one of them is not the share's, and which one does not
+            // change the answer.
+            let refusals: Option<Vec<_>> = files
+                .iter()
+                .map(|&f| out.found(f).filter(|f| !f.replaceable).map(|f| &f.refusal))
+                .collect();
+            if let Some(r) = refusals.filter(|r| r.windows(2).all(|w| w[0] == w[1])) {
+                if let Some(&refusal) = r.first() {
+                    let e = refusal.clone().into();
+                    out.discard();
+                    return Err(e);
+                }
+            }
+        }
+        unproven.extend(files.into_iter().filter(|&f| out.found(f).is_some()));
+    }
+    let replaced: HashSet<usize> = unproven
+        .into_iter()
+        .filter(|&f| output.found(f).is_some_and(|f| f.replaceable))
+        .collect();
+    for &f in &replaced {
+        output.replace_found(f);
+    }
+    if !replaced.is_empty() {
+        // Their bytes must all be staged now, so every chunk holding any
+        // of them is fetched.
+        good.retain(|&i| !files_of(output, i).iter().any(|f| replaced.contains(f)));
     }
     Ok(good)
 }

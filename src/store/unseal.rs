@@ -98,6 +98,10 @@ pub fn unseal(
     })?;
     let files = metadata.file_count();
     let mut out = Output::create(dest, &opener.manifest_id(), metadata, &opts.output)?;
+    // Every chunk is read here anyway (the source is local): files found
+    // in place are compared as their bytes arrive, or with --force simply
+    // written again.
+    out.replace_all_found();
     let count = m.content_chunks.len() as u64;
     let chunk_size = m.chunk_size.bytes();
     let threads = match opts.threads {
@@ -113,7 +117,7 @@ pub fn unseal(
         next = count;
         written = out.metadata().content_len();
     }
-    pipeline::ordered::<_, _, UnsealError>(
+    let streamed = pipeline::ordered::<_, _, UnsealError>(
         threads,
         || {
             if next == count {
@@ -136,7 +140,13 @@ pub fn unseal(
             progress(written);
             Ok(())
         },
-    )?;
+    );
+    if let Err(UnsealError::Output(OutputError::Exists(_) | OutputError::Conflict(_))) = &streamed {
+        // A found file that is not the share's: leave the destination as
+        // it was.
+        out.discard();
+    }
+    streamed?;
     let paths = out.finish()?;
     Ok(Unsealed {
         paths,

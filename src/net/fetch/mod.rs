@@ -396,10 +396,14 @@ pub async fn fetch(
     let (dest_owned, id, out_opts) = (dest.to_owned(), share, opts.output.clone());
     let chosen = subset.metadata().clone();
     let output = blocking(move || Output::create(&dest_owned, &id, chosen, &out_opts)).await?;
-    let (output, done) = if output.resumed() {
+    // A previous run's staged bytes, or files of an earlier part found in
+    // place: what checks out is not fetched again.
+    let (output, done) = if output.needs_check() {
         blocking({
-            let (resealer, subset) = (resealer.clone(), subset.clone());
-            move || resume::staged_content(&output, &resealer, &subset).map(|done| (output, done))
+            let (resealer, subset, mut output) = (resealer.clone(), subset.clone(), output);
+            move || {
+                resume::staged_content(&mut output, &resealer, &subset).map(|done| (output, done))
+            }
         })
         .await?
     } else {
