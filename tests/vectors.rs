@@ -2,7 +2,8 @@
 //! tests/vectors/expiry-v2.json for version-2 manifests, which carry an
 //! expiry): fixed keys and inputs with their chunk ids, manifest ids and
 //! links, and negative vectors, each a store's worth of bytes plus a link
-//! with the exact error expected.
+//! with the exact error expected. tests/vectors/locator-v1.json: DHT
+//! locators of manifest ids, checked against FORMAT.md 2.2's definition.
 //!
 //! Two checks: every vector, read from the file, behaves as recorded when run
 //! through the whole receive path; and the generator below still produces
@@ -19,7 +20,7 @@ use common::*;
 use peerdrop::chunk::{hex, unhex, ChunkId, ChunkSize, Stream};
 use peerdrop::crypto::{ChunkPosition, ShareKey};
 use peerdrop::link::{Hint, Link};
-use peerdrop::manifest::{Expiry, Manifest, MAX_EXPIRY};
+use peerdrop::manifest::{Expiry, Manifest, ManifestId, MAX_EXPIRY};
 use peerdrop::meta::{Entry, EntryKind, Metadata, MetadataError, RelPath, Timestamp};
 use peerdrop::open::OpenError;
 use peerdrop::store::unseal::UnsealError;
@@ -27,8 +28,10 @@ use serde_json::{json, Value};
 
 const FILE: &str = "tests/vectors/format-v1.json";
 const EXPIRY_FILE: &str = "tests/vectors/expiry-v2.json";
-const ABOUT: &str = "peerdrop format v1 test vectors; see docs/FORMAT.md section 12. Each vector: `key` (hex) and the `link` carrying it; `manifest` (hex), the bytes a store returns for the link's id (tampered in some negative vectors), with `manifest_id` the BLAKE3 of those bytes, not necessarily the link's id; `metadata_chunk_ids` and `content_chunk_ids` as that manifest lists them, or null where it does not decode; `chunks`, chunk id (hex) to sealed chunk (hex), what a store holds; `expect`, the outcome of receiving: `ok`, the files written (`blake3` is the hash of a file's content; modification times are not listed), or `error`, peerdrop's message, with `kind`, the refusal as `Type::Variant` of the error types FORMAT.md names.";
+const LOCATOR_FILE: &str = "tests/vectors/locator-v1.json";
+const ABOUT: &str = "peerdrop format v1 test vectors; see the introduction of docs/FORMAT.md. Each vector: `key` (hex) and the `link` carrying it; `manifest` (hex), the bytes a store returns for the link's id (tampered in some negative vectors), with `manifest_id` the BLAKE3 of those bytes, not necessarily the link's id; `metadata_chunk_ids` and `content_chunk_ids` as that manifest lists them, or null where it does not decode; `chunks`, chunk id (hex) to sealed chunk (hex), what a store holds; `expect`, the outcome of receiving: `ok`, the files written (`blake3` is the hash of a file's content; modification times are not listed), or `error`, peerdrop's message, with `kind`, the refusal as `Type::Variant` of the error types FORMAT.md names.";
 const EXPIRY_ABOUT: &str = "peerdrop manifest version 2 (an expiry) test vectors; see docs/FORMAT.md sections 4.2 and 7.6. The fields are those of format-v1.json. Receiving checks the link's stated expiry (`?expires=`) against the manifest's and the manifest's against the clock, after the manifest is verified and before the key is checked; the expired vectors expired in 2023, the others expire at the last second of 9999.";
+const LOCATOR_ABOUT: &str = "peerdrop DHT locator test vectors; see docs/FORMAT.md section 2.2. Each vector: `pin_link`, a link naming `manifest_id` (hex); `locator` (hex), BLAKE3 derive_key with the context \"peerdrop 2026-11-29 v1 dht locator\" over the id's 32 bytes. Providers announce and look up the share in the DHT under these 32 bytes, used as the Kademlia record key as they are.";
 const KEY: [u8; 32] = [0x42; 32];
 
 fn key() -> ShareKey {
@@ -364,7 +367,118 @@ fn generate() -> Vec<Vector> {
             cm,
         ));
     }
+    out.extend(generate_long_list());
     out
+}
+
+/// A folder of 30 files whose file list (2,230 bytes) spans three 1 KiB
+/// metadata chunks, entries straddling the chunk boundaries. Returns the
+/// list and the content (file `i` holds `7 * i` bytes).
+fn long_list() -> (Metadata, Vec<u8>) {
+    let mut entries = vec![entry("list", EntryKind::Dir, false, 0, 1_700_000_000)];
+    let mut content = Vec::new();
+    for i in 0..30u64 {
+        let data = bytes(100 + i, 7 * i as usize);
+        entries.push(entry(
+            &format!("list/file-{i:02}-named-long-enough-to-fill-chunks.txt"),
+            EntryKind::File,
+            i % 3 == 0,
+            data.len() as u64,
+            1_700_000_000 + i as i64,
+        ));
+        content.extend_from_slice(&data);
+    }
+    (Metadata::from_entries(entries).unwrap(), content)
+}
+
+/// Vectors whose file list spans several metadata chunks: the decoder must
+/// read the stream's concatenated plaintext, in order, up to a final chunk.
+fn generate_long_list() -> Vec<Vector> {
+    let mut out = Vec::new();
+    let (meta, content) = long_list();
+    let mb = meta.encode();
+    // As the description says: three chunks, the last one partial.
+    assert_eq!(mb.len(), 2230);
+    assert_eq!(size().chunk_count(mb.len() as u64), 3);
+    let share = seal_mem(&key(), &meta, &content, 10, 1);
+    let m = Manifest::decode(&share.manifest).unwrap();
+    out.push(v(
+        "file-list-three-chunks",
+        "a folder of 30 files whose file list (2230 bytes) spans three metadata chunks",
+        &m,
+        share.chunks,
+    ));
+    let content_raw = || stream_of(Stream::Content, &content, size());
+    {
+        let mut chunks = honest_chunks(Stream::Metadata, &mb, size());
+        chunks.swap(0, 1);
+        let (m, cm) = seal_raw(&key(), size(), (mb.len() as u64, chunks), content_raw());
+        out.push(v(
+            "file-list-chunks-swapped",
+            "metadata chunks 0 and 1 are listed in each other's place",
+            &m,
+            cm,
+        ));
+    }
+    {
+        let mut chunks = honest_chunks(Stream::Metadata, &mb, size());
+        chunks.truncate(2);
+        let (m, cm) = seal_raw(&key(), size(), (2048, chunks), content_raw());
+        out.push(v(
+            "file-list-final-chunk-missing",
+            "the metadata stream stops after chunk 1, which was sealed as not final",
+            &m,
+            cm,
+        ));
+    }
+    {
+        let (m, cm) = seal_raw(
+            &key(),
+            size(),
+            stream_of(Stream::Metadata, &mb[..2048], size()),
+            content_raw(),
+        );
+        out.push(v(
+            "file-list-cut-at-chunk-boundary",
+            "the file list's first 2048 bytes, sealed honestly as a whole stream",
+            &m,
+            cm,
+        ));
+    }
+    out
+}
+
+/// The context string of docs/FORMAT.md section 2.2, copied from the doc
+/// rather than the code, so the vectors check the doc too.
+const LOCATOR_CONTEXT: &str = "peerdrop 2026-11-29 v1 dht locator";
+
+/// DHT locators (FORMAT.md 2.2): the base share's manifest id and two
+/// extreme ones, each with the pin link that names it.
+fn generate_locator() -> Vec<Value> {
+    let (meta, content) = base(2500);
+    let tree = Manifest::decode(&seal_mem(&key(), &meta, &content, 10, 1).manifest)
+        .unwrap()
+        .id();
+    [
+        (
+            "tree",
+            "the manifest id of format-v1.json's `tree` share",
+            tree,
+        ),
+        ("zero-id", "an all-zero manifest id", ManifestId([0; 32])),
+        ("ff-id", "an all-0xff manifest id", ManifestId([0xff; 32])),
+    ]
+    .into_iter()
+    .map(|(name, description, id)| {
+        json!({
+            "name": name,
+            "description": description,
+            "pin_link": Link::new(id, Vec::new(), None).unwrap().to_uri_string(),
+            "manifest_id": id.to_string(),
+            "locator": hex(&id.locator()),
+        })
+    })
+    .collect()
 }
 
 /// A vector whose manifest is `bytes` (crafted, possibly invalid), with a
@@ -638,6 +752,12 @@ fn is_frozen(file: &str, about: &str, vectors: Vec<Vector>) {
             to_json(v, outcome(v, dest.path()))
         })
         .collect();
+    is_frozen_json(file, about, vectors);
+}
+
+/// `file` holds exactly `about` and `vectors` (re-blessed under
+/// `PEERDROP_BLESS`).
+fn is_frozen_json(file: &str, about: &str, vectors: Vec<Value>) {
     let text = serde_json::to_string_pretty(&json!({
         "about": about,
         "vectors": vectors,
@@ -670,4 +790,37 @@ fn expiry_vectors_behave_as_recorded() {
 #[test]
 fn the_expiry_format_is_frozen() {
     is_frozen(EXPIRY_FILE, EXPIRY_ABOUT, generate_expiry());
+}
+
+#[test]
+fn locator_vectors_follow_the_spec() {
+    let file: Value =
+        serde_json::from_str(&fs::read_to_string(LOCATOR_FILE).expect("vectors file")).unwrap();
+    let vectors = file["vectors"].as_array().unwrap();
+    assert!(vectors.len() >= 3);
+    for j in vectors {
+        let s = |k: &str| j[k].as_str().unwrap().to_owned();
+        let id: [u8; 32] = unhex(&s("manifest_id")).unwrap().try_into().unwrap();
+        let link: Link = s("pin_link").parse().unwrap();
+        assert_eq!(*link.manifest_id(), ManifestId(id), "vector {}", j["name"]);
+        assert!(
+            link.key().is_none(),
+            "a pin link is enough to find providers"
+        );
+        let locator = hex(&ManifestId(id).locator());
+        assert_eq!(locator, s("locator"), "vector {}", j["name"]);
+        // The doc's definition, computed here, agrees with the code's.
+        assert_eq!(
+            hex(&blake3::derive_key(LOCATOR_CONTEXT, &id)),
+            locator,
+            "vector {}",
+            j["name"]
+        );
+        assert_ne!(locator, s("manifest_id"), "the locator hides the id");
+    }
+}
+
+#[test]
+fn the_locator_is_frozen() {
+    is_frozen_json(LOCATOR_FILE, LOCATOR_ABOUT, generate_locator());
 }

@@ -1,7 +1,9 @@
 // Runs every format vector (tests/vectors/format-v1.json, and the
 // version-2 manifests of tests/vectors/expiry-v2.json) through the page's
 // receive path, as tests/vectors.rs does for the Rust one: the page must
-// accept exactly the shares peerdrop accepts, with the same errors.
+// accept exactly the shares peerdrop accepts, with the same errors. The
+// DHT locators of tests/vectors/locator-v1.json are checked against
+// FORMAT.md 2.2 with this BLAKE3 (the page itself never uses the DHT).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -61,4 +63,23 @@ test('a version-2 manifest decodes its expiry and is refused once it has passed'
   assert.equal(decodeManifest(unhex(load('format-v1.json')[0].manifest)).expires, null);
   assert.throws(() => decodeManifest(bytes, 253402300799 * 1000), /this share expired at 9999-12-31T23:59:59Z/);
   assert.equal(decodeManifest(bytes, 253402300798 * 1000).expires, 253402300799);
+});
+
+test('locator-v1.json: each locator is derive_key of FORMAT.md 2.2 over the manifest id', () => {
+  const context = new TextEncoder().encode('peerdrop 2026-11-29 v1 dht locator');
+  const vectors = load('locator-v1.json');
+  assert.ok(vectors.length >= 3);
+  for (const v of vectors) {
+    assert.equal(hex(blake3(unhex(v.manifest_id), { context })), v.locator, v.name);
+    // The pin link names the id (base32 after the version).
+    assert.equal(hex(base32Decode(v.pin_link.split('/')[1])), v.manifest_id, v.name);
+  }
+});
+
+test('format-v1.json: a file list spanning three metadata chunks is read across them', async () => {
+  const v = load('format-v1.json').find((x) => x.name === 'file-list-three-chunks');
+  assert.equal(v.metadata_chunk_ids.length, 3);
+  const files = await receive(v);
+  assert.equal(files.length, 31);
+  assert.deepEqual(files, v.expect.ok);
 });
