@@ -131,12 +131,7 @@ impl Public {
         let mut daemons = Vec::new();
         let mut addrs: Vec<String> = Vec::new();
         for i in 1..=3 {
-            let ns = net.host_on(
-                &bridge,
-                &format!("{tag}p{i}"),
-                "eth0",
-                &format!("203.0.113.{i}/24"),
-            );
+            let ns = public_host(net, &bridge, tag, i);
             let mut args = vec![
                 "--listen".to_owned(),
                 "/ip4/0.0.0.0/tcp/4001".to_owned(),
@@ -205,6 +200,17 @@ impl Public {
             });
         }
     }
+}
+
+/// Host `203.0.113.<i>` (namespace `<tag>p<i>`) on the bridge in
+/// `bridge`.
+fn public_host(net: &mut Netns, bridge: &str, tag: &str, i: u8) -> String {
+    net.host_on(
+        bridge,
+        &format!("{tag}p{i}"),
+        "eth0",
+        &format!("203.0.113.{i}/24"),
+    )
 }
 
 /// What a home's router forwards.
