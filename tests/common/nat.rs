@@ -191,6 +191,12 @@ impl Public {
         host
     }
 
+    /// Adds host `203.0.113.<i>` (namespace `<tag>p<i>`) to the segment,
+    /// with nothing running on it; returns its namespace.
+    pub fn host(&self, net: &mut Netns, tag: &str, i: u8) -> String {
+        public_host(net, &self.bridge, tag, i)
+    }
+
     /// Waits until every public daemon found itself reachable (and so
     /// serves the DHT and relays, unless configured otherwise).
     pub fn wait_public(&self, secs: u64) {
@@ -322,5 +328,23 @@ impl World {
             .find(|c| c["peer"] == a_id)
             .cloned()
             .unwrap_or_else(|| panic!("the fetcher is not connected to the sharer: {st}"))
+    }
+}
+
+/// The firewall rules that refuse new inbound connections (TCP with a
+/// reset, UDP with "port unreachable") on a host's `eth0`, so a dial to it
+/// fails at once while its own connections out work.
+const REFUSE_INBOUND: [&str; 2] = [
+    "INPUT -i eth0 -p tcp -m conntrack --ctstate NEW -j REJECT --reject-with tcp-reset",
+    "INPUT -i eth0 -p udp -m conntrack --ctstate NEW -j REJECT --reject-with icmp-port-unreachable",
+];
+
+/// Makes the host in namespace `ns` refuse new inbound connections
+/// (`refuse`), or accept them again.
+pub fn refuse_inbound(ns: &str, refuse: bool) {
+    for rule in REFUSE_INBOUND {
+        let mut cmd = vec!["iptables", if refuse { "-A" } else { "-D" }];
+        cmd.extend(rule.split(' '));
+        exec_in(ns, &cmd);
     }
 }

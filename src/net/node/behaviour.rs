@@ -10,6 +10,7 @@ use libp2p::{
 };
 
 use super::relay_gate::RelayGate;
+use super::retest::Retest;
 use super::{NetError, NodeConfig, Role, KAD};
 
 /// The node's protocols. Connection limits come first so they can refuse a
@@ -26,7 +27,7 @@ pub(super) struct Behaviour {
     pub(super) relay_client: relay::client::Behaviour,
     pub(super) relay: Toggle<RelayGate>,
     pub(super) dcutr: dcutr::Behaviour,
-    pub(super) autonat: autonat::v2::client::Behaviour,
+    pub(super) autonat: Retest,
     pub(super) autonat_server: Toggle<autonat::v2::server::Behaviour>,
 }
 
@@ -122,7 +123,7 @@ pub(super) fn build(
                     relay_client,
                     relay: relay.into(),
                     dcutr: dcutr::Behaviour::new(me),
-                    autonat: autonat::v2::client::Behaviour::default(),
+                    autonat: Retest::new(),
                     autonat_server: (config.dht_server != Role::Off)
                         .then(autonat::v2::server::Behaviour::default)
                         .into(),

@@ -3,12 +3,14 @@
 //!
 //! - `behaviour`: the protocols and how the swarm is built.
 //! - `event_loop`: the task that owns the swarm.
+//! - `retest`: AutoNAT's client, made to test addresses again.
 
 mod behaviour;
 mod event_loop;
 mod lan;
 mod reach;
 mod relay_gate;
+mod retest;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,74 @@
+//! AutoNAT tests an address again after it failed, in network namespaces
+//! made by the test: three daemons on a "public" segment (203.0.113.0/24),
+//! and a fourth on it whose firewall refuses every new inbound connection
+//! when it starts, so its first reachability tests fail and it finds itself
+//! private. Then the firewall opens: the daemon must find itself public,
+//! with its address confirmed, within a bound. libp2p-autonat 0.16's client
+//! alone never tests a failed address again (the daemon stayed private).
+//!
+//! Runs as root with iptables (as in CI); reported as skipped otherwise.
+
+mod common;
+
+use std::time::Instant;
+
+use common::nat::*;
+use common::netns::Netns;
+use common::sub;
+
+/// How long the daemon may take to find itself public once reachable: the
+/// first back-off (5 s) and the least gap between two rounds of tests
+/// (10 s), a test (10 s at most each side), with room for two slow cores.
+const PUBLIC_WITHIN: u64 = 60;
+
+#[test]
+fn a_daemon_first_found_unreachable_becomes_public_once_reachable() {
+    if skip() {
+        return;
+    }
+    // Declared first, dropped last: processes go before their namespaces.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut net = Netns::with_prefix("ra");
+    let public = Public::build(&mut net, &tmp, "r", "");
+    let ns = public.host(&mut net, "r", 4);
+    // TCP only, so the daemon has one candidate address (every peer sees
+    // its port 4001, which its dials reuse): once it is private, that one
+    // failed, and an untested one cannot make it public later.
+    refuse_inbound(&ns, true);
+    let late = start(
+        &sub(&tmp, "late"),
+        &ns,
+        &[
+            "--listen",
+            "/ip4/0.0.0.0/tcp/4001",
+            "--bootstrap",
+            &public.addrs[0],
+        ],
+        "",
+    );
+    // Private is the verdict of a failed test with no address confirmed.
+    wait_status(&late, 60, "the first reachability tests failed", |st| {
+        st["reachability"] == "private"
+    });
+
+    refuse_inbound(&ns, false);
+    let opened = Instant::now();
+    wait_status(
+        &late,
+        PUBLIC_WITHIN,
+        "the daemon found itself public once reachable",
+        |st| {
+            st["reachability"] == "public"
+                && st["external_addrs"].as_array().is_some_and(|a| {
+                    a.iter().any(|a| {
+                        a.as_str()
+                            .is_some_and(|a| a.starts_with("/ip4/203.0.113.4/"))
+                    })
+                })
+        },
+    );
+    eprintln!(
+        "public {:.1} s after the firewall opened",
+        opened.elapsed().as_secs_f64()
+    );
+}
