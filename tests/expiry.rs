@@ -388,6 +388,20 @@ async fn an_expired_share_is_refused_by_an_honest_pinner() {
     .expect("within the time limit");
 }
 
+/// `peerdrop receive LINK -o DEST` on loopback, without asking.
+fn receive_into(link: &str, dest: &std::path::Path) -> std::process::Output {
+    peerdrop(&[
+        "receive",
+        "--no-mdns",
+        "--yes",
+        "--wait",
+        "5",
+        "-o",
+        dest.to_str().unwrap(),
+        link,
+    ])
+}
+
 /// The daemon's `share --expire --max-downloads 1`: the link states the
 /// expiry, one receiver gets the share, `list` then says `used_up` and a
 /// second receiver is refused; after the expiry `list` says `expired`.
@@ -420,18 +434,7 @@ fn a_daemon_share_is_used_up_then_expires() {
         "{again}"
     );
 
-    let receive = |dest: &std::path::Path| {
-        peerdrop(&[
-            "receive",
-            "--no-mdns",
-            "--yes",
-            "--wait",
-            "5",
-            "-o",
-            dest.to_str().unwrap(),
-            &link,
-        ])
-    };
+    let receive = |dest: &std::path::Path| receive_into(&link, dest);
     let first = tempfile::tempdir().unwrap();
     let o = receive(first.path());
     assert!(o.status.success(), "{}", common::daemon::err(&o));
@@ -454,4 +457,48 @@ fn a_daemon_share_is_used_up_then_expires() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(state(), "expired");
+}
+
+/// Issue 13: the daemon keeps its count of distinct receivers across a
+/// restart. With `--max-downloads 2`, one receiver before a restart and one
+/// after use the share up, and a third is refused.
+#[test]
+fn a_daemon_keeps_its_download_count_across_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = sub(&tmp, "minutes.txt");
+    fs::write(&f, b"for two readers").unwrap();
+    let dir = sub(&tmp, "daemon");
+    let mut d = common::daemon::Daemon::start(&dir);
+    let r = d.json(&["share", f.to_str().unwrap(), "--max-downloads", "2"]);
+    let link = r["link"].as_str().unwrap().to_owned();
+    let receive = |dest: &std::path::Path| receive_into(&link, dest);
+    let first = tempfile::tempdir().unwrap();
+    let o = receive(first.path());
+    assert!(o.status.success(), "{}", common::daemon::err(&o));
+    let state = |d: &common::daemon::Daemon| d.json(&["list"])["shares"][0]["state"].clone();
+    assert_eq!(state(&d), "serving");
+    // The count is saved once the receiver's proven Done is counted, which
+    // is before its receive returns; the save itself follows at once.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let saved = || {
+        fs::read_dir(&dir).unwrap().any(|e| {
+            let p = e.unwrap().path();
+            p.is_file() && fs::read_to_string(&p).is_ok_and(|t| t.contains("downloaded_by"))
+        })
+    };
+    while !saved() {
+        assert!(Instant::now() < deadline, "the count was never saved");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d.stop();
+    let d = common::daemon::Daemon::start(&dir);
+    assert_eq!(state(&d), "serving");
+    let second = tempfile::tempdir().unwrap();
+    let o = receive(second.path());
+    assert!(o.status.success(), "{}", common::daemon::err(&o));
+    assert_eq!(state(&d), "used_up", "the first receiver was forgotten");
+    let third = tempfile::tempdir().unwrap();
+    let o = receive(third.path());
+    assert!(!o.status.success(), "a third receiver got it");
+    assert_eq!(final_names_in(third.path()), Vec::<String>::new());
 }

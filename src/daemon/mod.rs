@@ -74,6 +74,9 @@ const JOB_DRAIN: Duration = Duration::from_secs(10);
 const CONTROL_DRAIN: Duration = Duration::from_secs(5);
 /// How long shutdown waits for the serve loop once the node is down.
 const SERVE_DRAIN: Duration = Duration::from_secs(5);
+/// Counted downloads waiting to be saved (each is a few bytes; the saver
+/// only notes them in the journal, so the queue stays near empty).
+const DOWNLOADS_QUEUE: usize = 1024;
 
 /// Why the daemon cannot start or run.
 #[derive(Debug, thiserror::Error)]
@@ -261,6 +264,13 @@ pub async fn run(
         web: lan_web.as_ref().map(|w| w.link_addr),
         ui: std::sync::OnceLock::new(),
     });
+    // Before restore: a receiver counted right after its share is served
+    // again is saved too.
+    let (counted_tx, counted) = tokio::sync::mpsc::channel(DOWNLOADS_QUEUE);
+    registry.report_downloads(counted_tx);
+    daemon
+        .job_tasks
+        .spawn(daemon.clone().keep_downloads(counted, stop.clone()));
     daemon.restore();
     daemon
         .job_tasks

@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use libp2p::PeerId;
+use tokio::sync::mpsc;
 
 use crate::chunk::{ChunkId, Stream};
 use crate::crypto::DoneKey;
@@ -59,18 +60,34 @@ pub enum Served {
 pub struct Registry {
     shares: RwLock<HashMap<ManifestId, Arc<Served>>>,
     uploaded: AtomicU64,
+    /// Hears each receiver newly counted against a share's download limit,
+    /// to keep the count across a restart (see [`Registry::report_downloads`]).
+    downloads: OnceLock<mpsc::Sender<(ManifestId, PeerId)>>,
 }
 
 impl Registry {
     /// Serves `share`; with `limit`, until that many distinct receivers
-    /// proved with the done-proof key that they hold it.
-    pub fn add_local(&self, share: LocalShare, limit: Option<(DoneKey, u32)>) {
+    /// proved with the done-proof key that they hold it, `counted` (from
+    /// before a restart) among them.
+    pub fn add_local(
+        &self,
+        share: LocalShare,
+        limit: Option<(DoneKey, u32)>,
+        counted: impl IntoIterator<Item = PeerId>,
+    ) {
         let id = share.id();
         let mut p = LocalProvider::new(share, None);
         if let Some((key, n)) = limit {
-            p = p.with_max_downloads(key, n);
+            p = p.with_max_downloads(key, n).with_downloads(counted);
         }
         self.insert(id, Served::Local(Box::new(p)));
+    }
+
+    /// From now on, each receiver newly counted against a download limit
+    /// is sent to `to` (once; a full queue drops it, with a warning: the
+    /// count in memory stands, only its copy on disk misses it).
+    pub fn report_downloads(&self, to: mpsc::Sender<(ManifestId, PeerId)>) {
+        let _ = self.downloads.set(to);
     }
 
     /// Serves a pin.
@@ -157,7 +174,15 @@ impl Provider for Registry {
     fn done(&self, share: &ManifestId, peer: PeerId) {
         tracing::info!(%peer, share = %share, "a peer completed a fetch");
         if let Some(Served::Local(p)) = self.get(share).as_deref() {
+            let before = p.downloads();
             p.done(share, peer);
+            if p.downloads() > before {
+                if let Some(to) = self.downloads.get() {
+                    if to.try_send((*share, peer)).is_err() {
+                        tracing::warn!(%peer, share = %share, "a counted download could not be saved; it counts until the daemon restarts");
+                    }
+                }
+            }
         }
     }
 }

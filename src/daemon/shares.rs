@@ -7,10 +7,15 @@ use std::fs;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use libp2p::PeerId;
+use tokio::sync::mpsc;
+
 use crate::crypto::ShareKey;
 use crate::daemon::control::JobKind;
+use crate::daemon::journal::Change;
 use crate::daemon::registry::Pinned;
 use crate::daemon::state::{self, Blob, JobStatus, Origin, ShareRecord, StoredKey, INLINE_MAX};
+use crate::daemon::tasks::Stop;
 use crate::daemon::{Daemon, JobProgress, KeptShareError};
 use crate::manifest::{Manifest, ManifestId};
 use crate::meta::Metadata;
@@ -105,7 +110,9 @@ impl Daemon {
         let limit = rec
             .max_downloads
             .map(|n| (crate::crypto::DoneKey::new(&key), n));
-        self.registry.add_local(share, limit);
+        // A peer id that does not parse (edited by hand) is not counted.
+        let counted = rec.downloaded_by.iter().filter_map(|p| p.parse().ok());
+        self.registry.add_local(share, limit, counted);
         self.announce(id);
         Ok(())
     }
@@ -150,8 +157,55 @@ impl Daemon {
             manifest,
             metadata: metadata_blob,
             max_downloads,
+            downloaded_by: Vec::new(),
         };
         self.serve_record(&rec)?;
         Ok(rec)
+    }
+
+    /// Saves each receiver counted against a share's download limit in its
+    /// record (see [`crate::daemon::registry::Registry::report_downloads`]), until the daemon stops.
+    pub(super) async fn keep_downloads(
+        self: Arc<Self>,
+        mut counted: mpsc::Receiver<(ManifestId, PeerId)>,
+        mut stop: Stop,
+    ) {
+        loop {
+            let (id, peer) = tokio::select! {
+                c = counted.recv() => match c {
+                    Some(c) => c,
+                    None => return,
+                },
+                () = stop.wait() => {
+                    // Those counted just before the stop still go out with
+                    // the last journal writes.
+                    while let Ok((id, peer)) = counted.try_recv() {
+                        self.note_download(&id, &peer).await;
+                    }
+                    return;
+                }
+            };
+            self.note_download(&id, &peer).await;
+        }
+    }
+
+    /// Adds `peer` to the receivers counted in share `id`'s record, and
+    /// waits until that is durable (the serving side does not wait: it
+    /// counts in memory at once).
+    async fn note_download(&self, id: &ManifestId, peer: &PeerId) {
+        let peer = peer.to_base58();
+        self.commit_or_log(|tx| {
+            let Some(rec) = tx.state().shares.iter().find(|s| s.id == *id) else {
+                return;
+            };
+            let max = rec.max_downloads.unwrap_or(0) as usize;
+            if rec.downloaded_by.len() >= max || rec.downloaded_by.contains(&peer) {
+                return;
+            }
+            let mut rec = rec.clone();
+            rec.downloaded_by.push(peer);
+            tx.change(Change::Share(rec));
+        })
+        .await;
     }
 }

@@ -109,10 +109,14 @@ pub struct ShareRecord {
     /// The encoded file list, kept beside the manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Blob>,
-    /// Distinct receivers after which it is no longer served (counted
-    /// again from zero after a restart).
+    /// Distinct receivers after which it is no longer served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_downloads: Option<u32>,
+    /// The receivers (peer ids, base58) counted so far against
+    /// `max_downloads`, at most that many: kept so that a restart does not
+    /// start the count again from zero.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub downloaded_by: Vec<String>,
 }
 
 /// Largest manifest plus file list kept inside a share record: a small

@@ -192,6 +192,22 @@ impl LocalProvider {
         self
     }
 
+    /// Counts `peers` (receivers a previous run of this node counted, kept
+    /// across its restart) against the download limit, up to its maximum;
+    /// without a limit, nothing.
+    pub fn with_downloads(self, peers: impl IntoIterator<Item = PeerId>) -> LocalProvider {
+        if let Some(l) = &self.limit {
+            let mut counted = l.peers.lock().expect("never poisoned");
+            for p in peers {
+                if counted.len() >= l.max {
+                    break;
+                }
+                counted.insert(p);
+            }
+        }
+        self
+    }
+
     /// The share.
     pub fn share(&self) -> &LocalShare {
         &self.share
