@@ -388,9 +388,10 @@ fn loopback_config() -> BoxResult<(String, Vec<String>)> {
             // A role taken once the node finds itself public (DHT server,
             // relay server): `false` keeps it off.
             toml::Value::String(s) if s == "auto" => text.push_str(&format!("{key} = false\n")),
-            // Where browsers are served (only with `web = true`, switched
-            // off above): kept on loopback all the same.
-            toml::Value::String(_) if key == "web_listen" => {
+            // Where browsers are served (only with `web = true` or
+            // `ui = true`, switched off above): kept on loopback all the
+            // same.
+            toml::Value::String(_) if key == "web_listen" || key == "ui_listen" => {
                 text.push_str(&format!("{key} = \"127.0.0.1:0\"\n"))
             }
             toml::Value::Array(_) => text.push_str(&format!("{key} = []\n")),

@@ -51,12 +51,15 @@ pub(super) async fn get_manifest(
 async fn try_manifest(src: &Sources, peer: PeerId) -> Result<Option<Manifest>, Fault> {
     let t = src.opts.request_timeout;
     let work = async {
-        let mut s = src
-            .client
-            .control()
-            .open_stream(peer, XFER)
-            .await
-            .map_err(|e| Fault::Lost(e.to_string()))?;
+        let mut s = match src.idle.take(&peer) {
+            Some(r) => r.stream,
+            None => src
+                .client
+                .control()
+                .open_stream(peer, XFER)
+                .await
+                .map_err(|e| Fault::Lost(e.to_string()))?,
+        };
         let req = Request::Manifest { share: src.share };
         write_msg(&mut s, &req).await.map_err(Fault::from_io)?;
         s.flush().await.map_err(Fault::from_io)?;
@@ -68,10 +71,11 @@ async fn try_manifest(src: &Sources, peer: PeerId) -> Result<Option<Manifest>, F
                 let bytes = read_payload(&mut s, len as usize)
                     .await
                     .map_err(Fault::from_io)?;
-                let _ = s.close().await;
-                Manifest::decode_verified(&src.share, &bytes)
-                    .map(Some)
-                    .map_err(|e| Fault::Misbehaved(e.to_string()))
+                let m = Manifest::decode_verified(&src.share, &bytes)
+                    .map_err(|e| Fault::Misbehaved(e.to_string()))?;
+                // The file list's session goes on on this stream.
+                src.idle.put(peer, s, None);
+                Ok(Some(m))
             }
             Some(Response::NotFound) => Ok(None),
             Some(Response::Busy { retry_ms }) => Err(Fault::busy(retry_ms)),

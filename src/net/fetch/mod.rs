@@ -28,6 +28,7 @@ mod scheduler;
 mod session;
 mod sources;
 mod stream;
+mod streams;
 mod verify;
 
 use std::collections::HashSet;
@@ -522,17 +523,26 @@ pub async fn fetch(
     // one would wait out the whole timeout), all at once (one after the
     // other, a crowd's members took 5 s each).
     let done_key = crate::crypto::DoneKey::new(key);
-    let connected: HashSet<PeerId> = match client.connected().await {
-        Ok(c) => c.into_iter().map(|(p, _)| p).collect(),
-        Err(_) => HashSet::new(),
+    // A source with an idle stream was connected a moment ago; the node is
+    // asked about the others only (one hop to its event loop fewer for a
+    // fetch from one source).
+    let connected: HashSet<PeerId> = if whole && peers.iter().any(|p| !f.idle.holds(p)) {
+        match client.connected().await {
+            Ok(c) => c.into_iter().map(|(p, _)| p).collect(),
+            Err(_) => HashSet::new(),
+        }
+    } else {
+        HashSet::new()
     };
+    let idle = f.idle.clone();
     let tells = peers
         .into_iter()
-        .filter(|p| whole && connected.contains(p))
+        .filter(|p| whole && (idle.holds(p) || connected.contains(p)))
         .map(|peer| {
             let done_key = &done_key;
+            let reused = idle.take(&peer).map(|r| r.stream);
             async move {
-                let told = send_done(client, peer, share, done_key);
+                let told = send_done(client, peer, share, done_key, reused);
                 if let Ok(Err(e)) = tokio::time::timeout(opts.retry.done_timeout, told).await {
                     tracing::debug!(%peer, error = %e, "telling a source we are done failed");
                 }
@@ -633,18 +643,23 @@ async fn blocking<T: Send + 'static, E: Send + 'static>(
 
 /// Tells `peer` this node holds the whole share now, proving it holds the
 /// read key: asks for the peer's challenge, then answers it
-/// (docs/PROTOCOL.md, "Done").
+/// (docs/PROTOCOL.md, "Done"); on `reused`, the fetch's idle stream to it,
+/// if it has one.
 async fn send_done(
     client: &Client,
     peer: PeerId,
     share: ManifestId,
     key: &crate::crypto::DoneKey,
+    reused: Option<libp2p::Stream>,
 ) -> std::io::Result<()> {
-    let mut s = client
-        .control()
-        .open_stream(peer, XFER)
-        .await
-        .map_err(std::io::Error::other)?;
+    let mut s = match reused {
+        Some(s) => s,
+        None => client
+            .control()
+            .open_stream(peer, XFER)
+            .await
+            .map_err(std::io::Error::other)?,
+    };
     write_msg(&mut s, &Request::DoneChallenge { share }).await?;
     s.flush().await?;
     let challenge = match read_msg::<_, Response>(&mut s).await? {

@@ -20,6 +20,13 @@ use crate::net::node::{Client, XFER};
 use crate::net::{pex, PeerAddr};
 use crate::wire::{check_peers, Request, Response};
 
+/// How long after a fetch starts the first round is due (unless the node
+/// starts serving the share first): a fetch done sooner, such as that of
+/// a small share from a source at hand, needs no other peer, and asking
+/// would cost it a stream per source (a round started as soon as sessions
+/// did was most of the streams of a small fetch, and was cut short when
+/// its queue ended).
+pub(super) const PEX_START: Duration = Duration::from_millis(250);
 /// The first pause between two rounds of asking, and the pause after a
 /// round that brought a new candidate.
 pub(super) const PEX_FIRST: Duration = Duration::from_secs(1);
@@ -42,7 +49,7 @@ impl Default for Exchange {
     fn default() -> Self {
         Exchange {
             every: PEX_FIRST,
-            next: Instant::now(),
+            next: Instant::now() + PEX_START,
             announced: false,
         }
     }

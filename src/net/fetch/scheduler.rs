@@ -587,6 +587,7 @@ where
         sink,
         depth: src.opts.depth,
         timeout: src.opts.request_timeout,
+        idle: src.idle.clone(),
     });
     let r = schedule(src, &job, peers).await;
     src.rates = job.queue.lock().expect("never poisoned").rates();

@@ -20,6 +20,7 @@ use libp2p::{PeerId, Stream as Socket};
 use tokio::task::JoinHandle;
 
 use super::scheduler::{Queue, Take};
+use super::streams::IdleStreams;
 use super::verify::Verify;
 use super::FetchError;
 use crate::chunk::{ChunkId, Stream};
@@ -134,6 +135,10 @@ pub(super) struct Job<V: Verify> {
     pub(super) depth: usize,
     /// Deadline for each answer, and for opening the stream.
     pub(super) timeout: Duration,
+    /// Streams kept open between the fetch's steps: a session starts on
+    /// one if its source has one, and leaves its own there when it ends
+    /// with nothing in flight.
+    pub(super) idle: Arc<IdleStreams>,
 }
 
 impl<V: Verify> Job<V> {
@@ -157,6 +162,8 @@ pub(super) struct Session<V: Verify> {
     verifying: VecDeque<(u64, Verification<V::Out>)>,
     /// Chunks this session handed to the sink.
     delivered: u64,
+    /// Whether the peer answered anything on the current stream.
+    answered: bool,
 }
 
 impl<V: Verify> Session<V> {
@@ -167,6 +174,7 @@ impl<V: Verify> Session<V> {
             taken: VecDeque::new(),
             verifying: VecDeque::new(),
             delivered: 0,
+            answered: false,
         }
     }
 
@@ -209,12 +217,31 @@ impl<V: Verify> Session<V> {
         (self.peer, end, self.delivered)
     }
 
-    /// The stream's life: ask what the peer holds, then keep `depth` chunk
-    /// requests in flight until nothing is left to take. Ends with `Ok` or
-    /// `Err` alike; `Err` only lets `?` cut it short.
+    /// The session's stream: the fetch's idle one to this peer if it has
+    /// one, else a new one. A reused stream the provider closed before
+    /// answering anything on it (its idle timeout, or it is draining) is
+    /// no fault of the peer's: the session starts again on a new stream.
     async fn exchange(&mut self) -> Result<SessionEnd, SessionEnd> {
+        if let Some(r) = self.job.idle.take(&self.peer) {
+            // A full holder's `Have` does not change: not asked again.
+            let have = r.all.then_some(Have::All);
+            self.answered = false;
+            match self.exchange_on(r.stream, have).await {
+                Err(SessionEnd::Fault(Fault::Lost(reason))) if !self.answered => {
+                    tracing::debug!(peer = %self.peer, %reason, "a reused stream ended before any answer; going on on a new one");
+                    // Nothing was answered, so nothing is being verified:
+                    // what it asked for goes back, and the session joins
+                    // afresh.
+                    let taken = std::mem::take(&mut self.taken);
+                    let mut q = self.job.queue();
+                    q.leave(self.peer, taken);
+                    q.join(self.peer, Instant::now());
+                }
+                end => return end,
+            }
+        }
         let job = self.job.clone();
-        let mut s = match tokio::time::timeout(
+        let s = match tokio::time::timeout(
             job.timeout,
             job.client.control().open_stream(self.peer, XFER),
         )
@@ -224,7 +251,27 @@ impl<V: Verify> Session<V> {
             Ok(Err(e)) => return Err(Fault::Lost(e.to_string()).into()),
             Err(_) => return Err(self.stalled().into()),
         };
-        let mut have = self.have(&mut s).await?;
+        self.exchange_on(s, None).await
+    }
+
+    /// The stream's life: ask what the peer holds (unless `have` is
+    /// known), then keep `depth` chunk requests in flight until nothing is
+    /// left to take. Ends with `Ok` or `Err` alike; `Err` only lets `?` cut
+    /// it short.
+    async fn exchange_on(
+        &mut self,
+        mut s: Socket,
+        have: Option<Have>,
+    ) -> Result<SessionEnd, SessionEnd> {
+        let job = self.job.clone();
+        let mut have = match have {
+            Some(h) => h,
+            None => {
+                let h = self.have(&mut s).await?;
+                self.answered = true;
+                h
+            }
+        };
         job.queue().have(self.peer, &have);
         let mut have_asked = Instant::now();
         let mut unchanged = 0;
@@ -268,7 +315,11 @@ impl<V: Verify> Session<V> {
             if done && (!may_grow || job.queue().left() == 0) {
                 // Everything is in, or nothing this peer holds is left:
                 // what is still asked of it is not needed (what is being
-                // verified is settled by `run`).
+                // verified is settled by `run`). A stream with nothing in
+                // flight serves the fetch's next step.
+                if asked.is_empty() {
+                    job.idle.put(self.peer, s, Some(&have));
+                }
                 return Ok(SessionEnd::Finished);
             }
             if wrote {
@@ -301,7 +352,9 @@ impl<V: Verify> Session<V> {
                 }
                 continue;
             };
-            let bytes = match self.answer(&mut s, m.sealed_len(job.stream, i)).await? {
+            let answer = self.answer(&mut s, m.sealed_len(job.stream, i)).await?;
+            self.answered = true;
+            let bytes = match answer {
                 Answer::Chunk(b) => b,
                 Answer::Stale => return Ok(SessionEnd::Stale),
                 // A partial holder lists what it has verified, so saying it

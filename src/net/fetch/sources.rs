@@ -99,6 +99,8 @@ pub(super) struct Sources {
     known_addrs: HashMap<PeerId, Vec<Multiaddr>>,
     /// When to ask the sources for peers next.
     pub(super) exchange: super::pex::Exchange,
+    /// Streams to sources kept open for the fetch's next step.
+    pub(super) idle: std::sync::Arc<super::streams::IdleStreams>,
 }
 
 impl Sources {
@@ -128,6 +130,7 @@ impl Sources {
             candidates: Vec::new(),
             known_addrs: HashMap::new(),
             exchange: Default::default(),
+            idle: Default::default(),
         }
     }
 
