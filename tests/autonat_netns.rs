@@ -3,8 +3,9 @@
 //! and a fourth on it whose firewall refuses every new inbound connection
 //! when it starts, so its first reachability tests fail and it finds itself
 //! private. Then the firewall opens: the daemon must find itself public,
-//! with its address confirmed, within a bound. libp2p-autonat 0.16's client
-//! alone never tests a failed address again (the daemon stayed private).
+//! with its address confirmed, within a bound, and offer relay service.
+//! libp2p-autonat 0.16's client alone never tests a failed address again
+//! (the daemon stayed private).
 //!
 //! Runs as root with iptables (as in CI); reported as skipped otherwise.
 
@@ -35,7 +36,8 @@ fn a_daemon_first_found_unreachable_becomes_public_once_reachable() {
     // its port 4001, which its dials reuse): once it is private, that one
     // failed, and an untested one cannot make it public later.
     refuse_inbound(&ns, true);
-    let late = start(
+    // libp2p's relay server says (at debug) when it starts offering.
+    let late = start_logging(
         &sub(&tmp, "late"),
         &ns,
         &[
@@ -45,6 +47,7 @@ fn a_daemon_first_found_unreachable_becomes_public_once_reachable() {
             &public.addrs[0],
         ],
         "",
+        ",libp2p_relay=debug",
     );
     // Private is the verdict of a failed test with no address confirmed.
     wait_status(&late, 60, "the first reachability tests failed", |st| {
@@ -70,5 +73,12 @@ fn a_daemon_first_found_unreachable_becomes_public_once_reachable() {
     eprintln!(
         "public {:.1} s after the firewall opened",
         opened.elapsed().as_secs_f64()
+    );
+    // Offered as soon as the address was confirmed: the status above was
+    // read after that, and the relay server acts on the same swarm event.
+    assert!(
+        log_of(&late.dir).contains("advertising protocol because we are now externally reachable"),
+        "public but offering no relay service; log tail:\n{}",
+        log_tail(&late.dir)
     );
 }

@@ -25,6 +25,12 @@ pub fn skip() -> bool {
 /// A daemon in namespace `ns` logging to `<dir>.log` (info, and the
 /// node's debug lines, which record each inbound data stream).
 pub fn start(dir: &Path, ns: &str, args: &[&str], config: &str) -> Daemon {
+    start_logging(dir, ns, args, config, "")
+}
+
+/// As [`start`], with `more` (",target=level", ...) added to the log
+/// filter.
+pub fn start_logging(dir: &Path, ns: &str, args: &[&str], config: &str, more: &str) -> Daemon {
     fs::create_dir_all(dir).unwrap();
     fs::write(dir.join("peerdrop.toml"), config).unwrap();
     let log = fs::File::create(dir.with_extension("log")).unwrap();
@@ -36,7 +42,7 @@ pub fn start(dir: &Path, ns: &str, args: &[&str], config: &str) -> Daemon {
         .env_remove("PEERDROP_DATA_DIR")
         .env(
             "RUST_LOG",
-            "info,peerdrop::net::node=debug,peerdrop::net::node::event_loop=info,peerdrop::net::fetch=debug",
+            format!("info,peerdrop::net::node=debug,peerdrop::net::node::event_loop=info,peerdrop::net::fetch=debug{more}"),
         )
         .stdout(Stdio::null())
         .stderr(log)
