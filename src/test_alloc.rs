@@ -14,11 +14,16 @@ pub struct Counting;
 
 thread_local! {
     static HELD: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
 }
 
 fn add(delta: isize) {
     // A thread being torn down has no counter left; its bytes do not matter.
-    let _ = HELD.try_with(|h| h.set(h.get() + delta));
+    let _ = HELD.try_with(|h| {
+        let now = h.get() + delta;
+        h.set(now);
+        let _ = PEAK.try_with(|p| p.set(p.get().max(now)));
+    });
 }
 
 // SAFETY: every method forwards to `System` with the caller's arguments
@@ -60,4 +65,14 @@ static COUNTING: Counting = Counting;
 /// Bytes the calling thread holds now (allocated minus freed on it).
 pub fn held_by_this_thread() -> isize {
     HELD.with(|h| h.get())
+}
+
+/// Most bytes the calling thread held at once while `f` ran, beyond what it
+/// held before: catches memory reserved and freed again inside `f`, which
+/// [`held_by_this_thread`] before and after does not see.
+pub fn peak_of<T>(f: impl FnOnce() -> T) -> (T, isize) {
+    let before = held_by_this_thread();
+    PEAK.with(|p| p.set(before));
+    let out = f();
+    (out, PEAK.with(|p| p.get()) - before)
 }

@@ -122,7 +122,8 @@ pub enum Request {
         #[serde(with = "id_bytes")]
         share: ManifestId,
         /// The asker's listen addresses (multiaddr bytes); empty if it does
-        /// not serve the share.
+        /// not serve the share. More than [`MAX_ANNOUNCED`] do not decode.
+        #[serde(deserialize_with = "capped::deserialize::<_, _, MAX_ANNOUNCED>")]
         listen: Vec<serde_bytes::ByteBuf>,
     },
 }
@@ -147,7 +148,8 @@ pub struct PexPeer {
     /// The peer id's bytes.
     #[serde(with = "serde_bytes")]
     pub peer: Vec<u8>,
-    /// Its addresses' bytes, at most [`MAX_PEX_ADDRS`].
+    /// Its addresses' bytes, at most [`MAX_PEX_ADDRS`] (more do not decode).
+    #[serde(deserialize_with = "capped::deserialize::<_, _, MAX_PEX_ADDRS>")]
     pub addrs: Vec<serde_bytes::ByteBuf>,
 }
 
@@ -192,6 +194,54 @@ fn check_addrs(addrs: &[serde_bytes::ByteBuf], max: usize) -> Result<(), WireErr
             a.len()
         ))),
         None => Ok(()),
+    }
+}
+
+/// Lists decoded with a cap. serde's `Vec` reserves room for the length a
+/// message claims (up to 1 MiB) before one element arrives, so a 9-byte
+/// `Peers` answer claiming 10,000 entries cost 480 KB (found by the wire
+/// fuzz target, fuzz/corpus/wire/crash-pex-claimed-length), and a frame of
+/// 80 KiB of minimal entries decoded to about 2 MiB. These lists refuse a
+/// claimed or actual length over `MAX` as malformed and reserve only up to
+/// `MAX`. The bytes on the wire are unchanged; `check_peers` and
+/// `check_announced` still check the lengths inside the entries.
+mod capped {
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::{Deserialize, Deserializer, Error, SeqAccess, Visitor};
+
+    pub fn deserialize<'de, D, T, const MAX: usize>(d: D) -> Result<Vec<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        struct Capped<T, const MAX: usize>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>, const MAX: usize> Visitor<'de> for Capped<T, MAX> {
+            type Value = Vec<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "a list of at most {MAX} entries")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+                let claimed = seq.size_hint().unwrap_or(0);
+                if claimed > MAX {
+                    return Err(A::Error::invalid_length(claimed, &self));
+                }
+                let mut out = Vec::with_capacity(claimed);
+                while let Some(x) = seq.next_element()? {
+                    if out.len() == MAX {
+                        return Err(A::Error::invalid_length(MAX + 1, &self));
+                    }
+                    out.push(x);
+                }
+                Ok(out)
+            }
+        }
+
+        d.deserialize_seq(Capped::<T, MAX>(PhantomData))
     }
 }
 
@@ -301,7 +351,7 @@ pub enum Response {
     },
     /// Answer to [`Request::Peers`]: other peers that fetched or served
     /// the share recently, within [`check_peers`]'s bounds.
-    Peers(Vec<PexPeer>),
+    Peers(#[serde(deserialize_with = "capped::deserialize::<_, _, MAX_PEX_PEERS>")] Vec<PexPeer>),
 }
 
 /// A frame that cannot be accepted.
@@ -518,6 +568,39 @@ mod tests {
             .collect();
         assert!(matches!(check_announced(&many), Err(WireError::Bounds(_))));
         assert_eq!(check_announced(&many[1..]), Ok(()));
+
+        // Over the bounds, a list does not even decode (capped), so no
+        // oversized list is ever built.
+        assert!(matches!(
+            decode::<Response>(&encode(&Response::Peers(over))[4..]),
+            Err(WireError::Malformed(_))
+        ));
+        let too_many_addrs = Response::Peers(vec![entry(MAX_PEX_ADDRS + 1)]);
+        assert!(decode::<Response>(&encode(&too_many_addrs)[4..]).is_err());
+        let announce_many = Request::Peers {
+            share: SHARE,
+            listen: many.clone(),
+        };
+        assert!(decode::<Request>(&encode(&announce_many)[4..]).is_err());
+        let announce_max = Request::Peers {
+            share: SHARE,
+            listen: many[1..].to_vec(),
+        };
+        let f = encode(&announce_max);
+        assert_eq!(decode::<Request>(&f[4..]).unwrap(), announce_max);
+
+        // The wire fuzz target's find: a Peers answer claiming 10,000 entries
+        // in 4 bytes (9, then the u16 varint 10,000) reserved 480 KB before
+        // failing. Now it is refused having reserved nothing.
+        let claim = [9u8, 251, 0x10, 0x27];
+        let (r, peak) = crate::test_alloc::peak_of(|| decode::<Response>(&claim));
+        assert!(matches!(r, Err(WireError::Malformed(_))), "{r:?}");
+        assert!(peak < 4096, "refusing it took {peak} bytes");
+        // And 80 KiB of empty entries (2 bytes each) decodes to no list.
+        let mut flood = vec![9u8, 252];
+        flood.extend_from_slice(&40_000u32.to_le_bytes());
+        flood.extend(std::iter::repeat_n([0u8, 0], 40_000).flatten());
+        assert!(decode::<Response>(&flood).is_err());
 
         // A list claiming 2^40 entries in a few bytes: refused by the
         // frame limit, not allocated (Response::Peers = 9, then a u64
