@@ -502,3 +502,67 @@ fn a_daemon_keeps_its_download_count_across_a_restart() {
     assert!(!o.status.success(), "a third receiver got it");
     assert_eq!(final_names_in(third.path()), Vec::<String>::new());
 }
+
+/// Issue 13: a daemon's share stops being announced in the DHT once it
+/// expires. A node that knows only the daemon finds it as a provider of the
+/// share's locator before the expiry and no longer after it (the daemon
+/// dropped its own provider record, so it neither answers with it nor
+/// re-publishes it), while `list` shows the share `expired`.
+#[test]
+fn an_expired_daemon_share_is_no_longer_announced() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let f = sub(&tmp, "soon.txt");
+    fs::write(&f, b"announced for a while").unwrap();
+    // A DHT server, so that it answers lookups (on loopback AutoNAT never
+    // finds it public).
+    let dir = sub(&tmp, "daemon");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("peerdrop.toml"), "dht_server = true\n").unwrap();
+    let d = common::daemon::Daemon::start(&dir);
+    let r = d.json(&["share", f.to_str().unwrap(), "--expire", "8s"]);
+    let link = Link::parse_read_link(r["link"].as_str().unwrap()).unwrap();
+    let expires = link.expires().unwrap();
+    let locator = link.manifest_id().locator().to_vec();
+    let daemon: peerdrop::net::PeerId = d.json(&["status"])["peer_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let addr: peerdrop::net::Multiaddr = d.addr().parse().unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(LIMIT, async {
+            let asker = node::spawn(NodeConfig {
+                bootstrap: vec![addr],
+                ..NodeConfig::default()
+            })
+            .unwrap();
+            let provides = || async {
+                asker
+                    .providers(locator.clone())
+                    .await
+                    .unwrap_or_default()
+                    .contains(&daemon)
+            };
+            // The announcement is made when the share is; the lookup may
+            // start before the bootstrap connection is up.
+            while !provides().await {
+                assert!(!expires.passed(), "never found before the expiry");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            wait_past(expires, LIMIT).await;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while provides().await {
+                assert!(
+                    Instant::now() < deadline,
+                    "still announced 30 s after the expiry"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            asker.shutdown().await;
+        })
+        .await
+        .expect("within the time limit");
+    });
+    assert_eq!(d.json(&["list"])["shares"][0]["state"], "expired");
+}

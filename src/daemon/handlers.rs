@@ -493,6 +493,9 @@ impl Daemon {
             .await?;
         let _ = fs::remove_dir_all(self.share_dir(&id));
         self.registry.remove(&id);
+        // Not announced any more (records other DHT nodes hold of it expire
+        // on their own).
+        self.client.unprovide(id.locator().to_vec()).await;
         for f in dropped {
             let _ = fs::remove_dir_all(f);
         }

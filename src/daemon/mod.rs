@@ -274,6 +274,9 @@ pub async fn run(
     daemon.restore();
     daemon
         .job_tasks
+        .spawn(daemon.clone().watch_expiry(stop.clone()));
+    daemon
+        .job_tasks
         .spawn(daemon.clone().keep_peers(stop.clone()));
     daemon
         .job_tasks

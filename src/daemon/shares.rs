@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use libp2p::PeerId;
 use tokio::sync::mpsc;
@@ -13,7 +14,7 @@ use tokio::sync::mpsc;
 use crate::crypto::ShareKey;
 use crate::daemon::control::JobKind;
 use crate::daemon::journal::Change;
-use crate::daemon::registry::Pinned;
+use crate::daemon::registry::{Pinned, Served};
 use crate::daemon::state::{self, Blob, JobStatus, Origin, ShareRecord, StoredKey, INLINE_MAX};
 use crate::daemon::tasks::Stop;
 use crate::daemon::{Daemon, JobProgress, KeptShareError};
@@ -21,6 +22,15 @@ use crate::manifest::{Manifest, ManifestId};
 use crate::meta::Metadata;
 use crate::store::share::LocalShare;
 use crate::store::source::Source;
+
+/// How long an expired share or pin is kept after its expiry (served to
+/// nobody, shown `expired` in `list`) before the daemon forgets it as
+/// `unshare` would: long enough to see what happened, and as long as the
+/// DHT keeps the provider records others already hold of it.
+pub(super) const EXPIRED_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+/// How often the daemon looks for shares and pins that expired.
+const EXPIRY_CHECK_EVERY: Duration = Duration::from_secs(2);
 
 impl Daemon {
     pub(super) fn share_dir(&self, id: &ManifestId) -> PathBuf {
@@ -82,9 +92,12 @@ impl Daemon {
         };
         match manifest {
             Ok(m) => {
+                let expired = m.expires.is_some_and(|e| e.passed());
                 self.registry
                     .add_pinned(*id, Pinned::new(m, self.chunks.clone()));
-                self.announce(*id);
+                if !expired {
+                    self.announce(*id);
+                }
             }
             Err(e) => tracing::warn!(%id, "cannot serve a pin: its manifest in the store: {e}"),
         }
@@ -112,8 +125,13 @@ impl Daemon {
             .map(|n| (crate::crypto::DoneKey::new(&key), n));
         // A peer id that does not parse (edited by hand) is not counted.
         let counted = rec.downloaded_by.iter().filter_map(|p| p.parse().ok());
+        let expired = share.manifest().expires.is_some_and(|e| e.passed());
         self.registry.add_local(share, limit, counted);
-        self.announce(id);
+        // An expired share stays listed (as expired) until the grace ends,
+        // but is not announced.
+        if !expired {
+            self.announce(id);
+        }
         Ok(())
     }
 
@@ -186,6 +204,54 @@ impl Daemon {
                 }
             };
             self.note_download(&id, &peer).await;
+        }
+    }
+
+    /// Withdraws shares and pins whose expiry passed: they are no longer
+    /// announced in the DHT (the server already answers `NotFound` for
+    /// them), and once [`EXPIRED_GRACE`] has passed too they are forgotten
+    /// as `unshare` forgets them. Runs until the daemon stops.
+    pub(super) async fn watch_expiry(self: Arc<Self>, mut stop: Stop) {
+        let mut withdrawn: std::collections::HashSet<ManifestId> = Default::default();
+        let mut tick = tokio::time::interval(EXPIRY_CHECK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !stop.requested() {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.wait() => return,
+            }
+            let ids: Vec<ManifestId> = {
+                let st = self.state.lock().expect("never poisoned");
+                let pins = st.pins.iter().filter(|p| p.status == JobStatus::Done);
+                st.shares
+                    .iter()
+                    .map(|s| s.id)
+                    .chain(pins.map(|p| p.id))
+                    .collect()
+            };
+            let now = SystemTime::now();
+            for id in ids {
+                let expires = match self.registry.get(&id).as_deref() {
+                    Some(Served::Local(p)) => p.share().manifest().expires,
+                    Some(Served::Pinned(p)) => p.manifest().expires,
+                    None => None,
+                };
+                let Some(e) = expires.filter(|e| e.passed_at(now)) else {
+                    continue;
+                };
+                if withdrawn.insert(id) {
+                    tracing::info!(%id, "the share expired at {e}; no longer announced");
+                    self.client.unprovide(id.locator().to_vec()).await;
+                }
+                if now >= e.time() + EXPIRED_GRACE {
+                    tracing::info!(%id, "the share expired over {EXPIRED_GRACE:?} ago; forgetting it");
+                    let prefix = id.to_string().parse().expect("a whole id is a prefix");
+                    if let Err(e) = self.unshare(&prefix).await {
+                        tracing::warn!(%id, "cannot forget an expired share: {e}");
+                    }
+                    withdrawn.remove(&id);
+                }
+            }
         }
     }
 

@@ -235,6 +235,12 @@ impl EventLoop {
                     Err(e) => tracing::warn!("cannot announce a share in the DHT: {e}"),
                 }
             }
+            Command::Unprovide(key) => {
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .stop_providing(&kad::RecordKey::new(&key));
+            }
             Command::Providers(key, reply) => {
                 let id = self
                     .swarm

@@ -164,6 +164,8 @@ pub(crate) enum Command {
     Connected(oneshot::Sender<Vec<(PeerId, Multiaddr)>>),
     Discovered(oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>),
     Provide(Vec<u8>),
+    /// Stop announcing a key (see [`Client::unprovide`]).
+    Unprovide(Vec<u8>),
     Providers(Vec<u8>, oneshot::Sender<Vec<PeerId>>),
     ReachStatus(oneshot::Sender<ReachStatus>),
     KnownPeers(oneshot::Sender<Vec<KnownPeer>>),
@@ -244,6 +246,14 @@ impl Client {
     /// re-publishing while the node runs).
     pub async fn provide(&self, key: Vec<u8>) {
         let _ = self.commands.send(Command::Provide(key)).await;
+    }
+
+    /// Stops announcing `key`: this node's own provider record is dropped,
+    /// so it is no longer re-published nor given in answers to lookups.
+    /// Records other DHT nodes already hold expire on their own, within the
+    /// record TTL (24 h); the DHT has no way to delete them.
+    pub async fn unprovide(&self, key: Vec<u8>) {
+        let _ = self.commands.send(Command::Unprovide(key)).await;
     }
 
     /// Looks `key` up in the DHT; returns the providers found (already being
