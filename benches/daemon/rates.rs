@@ -15,7 +15,10 @@
 //!   is done;
 //! - request-to-answer time (median, p99) of `share`, `list` and `status`
 //!   with 10,000 shares held, one request at a time;
-//! - both daemons' RSS and peak RSS.
+//! - both daemons' RSS and peak RSS;
+//! - for each fetch batch, the CPU per fetch of the fetching daemon and of
+//!   the source, and the rate those allow on 2 cores with nothing else
+//!   running: the ceiling this design has on this machine.
 //!
 //! Every fetched file is compared with its input at the end. Knobs:
 //! `PEERDROP_BENCH_SHARES` (default 10,000), `PEERDROP_BENCH_CLIENTS`
@@ -50,6 +53,29 @@ struct Rate {
     what: String,
     n: usize,
     secs: f64,
+    /// For fetches: CPU milliseconds per fetch of the fetching daemon and
+    /// of the source, over the batch.
+    cpu_ms: Option<(f64, f64)>,
+}
+
+/// CPU seconds (user + system) of a daemon so far.
+fn cpu(d: &Daemon) -> f64 {
+    let s = d.proc.snapshot();
+    s.user + s.sys
+}
+
+/// Runs the fetch batch `batch` and records the CPU per fetch it cost
+/// `fetcher` and `source`.
+fn with_cpu(
+    fetcher: &Daemon,
+    source: &Daemon,
+    batch: impl FnOnce() -> BoxResult<Rate>,
+) -> BoxResult<Rate> {
+    let (f0, s0) = (cpu(fetcher), cpu(source));
+    let mut r = batch()?;
+    let n = r.n.max(1) as f64;
+    r.cpu_ms = Some(((cpu(fetcher) - f0) * 1e3 / n, (cpu(source) - s0) * 1e3 / n));
+    Ok(r)
 }
 
 struct Latency {
@@ -107,13 +133,9 @@ pub fn run(ctx: &mut Ctx, tmp: &Path) -> BoxResult<bool> {
     check_loopback(&links[0])?;
     let out_b = tmp.join("out-b");
     fs::create_dir(&out_b)?;
-    rates.push(fetch_batch(
-        &b.dir,
-        &links[..first.min(FETCHES)],
-        &out_b,
-        clients,
-        first,
-    )?);
+    rates.push(with_cpu(&b, &a, || {
+        fetch_batch(&b.dir, &links[..first.min(FETCHES)], &out_b, clients, first)
+    })?);
     if total > first {
         // Up to `total`, the last thousand timed.
         let last = total.saturating_sub(1000).max(first);
@@ -130,13 +152,17 @@ pub fn run(ctx: &mut Ctx, tmp: &Path) -> BoxResult<bool> {
     let out_c = tmp.join("out-c");
     fs::create_dir(&out_c)?;
     let later = &links[total - FETCHES.min(total)..];
-    rates.push(fetch_batch(&c.dir, later, &out_c, clients, total)?);
+    rates.push(with_cpu(&c, &a, || {
+        fetch_batch(&c.dir, later, &out_c, clients, total)
+    })?);
     // All queued at once, from the middle of the set (fetched by neither).
     let out_q = tmp.join("out-q");
     fs::create_dir(&out_q)?;
     let mid = total / 2;
     let queued_links = &links[mid.saturating_sub(FETCHES / 2)..(mid + FETCHES / 2).min(total)];
-    rates.push(queued_batch(&b.dir, queued_links, &out_q, total)?);
+    rates.push(with_cpu(&b, &a, || {
+        queued_batch(&b.dir, queued_links, &out_q, total)
+    })?);
 
     let snaps = [
         ("A", a.proc.snapshot()),
@@ -175,8 +201,8 @@ pub fn run(ctx: &mut Ctx, tmp: &Path) -> BoxResult<bool> {
         "  a small fetch's disk work     {writes:>10.0} /s  ({clients} threads: staging dir, 4 KiB file, syncfs, rename, fsync of the folder, rmdir; no network, no crypto)"
     );
     println!();
-    println!("| what | count | seconds | per second | target | |");
-    println!("|---|---:|---:|---:|---:|---|");
+    println!("| what | count | seconds | per second | target | | CPU ms per fetch: fetcher + source | ceiling on 2 cores |");
+    println!("|---|---:|---:|---:|---:|---|---:|---:|");
     for r in &rates {
         let per = r.n as f64 / r.secs;
         let target = if r.what.starts_with("share") || r.what.starts_with("fetch") {
@@ -184,8 +210,13 @@ pub fn run(ctx: &mut Ctx, tmp: &Path) -> BoxResult<bool> {
         } else {
             0.0
         };
+        // What both daemons' CPU per fetch allows on 2 cores with nothing
+        // else running (the bench's own clients not counted).
+        let cpu = r.cpu_ms.map_or("| |".into(), |(f, s)| {
+            format!("| {f:.2} + {s:.2} | {:.0} /s |", 2e3 / (f + s).max(1e-3))
+        });
         println!(
-            "| {} | {} | {:.2} | {:.0} | {} | {} |",
+            "| {} | {} | {:.2} | {:.0} | {} | {} {cpu}",
             r.what,
             r.n,
             r.secs,
@@ -346,6 +377,7 @@ fn share_batch(
         what: format!("share, {} → {} held", range.start, range.end),
         n: range.len(),
         secs,
+        cpu_ms: None,
     })
 }
 
@@ -378,6 +410,7 @@ fn fetch_batch(
         what: format!("fetch, followed, source holds {held}"),
         n: links.len(),
         secs,
+        cpu_ms: None,
     })
 }
 
@@ -421,6 +454,7 @@ fn queued_batch(dir: &Path, links: &[String], out: &Path, held: usize) -> BoxRes
         what: format!("fetch, {} queued at once, source holds {held}", links.len()),
         n: links.len(),
         secs: start.elapsed().as_secs_f64(),
+        cpu_ms: None,
     })
 }
 

@@ -9,8 +9,8 @@
 //! breaks the protocol, is dropped and not asked again; one whose stream
 //! fails or stalls past the deadline gets a strike, and is dropped after a
 //! few ([`RetryPolicy`]). Either way, what it had in flight goes back to the
-//! queue. Verified plaintext goes to one writer thread that owns the
-//! [`Output`].
+//! queue. Sessions write verified plaintext into the [`Output`] themselves,
+//! one at a time under its lock.
 //!
 //! One file per job: `sources` (who to ask, and when to give up),
 //! `manifest` (the manifest from the first peer that has it), `scheduler`
@@ -38,8 +38,6 @@ use std::time::Duration;
 
 use futures::AsyncWriteExt;
 use libp2p::PeerId;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::chunk::Stream;
 use crate::link::Link;
@@ -68,9 +66,6 @@ use scheduler::run_queue;
 use sources::Sources;
 pub use stream::stream_file;
 use verify::IdCheck;
-
-/// Verified content chunks waiting for the writer thread, at most.
-const WRITER_QUEUE: usize = 8;
 
 /// How patient a fetch is with its sources: every pause, count and cap the
 /// fetcher retries by, in one place (docs/PROTOCOL.md section 6 describes
@@ -188,9 +183,6 @@ impl std::fmt::Debug for Approver {
 /// could hold 4 GiB.
 pub const FETCH_MEMORY: u64 = 128 << 20;
 
-/// Most bytes of verified chunks waiting for the writer.
-const WRITER_MEMORY: u64 = 32 << 20;
-
 impl FetchOptions {
     /// These options with `depth`, then `max_peers`, cut so that
     /// `depth × max_peers` chunks of `chunk_size` bytes fit in
@@ -207,14 +199,6 @@ impl FetchOptions {
         o.max_peers = o.max_peers.clamp(1, (fit / o.depth).max(1));
         o
     }
-}
-
-/// Room in the writer's queue for chunks of `chunk_size` bytes: at most
-/// [`WRITER_QUEUE`] chunks and [`WRITER_MEMORY`] bytes, at least one.
-fn writer_queue(chunk_size: u64) -> usize {
-    usize::try_from(WRITER_MEMORY / chunk_size.max(1))
-        .unwrap_or(usize::MAX)
-        .clamp(1, WRITER_QUEUE)
 }
 
 impl Default for FetchOptions {
@@ -441,39 +425,40 @@ pub async fn fetch(
         .filter(|i| !done.contains(i))
         .collect();
 
-    // One writer thread owns the output; sessions hand it verified chunks.
-    let (tx, mut rx) = mpsc::channel::<(u64, Plaintext)>(writer_queue(chunk_size));
+    // Sessions write verified chunks themselves, from the blocking pool
+    // where their sink runs, one at a time under the output's lock: a
+    // writer thread of its own cost every chunk one more hand-off (and a
+    // small fetch a thread wake-up), and bought nothing, since a session
+    // waits for its sink either way. What is written is counted under the
+    // same lock, so the `Bytes` reported only grow.
     let progress = f.progress.clone();
     let staged = output.clone();
     let held = serving.clone();
-    let writer: JoinHandle<Result<(), OutputError>> = tokio::task::spawn_blocking(move || {
-        let mut written = resumed_bytes;
-        while let Some((index, p)) = rx.blocking_recv() {
-            {
-                let mut g = staged.write().unwrap_or_else(|e| e.into_inner());
-                let output = g.as_mut().expect("taken back only once the writer is done");
-                // Only the chosen bytes: a chunk shared with an unchosen
-                // neighbour was verified whole, but only part of it is
-                // written.
-                for (to, r) in subset.map(index * chunk_size, p.as_slice().len()) {
-                    written += r.len() as u64;
-                    output.write_content(to, &p.as_slice()[r])?;
-                }
-            }
-            if let Some(h) = &held {
-                h.verified_chunk(Stream::Content, index);
-            }
-            progress.send(Progress::Bytes(written));
-        }
-        Ok(())
-    });
+    let written = std::sync::atomic::AtomicU64::new(resumed_bytes);
     let sink = move |index: u64, p: Plaintext| {
-        tx.blocking_send((index, p))
-            .map_err(|_| FetchError::Unreachable("the writer stopped".into()))
+        let mut g = staged.write().unwrap_or_else(|e| e.into_inner());
+        // Taken back only once the sessions are done; one whose sink was
+        // still running when a fatal error ended the fetch finds it gone.
+        let output = g
+            .as_mut()
+            .ok_or_else(|| FetchError::Unreachable("the fetch ended".into()))?;
+        // Only the chosen bytes: a chunk shared with an unchosen neighbour
+        // was verified whole, but only part of it is written.
+        let mut n = 0;
+        for (to, r) in subset.map(index * chunk_size, p.as_slice().len()) {
+            n += r.len() as u64;
+            output.write_content(to, &p.as_slice()[r])?;
+        }
+        let total = written.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+        drop(g);
+        if let Some(h) = &held {
+            h.verified_chunk(Stream::Content, index);
+        }
+        progress.send(Progress::Bytes(total));
+        Ok(())
     };
     let manifest_peers = peers.clone();
     let run = run_queue(&mut f, &opener, Stream::Content, todo, peers, sink).await;
-    let written = writer.await.expect("the writer does not panic");
     if let Some(p) = &serving {
         p.unstaged();
     }
@@ -481,11 +466,10 @@ pub async fn fetch(
         .write()
         .unwrap_or_else(|e| e.into_inner())
         .take()
-        .expect("only the writer held it");
-    if let (Some(p), true) = (&serving, written.is_err() || run.is_err()) {
+        .expect("taken back only here");
+    if let (Some(p), true) = (&serving, run.is_err()) {
         p.abandoned();
     }
-    written?;
     let mut peers = run?;
     if peers.is_empty() {
         // Everything was already here (a resumed fetch): still tell them.
@@ -717,7 +701,6 @@ mod tests {
                 held <= FETCH_MEMORY.max(chunk),
                 "{chunk}: {held} bytes in flight"
             );
-            assert!(writer_queue(chunk) as u64 * chunk <= WRITER_MEMORY.max(chunk));
             last = (w.depth, w.max_peers);
         }
         assert_eq!(last, (1, 2), "64 MiB chunks");

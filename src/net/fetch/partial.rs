@@ -28,9 +28,9 @@ use crate::store::output::Output;
 use crate::store::share::{LocalShare, ServeError};
 use crate::wire::Have;
 
-/// The staged output of a fetch, shared between its writer (which writes
+/// The staged output of a fetch, shared between its sessions (which write
 /// under the write lock) and serving (which reads under the read lock);
-/// `None` once the writer has taken it back to finish.
+/// `None` once the fetch has taken it back to finish.
 pub(super) type SharedOutput = Arc<RwLock<Option<Output>>>;
 
 /// Where the verified chunks of a fetch can be produced again from.

@@ -9,7 +9,7 @@ use crate::open::{OpenError, Opener, Plaintext};
 /// ([`Opener`]), a pinning node checks ids only ([`IdCheck`]).
 pub(crate) trait Verify: Send + Sync + 'static {
     /// What a verified chunk becomes.
-    type Out: Send + 'static;
+    type Out: Send + Sync + 'static;
     /// The manifest the chunks belong to.
     fn manifest(&self) -> &Manifest;
     /// Checks (and opens) chunk `index` of `stream`.
