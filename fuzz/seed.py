@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Seeds an empty fuzz corpus from tests/vectors/format-v1.json.
+"""Seeds an empty fuzz corpus from tests/vectors/format-v1.json (and
+expiry-v2.json for manifests).
 
 Usage: seed.py TARGET DIR. Links, manifests and chunks come from the
 vectors; file lists and frames are built here by the layouts of
@@ -14,6 +15,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VECTORS = os.path.join(HERE, "..", "tests", "vectors", "format-v1.json")
+EXPIRY_VECTORS = os.path.join(HERE, "..", "tests", "vectors", "expiry-v2.json")
 
 
 def file_list(entries):
@@ -35,7 +37,10 @@ def seeds(target, vectors):
             yield v["link"].encode()
             yield v["link"].split("#")[0].encode()
     elif target == "manifest":
-        for v in vectors:
+        # Version 1 and, with an expiry, version 2 (FORMAT.md 4.2).
+        with open(EXPIRY_VECTORS) as f:
+            expiry = json.load(f)["vectors"]
+        for v in vectors + expiry:
             yield bytes.fromhex(v["manifest"])
     elif target == "meta":
         n = 123456789

@@ -9,7 +9,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use peerdrop::chunk::{Stream, CHUNK_OVERHEAD, MAX_CHUNKS_PER_STREAM};
-use peerdrop::manifest::{Manifest, ManifestError, ManifestId};
+use peerdrop::manifest::{Manifest, ManifestError, ManifestId, HEADER_LEN, HEADER_LEN_EXPIRY};
 use peerdrop_fuzz::{assert_within, measure, Counting};
 
 #[global_allocator]
@@ -48,5 +48,10 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(plain, m.stream_len(stream));
     }
     assert_eq!(sealed, m.sealed_size());
-    assert_eq!(m.chunk_count() as u64, data.len() as u64 / 32 - 1);
+    // A version-2 manifest's header carries its expiry (8 bytes more).
+    let header = match m.expires {
+        Some(_) => HEADER_LEN_EXPIRY,
+        None => HEADER_LEN,
+    };
+    assert_eq!(data.len(), header + 32 * m.chunk_count());
 });
