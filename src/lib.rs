@@ -29,24 +29,43 @@
 //! Layers 0 and 1 do no I/O beyond `std::io::Read` handed in by the caller
 //! (`.ci/run` checks this); the binary (`src/main.rs`, `src/cli/`) is the
 //! only place that prints, reads the environment or picks paths.
+//!
+//! # Features
+//!
+//! `node` (default) builds layers 2 to 4 and the binary. Without it
+//! (`default-features = false`) only layers 0 and 1 are built, with their
+//! few dependencies, and of [`net`] only `net::frame`: the fuzz targets
+//! (`fuzz/`) build that way, so an instrumented build skips libp2p, tokio
+//! and the rest of the network tree.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 pub mod chunk;
 pub mod crypto;
+#[cfg(feature = "node")]
 pub mod daemon;
 pub mod link;
 pub mod manifest;
 pub mod meta;
+#[cfg(feature = "node")]
 pub mod net;
+/// Of the network layer, only the frame reader and writer without `node`:
+/// they are generic over `futures::io`, open no socket, and are what a peer's
+/// bytes go through first, so the wire fuzz target drives them.
+#[cfg(not(feature = "node"))]
+pub mod net {
+    pub mod frame;
+}
 pub mod open;
 pub mod password;
 pub mod pipeline;
 pub mod seal;
 pub mod select;
+#[cfg(feature = "node")]
 pub mod store;
 #[cfg(test)]
 mod test_alloc;
+#[cfg(feature = "node")]
 pub mod web;
 pub mod wire;
