@@ -493,6 +493,12 @@ fn a_daemon_keeps_its_download_count_across_a_restart() {
     d.stop();
     let d = common::daemon::Daemon::start(&dir);
     assert_eq!(state(&d), "serving");
+    let row = &d.json(&["list"])["shares"][0];
+    assert_eq!(
+        (&row["downloads"], &row["max_downloads"]),
+        (&1.into(), &2.into()),
+        "{row}"
+    );
     let second = tempfile::tempdir().unwrap();
     let o = receive(second.path());
     assert!(o.status.success(), "{}", common::daemon::err(&o));

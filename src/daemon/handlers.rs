@@ -409,6 +409,13 @@ impl Daemon {
                     _ if !stale.is_empty() && stale.contains(&s.id) => ShareState::Stale,
                     _ => ShareState::Serving,
                 },
+                max_downloads: s.max_downloads,
+                downloads: match self.registry.get(&s.id).as_deref() {
+                    Some(Served::Local(p)) if s.max_downloads.is_some() => {
+                        Some(p.downloads() as u64)
+                    }
+                    _ => None,
+                },
             })
             .collect();
         drop(stale);

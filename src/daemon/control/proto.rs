@@ -485,6 +485,13 @@ pub struct ShareRow {
     pub bytes: u64,
     /// Serving, or stale.
     pub state: ShareState,
+    /// Its download limit (`share --max-downloads`), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_downloads: Option<u32>,
+    /// Distinct receivers counted against that limit so far (kept across
+    /// restarts); only with a limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downloads: Option<u64>,
 }
 
 /// Whether a share is served.
