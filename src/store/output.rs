@@ -433,7 +433,7 @@ impl Output {
     }
 
     /// Gives up every found file that `--force` may replace (see
-    /// [`Output::replace_found`]): for a caller that writes all content
+    /// `Output::replace_found`, crate-private): for a caller that writes all content
     /// anyway.
     pub fn replace_all_found(&mut self) {
         let replaceable: Vec<usize> = self
