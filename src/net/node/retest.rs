@@ -22,6 +22,10 @@
 //!   client's says the peer is a server anew. No other handler acts on that
 //!   protocol.
 //!
+//! A client tests only through a connection it dialled to a server. A quiet
+//! daemon may have none left (idle connections close after a minute), so a
+//! swap with none dials back one or two of the servers last connected.
+//!
 //! Handlers outlive a client swap: a test that was running when the client
 //! was replaced ends in the fresh client, which ignores a success it did not
 //! ask for (the address was replayed to it, so it is tested again) and
@@ -35,6 +39,7 @@ use libp2p::autonat::v2::client;
 use libp2p::core::transport::PortUse;
 use libp2p::core::{ConnectedPoint, Endpoint};
 use libp2p::swarm::behaviour::ConnectionEstablished;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::handler::{
     ConnectionEvent, ConnectionHandlerEvent, ProtocolSupport, ProtocolsChange,
 };
@@ -44,6 +49,8 @@ use libp2p::swarm::{
     THandlerOutEvent, ToSwarm,
 };
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
+
+use crate::net::addr::is_relayed;
 
 /// The protocol an AutoNAT v2 server takes test requests on.
 const DIAL_REQUEST: StreamProtocol = StreamProtocol::new("/libp2p/autonat/2/dial-request");
@@ -73,6 +80,10 @@ const MAX_CANDIDATES: usize = 16;
 /// Most times a candidate is replayed to a fresh client: the client tests
 /// the most often reported first, and this keeps their order.
 const MAX_REPLAYED_SCORE: u32 = 8;
+/// Most AutoNAT servers remembered, to dial when none is connected.
+const MAX_SERVERS: usize = 8;
+/// Most of them dialled at one swap.
+const DIAL_SERVERS: usize = 2;
 /// How often the schedule is looked at.
 const TICK: Duration = Duration::from_secs(1);
 
@@ -214,6 +225,12 @@ pub(super) struct Retest {
     /// Live connections, to tell a fresh client of; as many as the swarm's
     /// connection limit allows.
     conns: HashMap<ConnectionId, (PeerId, ConnectedPoint)>,
+    /// Connections we dialled to AutoNAT servers (those a client tests
+    /// through).
+    servers: HashMap<ConnectionId, PeerId>,
+    /// Servers last connected that way, most recent first, with the
+    /// address dialled.
+    known_servers: VecDeque<(PeerId, Multiaddr)>,
     pending: VecDeque<ToSwarm<client::Event, In>>,
     /// Made at the first poll, inside the runtime.
     tick: Option<tokio::time::Interval>,
@@ -226,6 +243,8 @@ impl Retest {
             client: client::Behaviour::default(),
             schedule: Schedule::default(),
             conns: HashMap::new(),
+            servers: HashMap::new(),
+            known_servers: VecDeque::new(),
             pending: VecDeque::new(),
             tick: None,
         }
@@ -264,6 +283,36 @@ impl Retest {
                 });
             }
         }
+        if self.servers.is_empty() {
+            for (peer, addr) in self.known_servers.iter().take(DIAL_SERVERS) {
+                tracing::debug!(%peer, "reachability: dialling an AutoNAT server to test through");
+                let opts = DialOpts::peer_id(*peer)
+                    .addresses(vec![addr.clone()])
+                    .condition(PeerCondition::Always)
+                    .build();
+                self.pending.push_back(ToSwarm::Dial { opts });
+            }
+        }
+    }
+
+    /// The handler of connection `id` to `peer` found whether the peer is a
+    /// server.
+    fn server_found(&mut self, peer: PeerId, id: ConnectionId, server: bool) {
+        if !server {
+            self.servers.remove(&id);
+            return;
+        }
+        self.servers.insert(id, peer);
+        let Some((_, endpoint)) = self.conns.get(&id) else {
+            return;
+        };
+        let addr = endpoint.get_remote_address();
+        if is_relayed(addr) {
+            return;
+        }
+        self.known_servers.retain(|(p, _)| *p != peer);
+        self.known_servers.push_front((peer, addr.clone()));
+        self.known_servers.truncate(MAX_SERVERS);
     }
 
     /// Passes an event of the client on, following test outcomes.
@@ -297,7 +346,7 @@ impl NetworkBehaviour for Retest {
         let inner = self
             .client
             .handle_established_inbound_connection(id, peer, local, remote)?;
-        Ok(Handler::new(inner))
+        Ok(Handler::new(inner, false))
     }
 
     fn handle_established_outbound_connection(
@@ -311,7 +360,7 @@ impl NetworkBehaviour for Retest {
         let inner = self
             .client
             .handle_established_outbound_connection(id, peer, addr, role, port_use)?;
-        Ok(Handler::new(inner))
+        Ok(Handler::new(inner, true))
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
@@ -322,6 +371,7 @@ impl NetworkBehaviour for Retest {
             }
             FromSwarm::ConnectionClosed(e) => {
                 self.conns.remove(&e.connection_id);
+                self.servers.remove(&e.connection_id);
             }
             FromSwarm::NewExternalAddrCandidate(c)
                 if !self.schedule.reported(c.addr, Instant::now()) =>
@@ -339,7 +389,10 @@ impl NetworkBehaviour for Retest {
         id: ConnectionId,
         event: THandlerOutEvent<Self>,
     ) {
-        self.client.on_connection_handler_event(peer, id, event);
+        match event {
+            Out::Client(e) => self.client.on_connection_handler_event(peer, id, e),
+            Out::Server(server) => self.server_found(peer, id, server),
+        }
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<client::Event, In>> {
@@ -377,28 +430,53 @@ pub(super) enum In {
     Reannounce,
 }
 
+/// What [`Handler`] tells.
+#[derive(Debug)]
+pub(super) enum Out {
+    /// From the client's handler.
+    Client(THandlerOutEvent<client::Behaviour>),
+    /// The peer of a connection we dialled supports test requests (true),
+    /// or no longer does.
+    Server(bool),
+}
+
 /// The client's connection handler, which can have the peer's AutoNAT
 /// server support reported again (for a fresh client).
 pub(super) struct Handler {
     inner: Inner,
+    /// Whether we dialled the connection (the client's requests go only on
+    /// those).
+    outbound: bool,
     /// Whether the peer supports test requests, as last reported.
     server: bool,
+    /// Server support changes to tell the behaviour (on dialled
+    /// connections only).
+    found: VecDeque<bool>,
     reports: VecDeque<ProtocolSupport>,
 }
 
 impl Handler {
-    fn new(inner: Inner) -> Handler {
+    fn new(inner: Inner, outbound: bool) -> Handler {
         Handler {
             inner,
+            outbound,
             server: false,
+            found: VecDeque::new(),
             reports: VecDeque::new(),
         }
+    }
+
+    fn set_server(&mut self, server: bool) {
+        if server != self.server && self.outbound {
+            self.found.push_back(server);
+        }
+        self.server = server;
     }
 }
 
 impl ConnectionHandler for Handler {
     type FromBehaviour = In;
-    type ToBehaviour = <Inner as ConnectionHandler>::ToBehaviour;
+    type ToBehaviour = Out;
     type InboundProtocol = <Inner as ConnectionHandler>::InboundProtocol;
     type OutboundProtocol = <Inner as ConnectionHandler>::OutboundProtocol;
     type InboundOpenInfo = <Inner as ConnectionHandler>::InboundOpenInfo;
@@ -421,11 +499,14 @@ impl ConnectionHandler for Handler {
         if let Some(r) = self.reports.pop_front() {
             return Poll::Ready(ConnectionHandlerEvent::ReportRemoteProtocols(r));
         }
-        self.inner.poll(cx)
+        if let Some(server) = self.found.pop_front() {
+            return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(Out::Server(server)));
+        }
+        self.inner.poll(cx).map(|e| e.map_custom(Out::Client))
     }
 
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Option<Self::ToBehaviour>> {
-        self.inner.poll_close(cx)
+        self.inner.poll_close(cx).map(|e| e.map(Out::Client))
     }
 
     fn on_behaviour_event(&mut self, event: In) {
@@ -452,10 +533,10 @@ impl ConnectionHandler for Handler {
         if let ConnectionEvent::RemoteProtocolsChange(change) = &event {
             match change {
                 ProtocolsChange::Added(a) if a.clone().any(|p| *p == DIAL_REQUEST) => {
-                    self.server = true
+                    self.set_server(true)
                 }
                 ProtocolsChange::Removed(r) if r.clone().any(|p| *p == DIAL_REQUEST) => {
-                    self.server = false
+                    self.set_server(false)
                 }
                 _ => {}
             }
