@@ -1045,6 +1045,48 @@ mod tests {
         );
     }
 
+    /// A top-level folder that exists, without merge: kept, with every
+    /// entry below it found or merged, as long as nothing would be written
+    /// into it; one entry missing below it is a `Conflict` naming the
+    /// folder, and with merge that entry simply moves. A file of the share's
+    /// size is found (replaceable only with force, and never inside a
+    /// folder kept without merge); one of another size is `Exists`.
+    #[test]
+    fn files_already_in_place_are_found_and_a_kept_folder_is_never_written() {
+        use Plan::*;
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path();
+        fs::create_dir_all(dest.join("album/sub")).unwrap();
+        fs::write(dest.join("album/a"), b"xyz").unwrap();
+        fs::write(dest.join("album/sub/b"), b"xy").unwrap();
+        fs::write(dest.join("z"), b"wxyz").unwrap();
+        let m = share();
+        let opts = |force, merge| OutputOptions { force, merge };
+        let (p, _) = planned(dest, &m, &opts(true, false));
+        assert_eq!(p.unwrap(), [Merge, Found, Merge, Found, Found]);
+        let places = Places {
+            dest_dir: &Dir::open(dest).unwrap(),
+            dest,
+            tree: &dest.join("tree"),
+            staging: &dest.join("staging"),
+        };
+        let (_, found) = plan(&places, &m, &opts(true, false), None).unwrap();
+        let (a, z) = (&found[&1], &found[&4]);
+        assert_eq!(a.refusal, Taken::Conflict(dest.join("album")));
+        assert!(!a.replaceable, "force does not write into a kept folder");
+        assert_eq!(z.refusal, Taken::Exists(dest.join("z")));
+        assert!(z.replaceable);
+
+        fs::remove_file(dest.join("album/sub/b")).unwrap();
+        let (p, _) = planned(dest, &m, &opts(false, false));
+        assert!(matches!(p, Err(OutputError::Conflict(d)) if d == dest.join("album")));
+        let (p, _) = planned(dest, &m, &opts(false, true));
+        assert_eq!(p.unwrap(), [Merge, Found, Merge, Move, Found]);
+        fs::write(dest.join("z"), b"longer").unwrap();
+        let (p, _) = planned(dest, &m, &opts(false, true));
+        assert!(matches!(p, Err(OutputError::Exists(f)) if f == dest.join("z")));
+    }
+
     /// Audit F-11: the plan is linear in the number of folders. 200,000
     /// top-level folders of one file each (a hostile share's shape: every
     /// folder moves whole, so every file is looked up among the moved
