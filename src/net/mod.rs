@@ -30,6 +30,7 @@ pub mod inbound;
 pub mod node;
 pub mod peer_cache;
 pub mod pex;
+pub mod seed;
 pub mod serve;
 pub mod status;
 

@@ -87,6 +87,13 @@ impl Book {
             .collect()
     }
 
+    /// The peers that announced they serve `share` (any time within the
+    /// book's memory): a capped provider counts on them to pass on what it
+    /// sent them (super-seeding, [`crate::net::serve`]).
+    pub fn announced(&self, share: &ManifestId) -> impl Iterator<Item = &PeerId> {
+        self.shares.get(share).into_iter().flat_map(HashMap::keys)
+    }
+
     /// Entries held, over all shares.
     pub fn len(&self) -> usize {
         self.shares.values().map(HashMap::len).sum()

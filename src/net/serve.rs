@@ -26,7 +26,7 @@
 //!
 //! docs/PROTOCOL.md ("Serving policy") states the policy and its defaults.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -45,6 +45,7 @@ use crate::net::budget::{Budget, Permit};
 use crate::net::frame::{read_msg, write_msg};
 use crate::net::inbound::{InboundStream, Incoming};
 use crate::net::pex;
+use crate::net::seed::Seeding;
 use crate::net::PeerAddr;
 use crate::store::share::{LocalShare, ServeError};
 use crate::wire::{self, Have, Request, Response};
@@ -715,6 +716,9 @@ struct Shared {
     drain: Drain,
     /// Who asked for which share, for peer exchange (bounded).
     book: Mutex<pex::Book>,
+    /// What a capped server sent to whom, for its `Have` answers
+    /// (super-seeding; unused without an upload limit).
+    seeding: Mutex<Seeding>,
 }
 
 /// Lets the owner of a server stop it gracefully (a one-shot sender whose
@@ -844,6 +848,7 @@ pub async fn serve(mut incoming: Incoming, provider: Arc<dyn Provider>, config: 
         challenges,
         drain,
         book: Mutex::default(),
+        seeding: Mutex::default(),
     });
     while let Some(InboundStream { peer, addr, stream }) = incoming.recv().await {
         let key = AddrKey::of(peer, &addr);
@@ -910,8 +915,9 @@ async fn write_timed<W: AsyncWrite + Unpin>(
 enum Reply {
     Msg(Response),
     Manifest(Arc<[u8]>),
-    /// A chunk, its id, and the budget it holds until written.
-    Chunk(Vec<u8>, ChunkId, Reserved),
+    /// A chunk, and the budget it holds until written (under an upload
+    /// limit, its turn was taken before it was produced).
+    Chunk(Vec<u8>, Reserved),
 }
 
 /// A chunk answer's hold on the memory budget and on its address's answer
@@ -996,10 +1002,7 @@ async fn handle(
                         write_timed(&mut wr, &head, stall).await?;
                         write_timed(&mut wr, &bytes, stall).await?;
                     }
-                    Reply::Chunk(bytes, chunk, reserved) => {
-                        if let Some(rate) = &shared.rate {
-                            rate.take(chunk, bytes.len()).await;
-                        }
+                    Reply::Chunk(bytes, reserved) => {
                         let head = wire::encode(&Response::Chunk { len: bytes.len() as u32 });
                         write_timed(&mut wr, &head, stall).await?;
                         write_timed(&mut wr, &bytes, stall).await?;
@@ -1165,6 +1168,47 @@ impl StreamCtx {
         Response::Peers(pex::to_wire(&list))
     }
 
+    /// What this node holds of `share`, as offered to this peer: all of
+    /// it, or under an upload limit while others fetch too, what no live
+    /// swarm member got from it yet (super-seeding, [`Seeding::offer`]).
+    fn have(&self, share: &ManifestId) -> Response {
+        let p = &self.shared.provider;
+        let Some(held) = p.have(share) else {
+            return Response::NotFound;
+        };
+        if self.shared.rate.is_none() {
+            return Response::Have(held);
+        }
+        // Members that announced they serve the share and are connected
+        // (the book's lock, then the streams', never both at once).
+        let announced: Vec<PeerId> = {
+            let book = self.shared.book.lock().expect("never poisoned");
+            book.announced(share).copied().collect()
+        };
+        // At most `max_streams` peers.
+        let connected: HashSet<PeerId> = {
+            let streams = self.shared.streams.lock().expect("never poisoned");
+            streams.per_peer.keys().copied().collect()
+        };
+        let live: HashSet<PeerId> = announced
+            .into_iter()
+            .filter(|a| connected.contains(a))
+            .collect();
+        let manifest = || p.manifest(share).and_then(|b| Manifest::decode(&b).ok());
+        Response::Have(self.seeding().offer(
+            *share,
+            self.peer,
+            &held,
+            manifest,
+            (&live, &connected),
+            Instant::now(),
+        ))
+    }
+
+    fn seeding(&self) -> std::sync::MutexGuard<'_, Seeding> {
+        self.shared.seeding.lock().expect("never poisoned")
+    }
+
     fn busy(&self) -> Reply {
         Reply::Msg(Response::Busy {
             retry_ms: self
@@ -1209,9 +1253,7 @@ async fn answer(
                 Some(bytes) => Reply::Manifest(bytes),
                 None => Reply::Msg(Response::NotFound),
             },
-            Request::Have { share } => {
-                Reply::Msg(p.have(&share).map_or(Response::NotFound, Response::Have))
-            }
+            Request::Have { share } => Reply::Msg(ctx.have(&share)),
             Request::Done { .. } => {
                 tracing::debug!(peer = %ctx.peer, "ignoring a Done without proof");
                 Reply::Msg(Response::Ack)
@@ -1233,6 +1275,15 @@ async fn answer(
     let Some(mut reserved) = reserved else {
         return ctx.busy();
     };
+    if let Some(rate) = &ctx.shared.rate {
+        // The turn comes before the chunk is produced: an answer given up
+        // while it waits (its stream reset) costs neither CPU nor upload.
+        // Kept from others' offers meanwhile (super-seeding).
+        ctx.seeding()
+            .asked(&share, &chunk, ctx.peer, Instant::now());
+        rate.take(chunk, len).await;
+        ctx.seeding().sent(&share, &chunk, ctx.peer, Instant::now());
+    }
     let Ok(cpu) = ctx.shared.cpu.acquire().await else {
         return Reply::Msg(Response::NotFound);
     };
@@ -1251,7 +1302,7 @@ async fn answer(
                     None => return ctx.busy(),
                 };
             }
-            Reply::Chunk(bytes, chunk, reserved)
+            Reply::Chunk(bytes, reserved)
         }
         Ok(Err(Refusal::Stale)) => Reply::Msg(Response::Stale),
         Ok(Err(Refusal::NotFound)) | Err(_) => Reply::Msg(Response::NotFound),
@@ -1318,6 +1369,7 @@ mod tests {
             challenges: ChallengeKey::generate().unwrap(),
             drain: Drain::default(),
             book: Mutex::default(),
+            seeding: Mutex::default(),
         })
     }
 

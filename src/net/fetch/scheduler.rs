@@ -702,6 +702,15 @@ async fn schedule<V: Verify>(
             Some(joined) = crew.sessions.join_next() => {
                 let (peer, end, delivered) = joined.expect("sessions do not panic");
                 crew.running.remove(&peer);
+                tracing::debug!(
+                    local = %src.client.peer_id(),
+                    %peer,
+                    end = end.label(),
+                    delivered,
+                    left = left(),
+                    running = crew.running.len(),
+                    "a session ended"
+                );
                 if delivered > 0 {
                     src.delivered(peer);
                 }

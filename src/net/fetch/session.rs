@@ -68,9 +68,22 @@ const WAIT_TICK: Duration = Duration::from_millis(200);
 
 /// While a session has nothing to ask for, how often it asks `Have` again:
 /// what a partial holder holds grows, and a stream with no request for a
-/// minute is closed by its provider. At most one `Have` per this interval
-/// per session, so at most `max_peers` of them per interval per fetch.
+/// minute is closed by its provider. Sooner after a delivered chunk
+/// ([`HAVE_FRESH`]) or a changed answer ([`HAVE_CHANGED`]): at most one
+/// `Have` per delivered chunk, at most 4 a second while the answers
+/// change, else one a second, per session.
 pub(super) const HAVE_EVERY: Duration = Duration::from_secs(1);
+
+/// How soon `Have` is asked again instead, by a session that delivered a
+/// chunk since it last asked and has nothing left to ask for: a capped
+/// sharer offers a few chunks at a time (super-seeding, `net::seed`), and
+/// its next offer should not wait a whole [`HAVE_EVERY`].
+const HAVE_FRESH: Duration = Duration::from_millis(100);
+
+/// How soon `Have` is asked again by a session with nothing to ask for
+/// whose last `Have` answer differed from the one before: the source's
+/// offer moves (it is fetching, or a capped sharer offers in turn).
+const HAVE_CHANGED: Duration = Duration::from_millis(250);
 
 /// `Have` answers in a row that did not change, from a partial holder that
 /// holds nothing that is left, after which its session ends (it is not
@@ -124,6 +137,22 @@ pub(super) enum SessionEnd {
     Stale,
     /// The share itself is bad, or the local side failed: stop everything.
     Fatal(FetchError),
+}
+
+impl SessionEnd {
+    /// A word for the logs.
+    pub(super) fn label(&self) -> String {
+        match self {
+            SessionEnd::Finished => "finished".into(),
+            SessionEnd::Fault(Fault::Lost(r)) => format!("lost: {r}"),
+            SessionEnd::Fault(Fault::Misbehaved(r)) => format!("misbehaved: {r}"),
+            SessionEnd::Fault(Fault::Busy(d)) => format!("busy {d:?}"),
+            SessionEnd::Fault(Fault::CircuitEnded(r)) => format!("circuit ended: {r}"),
+            SessionEnd::NotFound => "not found".into(),
+            SessionEnd::Stale => "stale".into(),
+            SessionEnd::Fatal(e) => format!("fatal: {e}"),
+        }
+    }
 }
 
 impl From<Fault> for SessionEnd {
@@ -302,6 +331,8 @@ impl<V: Verify> Session<V> {
         };
         job.queue().have(self.peer, &have);
         let mut have_asked = Instant::now();
+        // Chunks this session had delivered when it last asked `Have`.
+        let mut delivered_at_have = self.delivered;
         let mut unchanged = 0;
         let m = job.check.manifest();
         // A Have bitmap is in manifest order: metadata chunks, then content.
@@ -367,7 +398,15 @@ impl<V: Verify> Session<V> {
                     continue;
                 }
                 // Nothing in flight and nothing to ask for yet.
-                if have_asked.elapsed() >= HAVE_EVERY {
+                let every = if self.delivered > delivered_at_have {
+                    HAVE_FRESH
+                } else if unchanged == 0 {
+                    HAVE_CHANGED
+                } else {
+                    HAVE_EVERY
+                };
+                if have_asked.elapsed() >= every {
+                    delivered_at_have = self.delivered;
                     let now = self.have(&mut s).await?;
                     unchanged = if now == have { unchanged + 1 } else { 0 };
                     have = now;
@@ -376,7 +415,8 @@ impl<V: Verify> Session<V> {
                     // What this peer holds may be what another waits for.
                     job.changed();
                 } else {
-                    let _ = tokio::time::timeout(WAIT_TICK, changes.changed()).await;
+                    let due = every.saturating_sub(have_asked.elapsed());
+                    let _ = tokio::time::timeout(WAIT_TICK.min(due), changes.changed()).await;
                 }
                 continue;
             };
