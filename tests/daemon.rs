@@ -1139,3 +1139,67 @@ fn a_password_link_goes_through_the_daemon_and_a_wrong_password_fails_fast() {
     }
     drop(b);
 }
+
+/// A running daemon fetch serves what it verified (issue 11): daemon C,
+/// given only daemon B as a source, gets chunks from B while B is still
+/// fetching them from a slow sharer A (24 MiB at 2 MiB/s: about 12 s).
+/// Every copy is byte-identical.
+#[test]
+fn a_daemon_still_fetching_serves_what_it_verified() {
+    served_while_running("fetches");
+}
+
+/// The same for a pin: B pins the share (never holding its key) and
+/// serves what it stored while it pins.
+#[test]
+fn a_daemon_still_pinning_serves_what_it_stored() {
+    served_while_running("pins");
+}
+
+/// Daemon B runs a job of `kind` ("fetches" or "pins") for a share of
+/// slow daemon A; daemon C, given only B, fetches it and must have got
+/// chunks from B while B's job was still running.
+fn served_while_running(kind: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, f, _) = slow_share(&tmp, 2 << 20, 4);
+    // A link with no hint: each fetcher is told its source.
+    let link = a.json(&["share", "--no-hints", f.to_str().unwrap()])["link"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = Daemon::start(&sub(&tmp, "B"));
+    let c = Daemon::start(&sub(&tmp, "C"));
+    let (out_b, out_c) = (sub(&tmp, "out-b"), sub(&tmp, "out-c"));
+    let o = if kind == "pins" {
+        cli(&b.dir, &["pin", "--detach", &link, "--peer", &a.addr()])
+    } else {
+        fetch(&b.dir, &link, &out_b, &["--detach", "--peer", &a.addr()])
+    };
+    assert!(o.status.success(), "{}", err(&o));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while b.json(&["list"])[kind][0]["bytes"].as_u64().unwrap_or(0) < 4 << 20 {
+        assert!(Instant::now() < deadline, "B made no progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = fetch(&c.dir, &link, &out_c, &["--detach", "--peer", &b.addr()]);
+    assert!(o.status.success(), "{}", err(&o));
+    // B uploads to C while its own job runs.
+    let (uploaded, state) = loop {
+        let uploaded = b.json(&["status"])["uploaded_bytes"].as_u64().unwrap();
+        let l = b.json(&["list"]);
+        if uploaded >= 1 << 20 {
+            break (uploaded, l[kind][0]["status"]["state"].clone());
+        }
+        assert!(Instant::now() < deadline, "B served nothing: {l}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("B had uploaded {uploaded} bytes, its job {state}");
+    assert_eq!(state, "running", "B served only once done");
+    wait_for(&b, kind, "done");
+    wait_for(&c, "fetches", "done");
+    let want = fs::read(&f).unwrap();
+    assert!(fs::read(out_c.join("movie.bin")).unwrap() == want);
+    if kind == "fetches" {
+        assert!(fs::read(out_b.join("movie.bin")).unwrap() == want);
+    }
+}

@@ -11,7 +11,9 @@ use tokio::sync::mpsc;
 use crate::chunk::{ChunkId, Stream};
 use crate::crypto::DoneKey;
 use crate::manifest::{Manifest, ManifestId};
+use crate::net::fetch::Partial;
 use crate::net::serve::{DoneClaim, LocalProvider, Provider, Refusal};
+use crate::net::PeerAddr;
 use crate::store::chunks::ChunkDir;
 use crate::store::share::LocalShare;
 use crate::wire::Have;
@@ -55,10 +57,14 @@ pub enum Served {
     Pinned(Pinned),
 }
 
-/// Every share the daemon serves, by manifest id.
+/// Every share the daemon serves, by manifest id, and the shares its
+/// running fetches serve as far as they verified them (partial holders).
 #[derive(Default)]
 pub struct Registry {
     shares: RwLock<HashMap<ManifestId, Arc<Served>>>,
+    /// At most one per running fetch (`max_jobs`); a share served whole
+    /// answers before its partial holder.
+    partials: RwLock<HashMap<ManifestId, Arc<Partial>>>,
     uploaded: AtomicU64,
     /// Hears each receiver newly counted against a share's download limit,
     /// to keep the count across a restart (see [`Registry::report_downloads`]).
@@ -116,6 +122,34 @@ impl Registry {
         self.shares.read().expect("never poisoned").get(id).cloned()
     }
 
+    /// Serves what a running fetch of `id` has verified, until
+    /// [`Registry::remove_partial`].
+    pub fn add_partial(&self, id: ManifestId, partial: Arc<Partial>) {
+        self.partials
+            .write()
+            .expect("never poisoned")
+            .insert(id, partial);
+    }
+
+    /// The fetch of `id` ended: what it fetched is served whole (re-seeded)
+    /// or not at all.
+    pub fn remove_partial(&self, id: &ManifestId) {
+        self.partials.write().expect("never poisoned").remove(id);
+    }
+
+    /// The running fetch of `id` serving what it verified, unless `id` is
+    /// served whole.
+    fn partial(&self, id: &ManifestId) -> Option<Arc<Partial>> {
+        if self.get(id).is_some() {
+            return None;
+        }
+        self.partials
+            .read()
+            .expect("never poisoned")
+            .get(id)
+            .cloned()
+    }
+
     /// Chunk bytes sent so far.
     pub fn uploaded(&self) -> u64 {
         self.uploaded.load(Ordering::Relaxed)
@@ -124,6 +158,9 @@ impl Registry {
 
 impl Provider for Registry {
     fn manifest(&self, share: &ManifestId) -> Option<Arc<[u8]>> {
+        if let Some(p) = self.partial(share) {
+            return p.manifest(share);
+        }
         match &*self.get(share)? {
             Served::Local(p) => p.manifest(share),
             Served::Pinned(p) => Some(p.bytes.clone()),
@@ -131,10 +168,20 @@ impl Provider for Registry {
     }
 
     fn have(&self, share: &ManifestId) -> Option<Have> {
+        if let Some(p) = self.partial(share) {
+            return p.have(share);
+        }
         self.get(share).map(|_| Have::All)
     }
 
     fn chunk(&self, share: &ManifestId, chunk: &ChunkId) -> Result<Vec<u8>, Refusal> {
+        if let Some(p) = self.partial(share) {
+            // Checked against its id by the partial holder.
+            let bytes = p.chunk(share, chunk)?;
+            self.uploaded
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            return Ok(bytes);
+        }
         let served = self.get(share).ok_or(Refusal::NotFound)?;
         let bytes = match &*served {
             Served::Local(p) => p.chunk(share, chunk)?,
@@ -159,7 +206,22 @@ impl Provider for Registry {
     /// asks at most once per request it is admitted for.
     fn holds(&self, locator: &[u8; 32]) -> Option<ManifestId> {
         let shares = self.shares.read().expect("never poisoned");
-        shares.keys().find(|id| id.locator() == *locator).copied()
+        if let Some(id) = shares.keys().find(|id| id.locator() == *locator) {
+            return Some(*id);
+        }
+        drop(shares);
+        let partials = self.partials.read().expect("never poisoned");
+        partials.values().find_map(|p| p.holds(locator))
+    }
+
+    fn chunk_len(&self, share: &ManifestId, chunk: &ChunkId) -> Option<usize> {
+        self.partial(share)?.chunk_len(share, chunk)
+    }
+
+    /// A running fetch's sources, passed on in peer exchange.
+    fn sources(&self, share: &ManifestId) -> Vec<PeerAddr> {
+        self.partial(share)
+            .map_or_else(Vec::new, |p| p.sources(share))
     }
 
     /// Only a share served with a download limit counts (and so checks)

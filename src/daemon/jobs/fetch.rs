@@ -4,12 +4,38 @@ use std::sync::Arc;
 
 use crate::daemon::control::JobKind;
 use crate::daemon::journal::Change;
+use crate::daemon::registry::Registry;
 use crate::daemon::state::{JobStatus, Origin, ShareRecord};
 use crate::daemon::Daemon;
 use crate::link::Link;
 use crate::manifest::ManifestId;
-use crate::net::fetch::{fetch, FetchOptions, Fetched, ProgressTx};
+use crate::net::fetch::{fetch, FetchOptions, Fetched, Partial, ProgressTx};
 use crate::store::output::OutputOptions;
+
+/// A running fetch's (or pin's) partial holder in the registry, taken out
+/// when the job ends, or when it is cancelled or the daemon stops (the
+/// job's future is dropped where it waits).
+pub(super) struct PartialServed {
+    registry: Arc<Registry>,
+    id: ManifestId,
+}
+
+impl PartialServed {
+    /// Serves `partial` for `id` from `registry` until dropped.
+    pub(super) fn new(registry: &Arc<Registry>, id: ManifestId, partial: Arc<Partial>) -> Self {
+        registry.add_partial(id, partial);
+        PartialServed {
+            registry: registry.clone(),
+            id,
+        }
+    }
+}
+
+impl Drop for PartialServed {
+    fn drop(&mut self) {
+        self.registry.remove_partial(&self.id);
+    }
+}
 
 impl Daemon {
     /// Runs fetch `id` (its record is in the state) and records how it
@@ -49,8 +75,14 @@ impl Daemon {
                 return status;
             }
         };
+        // While it runs, the fetch serves what it verified (a partial
+        // holder, as one-shot `receive` does), so that other fetchers of
+        // the same link draw from it too (docs/PROTOCOL.md 5.4).
+        let partial = Arc::new(Partial::new(id));
+        let serving = PartialServed::new(&self.registry, id, partial.clone());
         let opts = FetchOptions {
             selection,
+            serve_as: Some(partial),
             ..self.fetch_options(OutputOptions {
                 force: rec.force,
                 merge: rec.merge,
@@ -93,6 +125,8 @@ impl Daemon {
                 }
             })
         });
+        // The re-seeded share (if any) answers from now on.
+        drop(serving);
         status
     }
 

@@ -9,11 +9,12 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use super::fetch::PartialServed;
 use crate::daemon::registry::Pinned;
 use crate::daemon::state::JobStatus;
 use crate::daemon::{Daemon, JobProgress};
 use crate::manifest::{Manifest, ManifestId};
-use crate::net::fetch::{fetch_ciphertext, ProgressTx};
+use crate::net::fetch::{fetch_ciphertext, FetchOptions, Partial, ProgressTx};
 use crate::store::output::OutputOptions;
 
 /// Bytes kept free beyond what a pin needs.
@@ -41,7 +42,14 @@ impl Daemon {
             };
         };
         let sources = Daemon::parse_sources(&rec.sources);
-        let opts = self.fetch_options(OutputOptions::default());
+        // While it runs, the pin serves the chunks it has stored (a
+        // partial holder), as a fetch does.
+        let partial = Arc::new(Partial::new(id));
+        let serving = PartialServed::new(&self.registry, id, partial.clone());
+        let opts = FetchOptions {
+            serve_as: Some(partial),
+            ..self.fetch_options(OutputOptions::default())
+        };
         let r = tokio::select! {
             r = fetch_ciphertext(&self.client, id, sources, &self.chunks, &opts, ptx) => {
                 r.map_err(|e| e.to_string())
@@ -68,6 +76,8 @@ impl Daemon {
             })
         })
         .await;
+        // The pinned share (if any) answers from now on.
+        drop(serving);
         status
     }
 
