@@ -18,10 +18,15 @@
 //! `O_NOFOLLOW`, so a folder swapped for a link while a transfer runs makes
 //! the run fail naming it ([`OutputError::Swapped`]) instead of redirecting
 //! a write or a rename outside the destination.
-//! Before the first rename a `placing` marker is made durable in the staging
-//! folder: a later run that finds it knows every staged byte was verified and
-//! flushed, counts an entry gone from staging but present at its final path
-//! as placed, and only finishes the renames.
+//! Before the first rename `tree/` is renamed `ready/`, durably: a later run
+//! that finds `ready/` knows every staged byte was verified and flushed,
+//! counts an entry gone from staging but present at its final path as
+//! placed, and only finishes the renames. The lock is taken on the staging
+//! folder itself. Both cost no inode: a small share's fetch allocates three
+//! (the staging folder, `tree/`, the file) and frees two, where a `lock`
+//! file and a `placing` marker made it five and four, and on an ext4
+//! without a journal each allocation searches past recently freed inodes
+//! (docs/PERFORMANCE.md).
 //!
 //! Files already at their final paths with the share's sizes (an earlier
 //! run of this share put them there: an earlier part of it, `--only`, or
@@ -113,9 +118,22 @@ pub enum OutputError {
     Io(#[from] PathIoError),
 }
 
-/// Name of the marker, inside the staging folder, that says all content
-/// was verified and flushed and the renames into place have begun.
-const PLACING: &str = "placing";
+/// Name, inside the staging folder, of the folder entries are staged in.
+const TREE: &str = "tree";
+
+/// What `tree/` is renamed once all content is verified and flushed: the
+/// renames into place have begun (the state is carried by the name, so it
+/// costs no marker file).
+const READY: &str = "ready";
+
+/// Binaries before `ready/` marked that state with a `placing` file beside
+/// `tree/`; a staging folder they left is still resumed (FORMAT.md 10).
+const OLD_PLACING: &str = "placing";
+
+/// Binaries before the lock on the staging folder itself locked this file
+/// in it; where one is, it is locked too, so an older binary and this one
+/// never write the same staging folder at once.
+const OLD_LOCK: &str = "lock";
 
 /// How to write.
 #[derive(Clone, Debug, Default)]
@@ -179,11 +197,12 @@ pub struct Output {
     /// The destination, held from the start: whatever happens to the path
     /// `dest` meanwhile, the staging folder is this folder's.
     dest_dir: Dir,
-    /// The staging folder (holds the lock and `tree/`).
+    /// The staging folder (holds `tree/`, or `ready/` once placing).
     staging: PathBuf,
-    /// The staging folder, held.
+    /// The staging folder, held and `flock`ed: closing it releases the
+    /// lock.
     staging_dir: Dir,
-    /// `staging/tree`: where entries are written.
+    /// `staging/tree` (or `staging/ready`): where entries are written.
     tree: PathBuf,
     /// Reaches entries below `tree` one name at a time, never through a
     /// link (shared with the threads that read staged content back).
@@ -194,8 +213,8 @@ pub struct Output {
     /// Content offset and entry index of each file, in content order.
     files: Vec<(u64, usize)>,
     plan: Vec<Plan>,
-    /// The staging folder's lock; closing it releases the lock.
-    _lock: File,
+    /// An older binary's `lock` file in the staging folder, locked too.
+    _old_lock: Option<File>,
     /// The file last written to, kept open for sequential writes.
     open: Option<(usize, File)>,
     /// Bytes written to the open file since its writeback was last started.
@@ -284,12 +303,9 @@ impl Output {
         // Read before taking the lock: if another run is placing right now,
         // the lock below refuses us anyway.
         let earlier = dest_dir.open_dir(&name).ok();
-        let placing = earlier
-            .as_ref()
-            .and_then(|s| s.stat(PLACING).ok().flatten())
-            .is_some_and(|st| handle::kind(&st) == FileType::RegularFile);
-        let tree = staging.join("tree");
-        let earlier_tree = earlier.as_ref().and_then(|s| s.open_dir("tree").ok());
+        let (tree_name, placing) = earlier.as_ref().map_or((TREE, false), staged_state);
+        let tree = staging.join(tree_name);
+        let earlier_tree = earlier.as_ref().and_then(|s| s.open_dir(tree_name).ok());
         let places = Places {
             dest_dir: &dest_dir,
             dest,
@@ -332,18 +348,26 @@ impl Output {
         if st.st_uid != rustix::process::geteuid().as_raw() || st.st_mode & 0o077 != 0 {
             return Err(OutputError::Untrusted(staging));
         }
-        let lock_path = staging.join("lock");
-        let lock = staging_dir
-            .open_file("lock", OFlags::WRONLY | OFlags::CREATE, 0o600)
-            .map_err(at(&lock_path))?;
-        if rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
+        // flock(2) works on a folder's descriptor as on a file's: no lock
+        // file to create and free per run.
+        if rustix::fs::flock(&staging_dir, FlockOperation::NonBlockingLockExclusive).is_err() {
             return Err(OutputError::Busy(dest.to_owned()));
         }
-        match staging_dir.mkdir("tree", 0o777) {
+        let old_lock = match staging_dir.open_file(OLD_LOCK, OFlags::WRONLY, 0) {
+            Ok(f) => {
+                if rustix::fs::flock(&f, FlockOperation::NonBlockingLockExclusive).is_err() {
+                    return Err(OutputError::Busy(dest.to_owned()));
+                }
+                Some(f)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(at(&staging.join(OLD_LOCK))(e).into()),
+        };
+        match staging_dir.mkdir(tree_name, 0o777) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(at(&tree)(e).into()),
             _ => {}
         }
-        let tree_dir = open_dir_at(&staging_dir, "tree", &tree)?;
+        let tree_dir = open_dir_at(&staging_dir, tree_name, &tree)?;
         if resumed && !placing {
             prune(&tree_dir, &tree, &metadata)?;
         }
@@ -394,7 +418,7 @@ impl Output {
             metadata,
             files,
             plan,
-            _lock: lock,
+            _old_lock: old_lock,
             open: None,
             unflushed: 0,
             timed,
@@ -613,10 +637,10 @@ impl Output {
     /// Returns the top-level paths created or updated.
     pub fn finish(mut self) -> Result<Vec<PathBuf>, OutputError> {
         self.open = None;
-        let entries = self.metadata.entries();
         if !self.placing {
             self.seal_staging()?;
         }
+        let entries = self.metadata.entries();
         // Fresh walks from the held folders: a folder swapped since it was
         // checked is an error here, never followed.
         let mut from = Walker::new(lock(&self.walker).root()).map_err(at(&self.tree))?;
@@ -669,9 +693,9 @@ impl Output {
         Ok(top_level(&self.dest, entries))
     }
 
-    /// Sets the staged entries' times, flushes them, and makes the
-    /// `placing` marker durable: from here on a crash resumes by renaming.
-    fn seal_staging(&self) -> Result<(), OutputError> {
+    /// Sets the staged entries' times, flushes them, and renames `tree/`
+    /// `ready/`, durably: from here on a crash resumes by renaming.
+    fn seal_staging(&mut self) -> Result<(), OutputError> {
         let entries = self.metadata.entries();
         let mut w = lock(&self.walker);
         // Deepest first, so setting a folder's time comes after its children.
@@ -689,32 +713,55 @@ impl Output {
             dir.set_mtime(name, e.mtime.secs, e.mtime.nanos)
                 .map_err(at(&path))?;
         }
+        drop(w);
         let staging = &self.staging_dir;
         staging.sync_fs().map_err(at(&self.staging))?;
-        let marker = self.staging.join(PLACING);
+        // The held handles (the walker's) follow the folder: a rename
+        // changes its name, not what they reach.
         staging
-            .open_file(PLACING, OFlags::WRONLY | OFlags::CREATE, 0o600)
-            .and_then(|f| f.sync_all())
-            .map_err(at(&marker))?;
+            .rename_noreplace(TREE, staging, READY)
+            .map_err(at(&self.staging.join(READY)))?;
+        self.tree = self.staging.join(READY);
         staging.sync().map_err(at(&self.staging))?;
         Ok(())
     }
 
-    /// Removes a placed share's staging folder, the `placing` marker last: a
-    /// crash in the middle leaves the marker, and the next run only finishes
-    /// the removal instead of finding its own files in the way.
+    /// Removes a placed share's staging folder, what says it was placing
+    /// last (`ready/`, itself after its contents, or an older binary's
+    /// `placing` marker): a crash in the middle leaves it, and the next run
+    /// only finishes the removal instead of finding its own files in the
+    /// way.
     fn remove_staging(&self) -> Result<(), OutputError> {
         let staging = &self.staging_dir;
         let gone = |r: io::Result<()>, name: &str| match r {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(at(&self.staging.join(name))(e)),
             _ => Ok(()),
         };
-        gone(staging.remove_all("tree"), "tree")?;
-        gone(staging.remove_file("lock"), "lock")?;
-        gone(staging.remove_file(PLACING), PLACING)?;
+        gone(staging.remove_all(TREE), TREE)?;
+        gone(staging.remove_file(OLD_LOCK), OLD_LOCK)?;
+        gone(staging.remove_all(READY), READY)?;
+        gone(staging.remove_file(OLD_PLACING), OLD_PLACING)?;
         let name = self.staging.file_name().expect("a staging folder's name");
         self.dest_dir.remove_dir(name).map_err(at(&self.staging))?;
         Ok(())
+    }
+}
+
+/// Which folder of an earlier run's staging folder holds its entries, and
+/// whether that run had begun placing them: `ready/` (placing), an older
+/// binary's `tree/` beside a `placing` marker file (placing), else `tree/`.
+fn staged_state(staging: &Dir) -> (&'static str, bool) {
+    let is = |name: &str, want: FileType| {
+        staging
+            .stat(name)
+            .ok()
+            .flatten()
+            .is_some_and(|st| handle::kind(&st) == want)
+    };
+    if is(READY, FileType::Directory) {
+        (READY, true)
+    } else {
+        (TREE, is(OLD_PLACING, FileType::RegularFile))
     }
 }
 
@@ -1145,7 +1192,7 @@ mod tests {
         let dest = tmp.path();
         let id = ManifestId([5; 32]);
         for moved in [&["album"][..], &["album", "z"], &[]] {
-            let out = staged(dest, &id);
+            let mut out = staged(dest, &id);
             out.seal_staging().unwrap();
             for top in moved {
                 fs::rename(out.tree.join(top), dest.join(top)).unwrap();
@@ -1164,19 +1211,24 @@ mod tests {
         }
     }
 
-    /// A crash while removing the staging folder: the marker goes last,
-    /// so the next run still knows the files in place are its own.
+    /// A crash while removing the staging folder: `ready/` goes last
+    /// (emptied first), so the next run still knows the files in place are
+    /// its own.
     #[test]
     fn a_run_interrupted_while_removing_its_staging_folder_finishes() {
         let tmp = tempfile::tempdir().unwrap();
         let dest = tmp.path();
         let id = ManifestId([8; 32]);
-        let out = staged(dest, &id);
+        let mut out = staged(dest, &id);
         out.seal_staging().unwrap();
         for top in ["album", "z"] {
             fs::rename(out.tree.join(top), dest.join(top)).unwrap();
         }
-        fs::remove_dir_all(&out.tree).unwrap();
+        assert_eq!(
+            fs::read_dir(&out.tree).unwrap().count(),
+            0,
+            "ready/ emptied"
+        );
         drop(out);
         let again = Output::create(dest, &id, share(), &OutputOptions::default()).unwrap();
         assert!(again.placing());
@@ -1224,7 +1276,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dest = tmp.path();
         let id = ManifestId([7; 32]);
-        let out = staged(dest, &id);
+        let mut out = staged(dest, &id);
         out.seal_staging().unwrap();
         fs::remove_file(out.tree.join("z")).unwrap();
         drop(out);
@@ -1234,5 +1286,62 @@ mod tests {
             "{:?}",
             r.err()
         );
+    }
+
+    /// A small share staged and placed creates no file in the staging
+    /// folder but `tree/` (renamed `ready/`): the lock is on the folder
+    /// itself, the placing state is the name (fewer inodes per fetch).
+    #[test]
+    fn staging_holds_only_the_tree_and_its_lock_is_the_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path();
+        let id = ManifestId([9; 32]);
+        let mut out = staged(dest, &id);
+        let names = |p: &Path| {
+            let mut n: Vec<String> = fs::read_dir(p)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            n.sort();
+            n
+        };
+        let staging = dest.join(staging_name(&id));
+        assert_eq!(names(&staging), [TREE]);
+        let second = Output::create(dest, &id, share(), &OutputOptions::default());
+        assert!(matches!(second, Err(OutputError::Busy(_))), "locked");
+        out.seal_staging().unwrap();
+        assert_eq!(names(&staging), [READY]);
+        drop(out);
+        let again = Output::create(dest, &id, share(), &OutputOptions::default()).unwrap();
+        assert!(again.resumed() && again.placing());
+        again.finish().unwrap();
+        assert_eq!(fs::read(dest.join("z")).unwrap(), b"zzzz");
+        assert!(!staging.exists());
+    }
+
+    /// An older binary's staging folder (`tree/` with a `lock` file, and a
+    /// `placing` marker once it began the renames) is resumed, and its
+    /// `lock` held by that binary makes this one `Busy`.
+    #[test]
+    fn an_older_binarys_staging_folder_is_resumed_and_its_lock_respected() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path();
+        let id = ManifestId([10; 32]);
+        drop(staged(dest, &id));
+        let staging = dest.join(staging_name(&id));
+        let old_lock = File::create(staging.join(OLD_LOCK)).unwrap();
+        rustix::fs::flock(&old_lock, FlockOperation::NonBlockingLockExclusive).unwrap();
+        let r = Output::create(dest, &id, share(), &OutputOptions::default());
+        assert!(matches!(r, Err(OutputError::Busy(_))), "{:?}", r.err());
+        drop(old_lock);
+        // It had begun placing: `z` is already in place.
+        File::create(staging.join(OLD_PLACING)).unwrap();
+        fs::rename(staging.join("tree/z"), dest.join("z")).unwrap();
+        let again = Output::create(dest, &id, share(), &OutputOptions::default()).unwrap();
+        assert!(again.resumed() && again.placing());
+        again.finish().unwrap();
+        assert_eq!(fs::read(dest.join("album/sub/b")).unwrap(), b"bb");
+        assert_eq!(fs::read(dest.join("z")).unwrap(), b"zzzz");
+        assert!(!staging.exists());
     }
 }
