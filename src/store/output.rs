@@ -131,8 +131,9 @@ const READY: &str = "ready";
 const OLD_PLACING: &str = "placing";
 
 /// Binaries before the lock on the staging folder itself locked this file
-/// in it; where one is, it is locked too, so an older binary and this one
-/// never write the same staging folder at once.
+/// in it; where one is, it is locked too, so this binary never writes a
+/// staging folder an older one is writing (the other way round, an older
+/// binary started while this one writes does not see the folder's lock).
 const OLD_LOCK: &str = "lock";
 
 /// How to write.
@@ -738,9 +739,15 @@ impl Output {
             _ => Ok(()),
         };
         gone(staging.remove_all(TREE), TREE)?;
-        gone(staging.remove_file(OLD_LOCK), OLD_LOCK)?;
+        // Only a folder found there can hold an older binary's files: a
+        // fresh one saves two failed unlinks per small fetch.
+        if self.resumed {
+            gone(staging.remove_file(OLD_LOCK), OLD_LOCK)?;
+        }
         gone(staging.remove_all(READY), READY)?;
-        gone(staging.remove_file(OLD_PLACING), OLD_PLACING)?;
+        if self.resumed {
+            gone(staging.remove_file(OLD_PLACING), OLD_PLACING)?;
+        }
         let name = self.staging.file_name().expect("a staging folder's name");
         self.dest_dir.remove_dir(name).map_err(at(&self.staging))?;
         Ok(())
